@@ -1,0 +1,406 @@
+"""The learning rules, written once for every backend.
+
+Each rule says three things about the feedback weights ``B`` of a weight layer:
+how they are initialised, what the feedback path multiplies errors by, and how
+they change. The math takes the array module ``xp`` (NumPy or CuPy) as an
+argument and never imports a backend, so the rate-mode engine (``models/``)
+and the circuit declaration (``circuits/spec.py``, built in Brian2 by
+``circuits/brian/``) share it.
+
+Notation (Akrout et al. 2019, "Deep Learning without Weight Transport",
+NeurIPS, arXiv:1904.05391). A weight layer computes ``v = W y + b`` from its
+input ``y``; the error at its output is ``δ = ∂L/∂v``; the feedback path sends
+``B δ`` down to the layer below, where backprop would send ``Wᵀ δ``.
+
+**Storage convention.** ``B`` is stored in the layout of ``W`` (for a Linear
+layer ``(out, in)``, for a convolution the kernel ``(out, in, kh, kw)``), that
+is, the array ``layer.B`` holds the paper's ``Bᵀ``. Backprop is then
+``layer.B == layer.W`` and the paper's angle(B, Wᵀ) is the angle between the
+flattened arrays ``layer.B`` and ``layer.W``. One convention serves matrices
+and convolution kernels, so every rule below is written once.
+
+A weight layer handed to a rule provides (see ``models.layers.WeightLayer``):
+
+``W``, ``B``
+    arrays of one shape (float32);
+``mirror_input_shape``
+    the shape of one input sample (``(in,)`` or ``(C, H, W)``);
+``linear_response(x)``
+    ``W x`` for a batch ``x`` (no bias), i.e. the layer's forward synaptic
+    drive;
+``activation_response(v)``
+    the layer's own output nonlinearity ``φ(v)`` (identity where none);
+``hebbian(pre, post)``
+    the summed outer product ``Σ_n post_n pre_nᵀ`` in W's layout, which is
+    also the layer's weight-gradient operation (for a convolution, the
+    correlation of input and output images).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "RuleError",
+    "LearningRule",
+    "Backprop",
+    "FeedbackAlignment",
+    "SignSymmetry",
+    "WeightMirror",
+    "KolenPollack",
+    "RULES",
+    "RULE_NAMES",
+    "make_rule",
+    "angle_degrees",
+]
+
+
+class RuleError(ValueError):
+    """A learning-rule parameter is out of range or unknown."""
+
+
+def angle_degrees(a, b, xp=None) -> float:
+    """Angle in degrees between two arrays, flattened.
+
+    ``θ = arccos( <a, b> / (‖a‖ ‖b‖) )``, computed in float64. Returns 90 when
+    either array is all zero (no direction to compare).
+    """
+    if xp is None:
+        import numpy as xp  # noqa: N813 - the array-module convention
+    a64 = a.reshape(-1).astype(xp.float64)
+    b64 = b.reshape(-1).astype(xp.float64)
+    na = float(xp.linalg.norm(a64))
+    nb = float(xp.linalg.norm(b64))
+    if na == 0.0 or nb == 0.0:
+        return 90.0
+    cosine = float(xp.dot(a64, b64)) / (na * nb)
+    return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+
+
+def _rms(xp, a) -> float:
+    return float(xp.sqrt(xp.mean(a.astype(xp.float32) ** 2)))
+
+
+def _check(condition: bool, rule: str, message: str) -> None:
+    if not condition:
+        raise RuleError(f"rule {rule}: {message}")
+
+
+@dataclass(frozen=True)
+class LearningRule:
+    """Interface shared by the rules; also backprop's defaults.
+
+    Subclasses are frozen dataclasses: their fields are the rule's
+    parameters, validated in ``__post_init__``. Methods that change arrays do
+    so in place on ``layer.W`` / ``layer.B`` so that the stored weights (not a
+    rebound local name) are what changes.
+    """
+
+    name: ClassVar[str] = ""
+    long_name: ClassVar[str] = ""
+    #: does the feedback path read a stored B (else it is derived from W)?
+    stores_feedback: ClassVar[bool] = True
+
+    # -- initialisation ---------------------------------------------------
+    def init_feedback(self, W, xp, rng):
+        """Initial B (W's layout): independent of W, same RMS as W.
+
+        ``B₀ ~ N(0, s²)`` with ``s = RMS(W₀)``, drawn from ``rng``.
+        """
+        scale = _rms(xp, W)
+        return (rng.standard_normal(W.shape, dtype=xp.float32) * scale).astype(xp.float32)
+
+    # -- feedback path ----------------------------------------------------
+    def feedback(self, layer, xp, rng=None):
+        """The array the feedback path multiplies errors by (W's layout)."""
+        return layer.B
+
+    # -- plasticity -------------------------------------------------------
+    def after_weight_update(self, layer, step, shrink: float, xp) -> None:
+        """Called by the optimiser after ``W ← shrink·W + step``.
+
+        ``step`` is the increment that the local product ``-η δ yᵀ`` (through
+        the momentum trace) gave W, ``shrink = 1 - η λ_wd`` the decay. Only
+        Kolen-Pollack uses it.
+        """
+
+    def after_step(self, weight_layers, xp, rng) -> None:
+        """Called once after every training step (weight mirror: mirror mode)."""
+
+    def initial_phase(self, weight_layers, xp, rng) -> None:
+        """Called once before training (weight mirror: initial mirror phase)."""
+
+    # -- config -----------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """The config/CLI value that names this rule (``bp``, ``usf``, ``wm`` ...)."""
+        return self.name
+
+    def params(self) -> dict[str, Any]:
+        """The rule's parameters, as written to ``config.toml``."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Backprop(LearningRule):
+    """Backpropagation: the reference, which needs weight transport.
+
+    ``B = Wᵀ`` at every step (read from the current W, never copied once):
+    ``δ_l = φ'(v_l) ⊙ (W_{l+1}ᵀ δ_{l+1})``.
+    """
+
+    name: ClassVar[str] = "bp"
+    long_name: ClassVar[str] = "backprop"
+    stores_feedback: ClassVar[bool] = False
+
+    def init_feedback(self, W, xp, rng):
+        return None
+
+    def feedback(self, layer, xp, rng=None):
+        return layer.W
+
+
+@dataclass(frozen=True)
+class FeedbackAlignment(LearningRule):
+    """Feedback alignment (Lillicrap et al. 2016, Nat. Commun. 7:13276).
+
+    ``B`` is drawn once at random, ``B₀ ~ N(0, RMS(W₀)²)``, and never changes:
+    ``δ_l = φ'(v_l) ⊙ (B_{l+1} δ_{l+1})``, ``ΔB = 0``.
+    """
+
+    name: ClassVar[str] = "fa"
+    long_name: ClassVar[str] = "feedback_alignment"
+
+
+@dataclass(frozen=True)
+class SignSymmetry(LearningRule):
+    """Sign-concordant feedback (Liao, Leibo & Poggio 2016; Xiao et al. 2018).
+
+    The feedback carries W's signs and a magnitude of its own,
+    ``B = sign(W)ᵀ ⊙ M``, with
+
+    - ``uniform`` (uSF): ``M = s`` everywhere;
+    - ``batch_random`` (brSF): ``M = |R|``, ``R ~ N(0, s²·π/2)`` redrawn for every batch;
+    - ``fixed_random`` (frSF): ``M = |R|`` drawn once;
+
+    where ``s = RMS(W₀)``, so that ``E[M] = s`` in every variant and the
+    feedback has the scale of the initial forward weights. The stored ``B``
+    holds ``M`` (for brSF, the constant ``s``); only the signs travel.
+    """
+
+    name: ClassVar[str] = "ss"
+    long_name: ClassVar[str] = "sign_symmetry"
+    magnitude: str = "uniform"
+
+    MAGNITUDES: ClassVar[tuple[str, ...]] = ("uniform", "batch_random", "fixed_random")
+
+    def __post_init__(self):
+        _check(
+            self.magnitude in self.MAGNITUDES,
+            self.name,
+            f"magnitude must be one of {', '.join(self.MAGNITUDES)}, got {self.magnitude!r}",
+        )
+
+    @property
+    def key(self) -> str:
+        return {"uniform": "usf", "batch_random": "brsf", "fixed_random": "frsf"}[self.magnitude]
+
+    def init_feedback(self, W, xp, rng):
+        scale = _rms(xp, W)
+        if self.magnitude == "fixed_random":
+            r = rng.standard_normal(W.shape, dtype=xp.float32)
+            return (xp.abs(r) * (scale * math.sqrt(math.pi / 2))).astype(xp.float32)
+        return xp.full(W.shape, scale, dtype=xp.float32)
+
+    def feedback(self, layer, xp, rng=None):
+        signs = xp.sign(layer.W)
+        if self.magnitude == "batch_random":
+            if rng is None:
+                raise RuleError("rule brsf: the feedback path needs a random generator")
+            r = rng.standard_normal(layer.W.shape, dtype=xp.float32)
+            magnitude = xp.abs(r) * xp.float32(math.sqrt(math.pi / 2))
+            return signs * magnitude * layer.B
+        return signs * layer.B
+
+
+@dataclass(frozen=True)
+class WeightMirror(LearningRule):
+    """Weight mirror (Akrout et al. 2019, §4): B learns Wᵀ from noise.
+
+    In **mirror mode** each layer's input neurons fire noise of their own,
+    ``ξ ~ N(0, σ² I)`` (a batch of ``mirror_batch_size`` samples, drawn
+    independently for every layer), the layer responds ``r = φ_m(W ξ)``, and
+    every feedback synapse, which sees its presynaptic ``δ_{l+1} ← r`` and
+    postsynaptic ``δ_l ← ξ`` through the one-to-one links, changes by their
+    Hebbian product with decay:
+
+    ``ΔB = η_B · (1/m) Σ_n ξ_n r_nᵀ  -  λ_B B``
+
+    Since ``E[ξ ξᵀ] = σ² I``, for ``φ_m`` the identity ``E[ΔB] = η_B σ² Wᵀ -
+    λ_B B`` and B relaxes toward ``(η_B σ² / λ_B) Wᵀ`` (for a nonlinear
+    ``φ_m``, Stein's lemma gives ``Wᵀ`` times the mean slope of each unit).
+
+    Parameters
+    ----------
+    sigma : noise standard deviation σ.
+    lr : Hebbian rate η_B.
+    decay : λ_B, the decay per mirror batch; ``lr = decay / sigma²`` makes the
+        fixed point ``B = Wᵀ`` (an exponential average of the Hebbian estimate).
+    normalize : ``"none"`` or ``"match_w"``; ``match_w`` rescales B after each
+        mirror batch to the Frobenius norm of W (norm control, no decay needed).
+    mirror_batch_size : noise samples per mirror batch.
+    mirror_batches : mirror batches after every training step.
+    initial_mirror_steps : mirror batches before training starts.
+    initial_decay : λ_B (and ``η_B = λ_B/σ²·lr/decay``) during the initial
+        phase: faster, so that B starts aligned.
+    response : ``"linear"`` (``r = W ξ``) or ``"layer"`` (``r = φ(W ξ + b)``
+        with the layer's own nonlinearity).
+    """
+
+    name: ClassVar[str] = "wm"
+    long_name: ClassVar[str] = "weight_mirror"
+    sigma: float = 1.0
+    lr: float = 0.002
+    decay: float = 0.002
+    normalize: str = "none"
+    mirror_batch_size: int = 32
+    mirror_batches: int = 1
+    initial_mirror_steps: int = 200
+    initial_decay: float = 0.05
+    response: str = "linear"
+
+    NORMALIZE: ClassVar[tuple[str, ...]] = ("none", "match_w")
+    RESPONSES: ClassVar[tuple[str, ...]] = ("linear", "layer")
+
+    def __post_init__(self):
+        n = self.name
+        _check(self.sigma > 0, n, f"sigma must be > 0, got {self.sigma}")
+        _check(self.lr >= 0, n, f"lr must be >= 0, got {self.lr}")
+        _check(0 <= self.decay < 1, n, f"decay must be in [0, 1), got {self.decay}")
+        _check(0 <= self.initial_decay < 1, n, f"initial_decay must be in [0, 1), got {self.initial_decay}")
+        _check(self.normalize in self.NORMALIZE, n, f"normalize must be one of {', '.join(self.NORMALIZE)}, got {self.normalize!r}")
+        _check(self.response in self.RESPONSES, n, f"response must be one of {', '.join(self.RESPONSES)}, got {self.response!r}")
+        _check(self.mirror_batch_size >= 1, n, f"mirror_batch_size must be >= 1, got {self.mirror_batch_size}")
+        _check(self.mirror_batches >= 0, n, f"mirror_batches must be >= 0, got {self.mirror_batches}")
+        _check(self.initial_mirror_steps >= 0, n, f"initial_mirror_steps must be >= 0, got {self.initial_mirror_steps}")
+        _check(self.decay > 0 or self.normalize != "none" or self.lr == 0, n,
+               "with normalize = 'none' a decay > 0 is needed to keep B bounded")
+
+    def hebbian_estimate(self, layer, xp, rng, batch_size: int):
+        """One mirror batch: ``(1/m) Σ_n r_n ξ_nᵀ`` in W's layout (E = σ² W)."""
+        shape = (batch_size, *layer.mirror_input_shape)
+        xi = rng.standard_normal(shape, dtype=xp.float32)
+        if self.sigma != 1.0:
+            xi *= xp.float32(self.sigma)
+        v = layer.linear_response(xi)
+        if self.response == "layer":
+            v = layer.activation_response(v, with_bias=True)
+        H = layer.hebbian(pre=xi, post=v)
+        H *= xp.float32(1.0 / batch_size)
+        return H
+
+    def mirror_update(self, layer, xp, rng, lr: float, decay: float, batch_size: int) -> None:
+        """``B ← (1-λ_B) B + η_B H`` (then norm control), in place on layer.B."""
+        H = self.hebbian_estimate(layer, xp, rng, batch_size)
+        B = layer.B
+        if decay:
+            B *= xp.float32(1.0 - decay)
+        B += xp.float32(lr) * H
+        if self.normalize == "match_w":
+            nb = xp.linalg.norm(B)
+            if float(nb) > 0:
+                B *= (xp.linalg.norm(layer.W) / nb).astype(xp.float32)
+
+    def mirror_phase(self, weight_layers, xp, rng, batches: int, lr: float, decay: float) -> None:
+        """``batches`` mirror batches; each layer draws its own noise."""
+        for _ in range(batches):
+            for layer in weight_layers:
+                self.mirror_update(layer, xp, rng, lr, decay, self.mirror_batch_size)
+
+    def after_step(self, weight_layers, xp, rng) -> None:
+        self.mirror_phase(weight_layers, xp, rng, self.mirror_batches, self.lr, self.decay)
+
+    def initial_phase(self, weight_layers, xp, rng) -> None:
+        if self.initial_mirror_steps == 0:
+            return
+        # Same fixed point as the running phase (η_B/λ_B kept), faster relaxation.
+        ratio = self.lr / self.decay if self.decay > 0 else self.lr / max(self.initial_decay, 1e-12)
+        self.mirror_phase(weight_layers, xp, rng, self.initial_mirror_steps,
+                          ratio * self.initial_decay, self.initial_decay)
+
+
+@dataclass(frozen=True)
+class KolenPollack(LearningRule):
+    """Kolen-Pollack, as modified by Akrout et al. (2019, §5).
+
+    W and B change by the same local product, transposed, and the same decay:
+
+    ``ΔW = -η δ yᵀ - λ W``,   ``ΔB = -η y δᵀ - λ B``.
+
+    So ``W - Bᵀ`` shrinks by ``(1 - λ)`` every step, whatever the data, and B
+    converges to Wᵀ with no transport: each feedback synapse sees only its own
+    input and the teaching signal of its cell. Here the local product reaches
+    B through the same momentum trace as W (a synapse's trace of its own
+    product is the same number), and ``λ = 1 - (1 - η_t λ_wd)(1 - decay)``
+    combines the optimiser's (decoupled) weight decay ``λ_wd`` at learning
+    rate ``η_t`` with this rule's extra ``decay`` per step.
+    """
+
+    name: ClassVar[str] = "kp"
+    long_name: ClassVar[str] = "kolen_pollack"
+    decay: float = 0.0
+
+    def __post_init__(self):
+        _check(0 <= self.decay < 1, self.name, f"decay must be in [0, 1), got {self.decay}")
+
+    def after_weight_update(self, layer, step, shrink: float, xp) -> None:
+        B = layer.B
+        if shrink != 1.0:
+            B *= xp.float32(shrink)
+        B += step
+        if self.decay:
+            keep = xp.float32(1.0 - self.decay)
+            B *= keep
+            layer.W *= keep
+
+
+#: config/CLI value -> (class, fixed parameters). The sign-symmetry variants
+#: are one class with a magnitude parameter.
+RULES: dict[str, tuple[type[LearningRule], dict[str, Any]]] = {
+    "bp": (Backprop, {}),
+    "fa": (FeedbackAlignment, {}),
+    "ss": (SignSymmetry, {}),
+    "usf": (SignSymmetry, {"magnitude": "uniform"}),
+    "brsf": (SignSymmetry, {"magnitude": "batch_random"}),
+    "frsf": (SignSymmetry, {"magnitude": "fixed_random"}),
+    "wm": (WeightMirror, {}),
+    "kp": (KolenPollack, {}),
+}
+RULE_NAMES: tuple[str, ...] = tuple(RULES)
+
+
+def rule_parameter_names(name: str) -> tuple[str, ...]:
+    """The parameters a config may set for rule ``name``."""
+    cls, fixed = RULES[name]
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in fixed)
+
+
+def make_rule(name: str, **params) -> LearningRule:
+    """Build a rule from its config/CLI name and parameters.
+
+    Raises ``RuleError`` naming the allowed rules or parameters.
+    """
+    if name not in RULES:
+        raise RuleError(f"unknown rule {name!r}; allowed: {', '.join(RULE_NAMES)}")
+    cls, fixed = RULES[name]
+    allowed = rule_parameter_names(name)
+    for key in params:
+        if key not in allowed:
+            listed = ", ".join(allowed) if allowed else "none"
+            raise RuleError(f"rule {name}: unknown parameter {key!r}; allowed: {listed}")
+    try:
+        return cls(**fixed, **params)
+    except TypeError as exc:  # wrong type that dataclass could not take
+        raise RuleError(f"rule {name}: {exc}") from None

@@ -1,0 +1,71 @@
+"""The array backend: the ONLY module that imports CuPy.
+
+Everything in rate mode is written against an array module ``xp`` that is
+either ``numpy`` (device ``cpu``) or ``cupy`` (device ``cuda``), chosen here.
+"""
+from __future__ import annotations
+
+import numpy
+
+DEVICES = ("cpu", "cuda")
+
+
+class BackendError(RuntimeError):
+    """The requested device cannot be used on this machine."""
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA GPU."""
+    try:
+        import cupy
+    except Exception:
+        return False
+    try:
+        return bool(cupy.is_available())
+    except Exception:
+        return False
+
+
+def get_array_module(device: str = "cpu"):
+    """``numpy`` for ``cpu``, ``cupy`` for ``cuda`` (a clear error without a GPU)."""
+    if device == "cpu":
+        return numpy
+    if device == "cuda":
+        try:
+            import cupy
+        except Exception as exc:
+            raise BackendError(
+                f"--device cuda needs CuPy (pip install 'weightmirror[gpu]'); importing it failed: {exc}"
+            ) from None
+        if not cuda_available():
+            raise BackendError("--device cuda: no CUDA GPU is visible to CuPy; use --device cpu")
+        return cupy
+    raise BackendError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+
+
+def array_module_of(a):
+    """The array module an array belongs to (``numpy`` for NumPy arrays)."""
+    return numpy if isinstance(a, numpy.ndarray) or numpy.isscalar(a) else __import__("cupy")
+
+
+def to_numpy(a) -> numpy.ndarray:
+    """A NumPy copy (or view) of a NumPy or CuPy array."""
+    if isinstance(a, numpy.ndarray):
+        return a
+    return a.get()
+
+
+def make_rng(xp, seed):
+    """A random generator of the backend, seeded by an int or a sequence of ints."""
+    if xp is numpy:
+        return numpy.random.default_rng(seed)
+    # CuPy's generator takes an int seed: fold a sequence into one.
+    if not isinstance(seed, int):
+        seed = int(numpy.random.SeedSequence(seed).generate_state(1, dtype=numpy.uint64)[0] >> 1)
+    return xp.random.default_rng(seed)
+
+
+def synchronize(xp) -> None:
+    """Wait for queued GPU work (a no-op on NumPy); used by timers."""
+    if xp is not numpy:
+        xp.cuda.Device().synchronize()
