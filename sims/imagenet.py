@@ -555,36 +555,69 @@ def decode_eval(path: str, size: int = 224, fast_decode: bool = True) -> np.ndar
         ow, oh = short, max(1, int(short * h / w))
     else:
         oh, ow = short, max(1, int(short * w / h))
-    img = img.resize((ow, oh), Image.BILINEAR)
     top = int(round((oh - size) / 2.0))
     left = int(round((ow - size) / 2.0))
-    img = img.crop((left, top, left + size, top + size))
+    # resize only the source region of the centre crop: the same pixels as
+    # resizing the whole image and cropping, for less work
+    sx, sy = w / ow, h / oh
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    img = img.resize((size, size), Image.BILINEAR, box=box)
     return np.asarray(img, dtype=np.uint8)
 
 
-def _decode_task(task):
-    """Worker entry: ``(index, path, train, size, seed, epoch, fast)`` ->
-    ``(index, uint8 HWC or None, error text or None)``."""
-    index, path, train, size, seed, epoch, fast = task
+# Per-process view of the loader's shared batch buffers (set in each worker).
+_WORKER_SLOTS: Optional[list] = None
+
+
+def _init_worker(slots: list, shape: tuple) -> None:
+    """Pool initializer: map the shared batch buffers as float32 arrays."""
+    global _WORKER_SLOTS
+    _WORKER_SLOTS = [_slot_array(raw, shape) for raw in slots]
+
+
+def _slot_array(raw, shape: tuple) -> np.ndarray:
+    return np.frombuffer(raw, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+
+
+def _decode_task(task, slots: Optional[list] = None):
+    """Decode one sample straight into row ``row`` of batch buffer ``slot``.
+
+    ``task = (slot, row, index, path, train, size, seed, epoch, fast)``;
+    returns ``(row, index, error text or None)``.  The image is normalised
+    here, in the worker, so the parent process only copies the finished
+    float32 batch out of shared memory.
+    """
+    slot, row, index, path, train, size, seed, epoch, fast = task
     try:
         if train:
             arr = decode_train(path, sample_rng(seed, epoch, index), size, fast_decode=fast)
         else:
             arr = decode_eval(path, size, fast_decode=fast)
-        return index, arr, None
+        out = (slots if slots is not None else _WORKER_SLOTS)[slot][row]
+        _normalise_into(arr, out)
+        return row, index, None
     except Exception as exc:  # noqa: BLE001 - any decoding failure skips the file
         text = str(exc).splitlines()[0] if str(exc) else ""
-        return index, None, f"{type(exc).__name__}{': ' + text if text else ''}"
+        return row, index, f"{type(exc).__name__}{': ' + text if text else ''}"
+
+
+_SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD))).astype(np.float32)
+_SHIFT = (np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).astype(np.float32)
+
+
+def _normalise_into(image: np.ndarray, out: np.ndarray) -> None:
+    """uint8 ``(H, W, 3)`` -> ``out`` float32 ``(3, H, W)``, ``(x/255 - mean) / std``."""
+    for c in range(3):
+        np.multiply(image[..., c], _SCALE[c], out=out[c], dtype=np.float32, casting="unsafe")
+        out[c] -= _SHIFT[c]
 
 
 def normalise_batch(images: np.ndarray) -> np.ndarray:
     """uint8 ``(N, H, W, 3)`` -> float32 ``(N, 3, H, W)``, ``(x/255 - mean) / std``."""
-    scale = (1.0 / (255.0 * np.asarray(IMAGENET_STD))).astype(np.float32)
-    shift = (np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).astype(np.float32)
     out = np.empty((images.shape[0], 3) + images.shape[1:3], dtype=np.float32)
     for c in range(3):
-        np.multiply(images[..., c], scale[c], out=out[:, c], dtype=np.float32, casting="unsafe")
-        out[:, c] -= shift[c]
+        np.multiply(images[..., c], _SCALE[c], out=out[:, c], dtype=np.float32, casting="unsafe")
+        out[:, c] -= _SHIFT[c]
     return out
 
 
@@ -697,15 +730,37 @@ class ImageNetLoader:
         self.skipped = 0
         self.skipped_files: dict[str, str] = {}
         self._pool = None
+        self._slots: Optional[list[np.ndarray]] = None
+        self._raw_slots: Optional[list] = None
+        self._inflight: list = []
+        self._generation = 0
 
     # -- life cycle ---------------------------------------------------------
+
+    def _slot_shape(self) -> tuple[int, int, int, int]:
+        full = shard_indices(self.batch_size, self.rank, self.world_size)
+        return (full.stop - full.start, 3, self.size, self.size)
+
+    def _get_slots(self) -> list[np.ndarray]:
+        """The ``prefetch + 1`` shared float32 batch buffers (made once)."""
+        if self._slots is None:
+            shape = self._slot_shape()
+            nbytes = int(np.prod(shape)) * 4
+            ctx = multiprocessing.get_context(self.start_method)
+            self._raw_slots = [ctx.RawArray("b", nbytes) for _ in range(self.prefetch + 1)]
+            self._slots = [_slot_array(raw, shape) for raw in self._raw_slots]
+        return self._slots
 
     def _get_pool(self):
         if self.workers == 0:
             return None
         if self._pool is None:
+            self._get_slots()
             ctx = multiprocessing.get_context(self.start_method)
-            self._pool = ctx.Pool(self.workers)
+            self._pool = ctx.Pool(
+                self.workers, initializer=_init_worker,
+                initargs=(self._raw_slots, self._slot_shape()),
+            )
         return self._pool
 
     def close(self) -> None:
@@ -714,6 +769,7 @@ class ImageNetLoader:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+        self._inflight = []
 
     def __enter__(self) -> "ImageNetLoader":
         return self
@@ -751,38 +807,55 @@ class ImageNetLoader:
             out.append(idx[shard_indices(len(idx), self.rank, self.world_size)])
         return out
 
-    def _tasks(self, idx: np.ndarray, epoch: int) -> list[tuple]:
+    def _submit(self, idx: np.ndarray, epoch: int, slot: int):
         paths = self.folder.paths
-        return [
-            (int(i), paths[i], self.train, self.size, self.seed, int(epoch), self.fast_decode)
-            for i in idx
+        tasks = [
+            (slot, row, int(i), paths[i], self.train, self.size, self.seed, int(epoch),
+             self.fast_decode)
+            for row, i in enumerate(idx)
         ]
-
-    def _submit(self, idx: np.ndarray, epoch: int):
-        tasks = self._tasks(idx, epoch)
         pool = self._get_pool()
         if pool is None:
-            return tasks  # decoded lazily in _collect
+            return slot, tasks  # decoded in _collect, in this process
         chunk = self.chunksize or max(1, -(-len(tasks) // (self.workers * 2)))
-        return pool.map_async(_decode_task, tasks, chunksize=chunk)
+        job = pool.map_async(_decode_task, tasks, chunksize=chunk)
+        self._inflight.append(job)
+        return slot, job
 
     def _collect(self, pending) -> Optional[tuple[np.ndarray, np.ndarray]]:
-        results = [_decode_task(t) for t in pending] if isinstance(pending, list) else pending.get()
+        slot, job = pending
+        slots = self._get_slots()
+        if isinstance(job, list):
+            results = [_decode_task(t, slots) for t in job]
+        else:
+            results = job.get()
+            self._inflight.remove(job)
         labels = self.folder.labels
-        images, ys = [], []
-        for index, arr, err in results:
-            if arr is None:
+        rows, ys = [], []
+        for row, index, err in results:
+            if err is not None:
                 self.skipped += 1
                 path = self.folder.paths[index]
                 if path not in self.skipped_files:
                     self.skipped_files[path] = err
                     log.warning("%s: skipped unreadable image (%s)", path, err)
                 continue
-            images.append(arr)
+            rows.append(row)
             ys.append(labels[index])
-        if not images:
+        if not rows:
             return None
-        return normalise_batch(np.stack(images)), np.asarray(ys, dtype=np.int64)
+        buf = slots[slot]
+        if rows == list(range(len(rows))):
+            x = buf[: len(rows)].copy()
+        else:
+            x = buf[np.asarray(rows)]
+        return x, np.asarray(ys, dtype=np.int64)
+
+    def _drain(self) -> None:
+        """Wait for batches an abandoned epoch left in flight (they write the buffers)."""
+        for job in self._inflight:
+            job.wait()
+        self._inflight = []
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Iterate over this rank's batches of ``epoch``.
@@ -795,19 +868,38 @@ class ImageNetLoader:
         Yields
         ------
         x : np.ndarray
-            float32 ``(n, 3, size, size)``, normalised.
+            float32 ``(n, 3, size, size)``, normalised; a fresh array that
+            stays valid after the next batch.
         y : np.ndarray
             int64 ``(n,)`` class indices.
+
+        Notes
+        -----
+        One epoch iterator at a time: starting another one ends the
+        previous (its next ``next`` raises ``RuntimeError``).
         """
+        self._generation += 1
+        generation = self._generation
+        self._drain()
         batches = deque(self.batch_indices(epoch))
+        nslots = self.prefetch + 1
+        counter = 0
         pending: deque = deque()
+
+        def submit():
+            nonlocal counter
+            pending.append(self._submit(batches.popleft(), epoch, counter % nslots))
+            counter += 1
+
         while batches and len(pending) < self.prefetch:
-            pending.append(self._submit(batches.popleft(), epoch))
+            submit()
         while pending:
+            if generation != self._generation:
+                raise RuntimeError("ImageNetLoader: another epoch was started; this iterator ended")
             job = pending.popleft()
-            # queue the next batch before assembling this one
+            # queue the next batch (into a free buffer) before finishing this one
             if batches:
-                pending.append(self._submit(batches.popleft(), epoch))
+                submit()
             batch = self._collect(job)
             if batch is not None:
                 yield batch

@@ -358,3 +358,17 @@ def test_downsampled_size_mismatch_and_non_npz(tmp_path):
         read_downsampled_batch(junk)
     with pytest.raises(DataError, match="directory not found"):
         load_downsampled_imagenet(tmp_path / "none")
+
+
+def test_loader_abandoned_epoch_does_not_corrupt_the_next(imagenet_root):
+    folder = scan_imagenet_split(imagenet_root, "train")
+    with ImageNetLoader(folder, 4, train=True, size=8, seed=0, workers=2, prefetch=2) as loader:
+        reference = [x for x, _ in loader.epoch(0)]
+        it = loader.epoch(1)
+        next(it)  # leaves batches in flight, then a new epoch starts
+        again = [x for x, _ in loader.epoch(0)]
+        with pytest.raises(RuntimeError, match="another epoch"):
+            next(it)
+    assert all(np.array_equal(a, b) for a, b in zip(reference, again))
+    first = reference[0].copy()
+    assert np.array_equal(reference[0], first), "yielded batches are not overwritten later"
