@@ -182,7 +182,7 @@ class SignSymmetry(LearningRule):
     ``B = sign(W)ᵀ ⊙ M``, with
 
     - ``uniform`` (uSF): ``M = s`` everywhere;
-    - ``batch_random`` (brSF): ``M = |R|``, ``R ~ N(0, s²·π/2)`` redrawn for every batch;
+    - ``batch_random`` (brSF): ``M ~ U(0, 2s)`` redrawn for every batch;
     - ``fixed_random`` (frSF): ``M = |R|`` drawn once;
 
     where ``s = RMS(W₀)``, so that ``E[M] = s`` in every variant and the
@@ -219,9 +219,12 @@ class SignSymmetry(LearningRule):
         if self.magnitude == "batch_random":
             if rng is None:
                 raise RuleError("rule brsf: the feedback path needs a random generator")
-            r = rng.standard_normal(layer.W.shape, dtype=xp.float32)
-            magnitude = xp.abs(r) * xp.float32(math.sqrt(math.pi / 2))
-            return signs * magnitude * layer.B
+            # uniform magnitudes: four times cheaper to draw than |Gaussian|
+            magnitude = rng.random(layer.W.shape, dtype=xp.float32)
+            magnitude *= xp.float32(2.0)
+            magnitude *= signs
+            magnitude *= layer.B
+            return magnitude
         return signs * layer.B
 
 
@@ -253,24 +256,31 @@ class WeightMirror(LearningRule):
     mirror_batch_size : noise samples per mirror batch.
     mirror_batches : mirror batches after every training step.
     initial_mirror_steps : mirror batches before training starts.
+    initial_mirror_batch_size : noise samples per batch in the initial phase.
     initial_decay : λ_B (and ``η_B = λ_B/σ²·lr/decay``) during the initial
         phase: faster, so that B starts aligned.
     response : ``"linear"`` (``r = W ξ``) or ``"layer"`` (``r = φ(W ξ + b)``
         with the layer's own nonlinearity).
+    noise : ``"gaussian"`` or ``"uniform"`` (on ``[-√3σ, √3σ]``); both have
+        zero mean and variance σ², so the linear-response expectation is the
+        same; Stein's lemma for a nonlinear response needs the Gaussian.
     """
 
     name: ClassVar[str] = "wm"
     long_name: ClassVar[str] = "weight_mirror"
     sigma: float = 1.0
-    lr: float = 0.002
-    decay: float = 0.002
+    lr: float = 0.001
+    decay: float = 0.001
     normalize: str = "none"
     mirror_batch_size: int = 32
     mirror_batches: int = 1
-    initial_mirror_steps: int = 200
-    initial_decay: float = 0.05
+    initial_mirror_steps: int = 300
+    initial_mirror_batch_size: int = 256
+    initial_decay: float = 0.01
     response: str = "linear"
+    noise: str = "gaussian"
 
+    NOISES: ClassVar[tuple[str, ...]] = ("gaussian", "uniform")
     NORMALIZE: ClassVar[tuple[str, ...]] = ("none", "match_w")
     RESPONSES: ClassVar[tuple[str, ...]] = ("linear", "layer")
 
@@ -282,42 +292,59 @@ class WeightMirror(LearningRule):
         _check(0 <= self.initial_decay < 1, n, f"initial_decay must be in [0, 1), got {self.initial_decay}")
         _check(self.normalize in self.NORMALIZE, n, f"normalize must be one of {', '.join(self.NORMALIZE)}, got {self.normalize!r}")
         _check(self.response in self.RESPONSES, n, f"response must be one of {', '.join(self.RESPONSES)}, got {self.response!r}")
+        _check(self.noise in self.NOISES, n, f"noise must be one of {', '.join(self.NOISES)}, got {self.noise!r}")
         _check(self.mirror_batch_size >= 1, n, f"mirror_batch_size must be >= 1, got {self.mirror_batch_size}")
         _check(self.mirror_batches >= 0, n, f"mirror_batches must be >= 0, got {self.mirror_batches}")
+        _check(self.initial_mirror_batch_size >= 1, n, f"initial_mirror_batch_size must be >= 1, got {self.initial_mirror_batch_size}")
         _check(self.initial_mirror_steps >= 0, n, f"initial_mirror_steps must be >= 0, got {self.initial_mirror_steps}")
         _check(self.decay > 0 or self.normalize != "none" or self.lr == 0, n,
                "with normalize = 'none' a decay > 0 is needed to keep B bounded")
 
-    def hebbian_estimate(self, layer, xp, rng, batch_size: int):
-        """One mirror batch: ``(1/m) Σ_n r_n ξ_nᵀ`` in W's layout (E = σ² W)."""
-        shape = (batch_size, *layer.mirror_input_shape)
-        xi = rng.standard_normal(shape, dtype=xp.float32)
-        if self.sigma != 1.0:
-            xi *= xp.float32(self.sigma)
+    def sample_noise(self, xp, rng, shape):
+        """Zero-mean noise of variance σ², independent from unit to unit."""
+        if self.noise == "gaussian":
+            xi = rng.standard_normal(shape, dtype=xp.float32)
+            if self.sigma != 1.0:
+                xi *= xp.float32(self.sigma)
+            return xi
+        # uniform on [-√3 σ, √3 σ]: variance σ², cheaper to draw
+        xi = rng.random(shape, dtype=xp.float32)
+        xi -= xp.float32(0.5)
+        xi *= xp.float32(2.0 * math.sqrt(3.0) * self.sigma)
+        return xi
+
+    def hebbian_estimate(self, layer, xp, rng, batch_size: int, scale: float = 1.0):
+        """One mirror batch: ``scale · (1/m) Σ_n r_n ξ_nᵀ`` in W's layout.
+
+        Its expectation is ``scale · σ² W`` for the linear response.
+        """
+        xi = self.sample_noise(xp, rng, (batch_size, *layer.mirror_input_shape))
         v = layer.linear_response(xi)
         if self.response == "layer":
             v = layer.activation_response(v, with_bias=True)
-        H = layer.hebbian(pre=xi, post=v)
-        H *= xp.float32(1.0 / batch_size)
-        return H
+        # scale the (small) response rather than the (large) product
+        v *= xp.float32(scale / batch_size)
+        return layer.hebbian(pre=xi, post=v)
 
     def mirror_update(self, layer, xp, rng, lr: float, decay: float, batch_size: int) -> None:
         """``B ← (1-λ_B) B + η_B H`` (then norm control), in place on layer.B."""
-        H = self.hebbian_estimate(layer, xp, rng, batch_size)
+        H = self.hebbian_estimate(layer, xp, rng, batch_size, scale=lr)
         B = layer.B
         if decay:
             B *= xp.float32(1.0 - decay)
-        B += xp.float32(lr) * H
+        B += H
         if self.normalize == "match_w":
-            nb = xp.linalg.norm(B)
-            if float(nb) > 0:
-                B *= (xp.linalg.norm(layer.W) / nb).astype(xp.float32)
+            nb = float(xp.linalg.norm(B))
+            if nb > 0:
+                B *= xp.float32(float(xp.linalg.norm(layer.W)) / nb)
 
-    def mirror_phase(self, weight_layers, xp, rng, batches: int, lr: float, decay: float) -> None:
+    def mirror_phase(self, weight_layers, xp, rng, batches: int, lr: float, decay: float,
+                     batch_size: int | None = None) -> None:
         """``batches`` mirror batches; each layer draws its own noise."""
+        m = batch_size or self.mirror_batch_size
         for _ in range(batches):
             for layer in weight_layers:
-                self.mirror_update(layer, xp, rng, lr, decay, self.mirror_batch_size)
+                self.mirror_update(layer, xp, rng, lr, decay, m)
 
     def after_step(self, weight_layers, xp, rng) -> None:
         self.mirror_phase(weight_layers, xp, rng, self.mirror_batches, self.lr, self.decay)
@@ -328,7 +355,7 @@ class WeightMirror(LearningRule):
         # Same fixed point as the running phase (η_B/λ_B kept), faster relaxation.
         ratio = self.lr / self.decay if self.decay > 0 else self.lr / max(self.initial_decay, 1e-12)
         self.mirror_phase(weight_layers, xp, rng, self.initial_mirror_steps,
-                          ratio * self.initial_decay, self.initial_decay)
+                          ratio * self.initial_decay, self.initial_decay, self.initial_mirror_batch_size)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ class Module:
         self.grads = {}
         self.needs_input_grad = True
 
+    def children(self) -> list["Module"]:
+        """Sub-modules (residual blocks override this)."""
+        return []
+
     def forward(self, x, train: bool = True):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -229,7 +233,9 @@ class Network:
         self.modules = modules
         self.rule = rule
         self.xp = xp
-        self.weight_layers: list[WeightLayer] = [m for m in modules if isinstance(m, WeightLayer)]
+        self.weight_layers: list[WeightLayer] = [
+            m for _, m in self.named_modules() if isinstance(m, WeightLayer)
+        ]
         # The network's input needs no error: skip the first layer's dx product.
         if modules:
             modules[0].needs_input_grad = False
@@ -252,16 +258,31 @@ class Network:
                 break
         return ctx
 
+    def named_modules(self):
+        """``(path, module)`` for every module, depth first (``"3.1.0"``)."""
+
+        def walk(prefix, mods):
+            for i, m in enumerate(mods):
+                path = f"{prefix}{i}"
+                yield path, m
+                yield from walk(path + ".", m.children())
+
+        yield from walk("", self.modules)
+
+    def parameter_modules(self) -> list[Module]:
+        """Every module that has parameters, in a stable order."""
+        return [m for _, m in self.named_modules() if m.params]
+
     def state(self) -> dict[str, Any]:
-        """Every array (parameters and feedback weights) by a stable name."""
+        """Every array (parameters, feedback weights, buffers) by a stable name."""
         out = {}
-        for i, m in enumerate(self.modules):
+        for path, m in self.named_modules():
             for name, arr in m.params.items():
-                out[f"{i}.{name}"] = arr
+                out[f"{path}.{name}"] = arr
             if isinstance(m, WeightLayer) and m.B is not None:
-                out[f"{i}.B"] = m.B
+                out[f"{path}.B"] = m.B
             for name, arr in getattr(m, "buffers", {}).items():
-                out[f"{i}.{name}"] = arr
+                out[f"{path}.{name}"] = arr
         return out
 
     def load_state(self, arrays: dict[str, Any]) -> None:

@@ -1,0 +1,160 @@
+"""Epoch time of the small convnet on Fashion-MNIST: weightmirror (NumPy) vs PyTorch (CPU).
+
+The same network on both sides (conv3x3 32 + ReLU + maxpool2, conv3x3 64 +
+ReLU + maxpool2, flatten, linear 3136→128 + ReLU, linear 128→10), the same
+batch size, plain SGD, the same number of BLAS/intra-op threads. Each side
+runs ``--warmup`` steps, then ``--blocks`` timed blocks of ``--steps`` steps,
+the two sides interleaved block by block so that both see the same machine
+load. The epoch time is the median step time times ``ceil(60000 / batch)``.
+
+Run it in an environment that has PyTorch (not a project dependency), with
+the OpenBLAS overrides that may be set on the machine removed::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        /root/.venvs/wm-bench/bin/python bench/bench_convnet_cpu.py
+
+``--rule`` times a learning rule other than backprop on the NumPy side
+(``wm`` includes its mirror phase after every step).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+from circuits.rules import make_rule  # noqa: E402
+from models.layers import softmax_cross_entropy  # noqa: E402
+from models.zoo import build_model  # noqa: E402
+from sims.data import load_dataset  # noqa: E402
+
+
+def numpy_side(data, batch, rule_name, lr, seed):
+    rng = np.random.default_rng(seed)
+    rule = make_rule(rule_name)
+    net = build_model("convnet", data.image_shape, data.num_classes, rule, np, rng)
+    mods = net.parameter_modules()
+    x_all, y_all = data.x_train, data.y_train
+    n = len(y_all)
+    state = {"i": 0}
+
+    def step():
+        i = state["i"]
+        if i + batch > n:
+            i = 0
+        state["i"] = i + batch
+        xb, yb = x_all[i:i + batch], y_all[i:i + batch]
+        loss, g = softmax_cross_entropy(net.forward(xb, train=True), yb, np)
+        net.backward(g, rng)
+        for m in mods:
+            for name, p in m.params.items():
+                p -= np.float32(lr) * m.grads[name]
+        rule.after_step(net.weight_layers, np, rng)
+        return loss
+
+    return step
+
+
+def torch_side(data, batch, lr, seed, threads):
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    x_all = torch.from_numpy(data.x_train)
+    y_all = torch.from_numpy(data.y_train)
+    n = len(y_all)
+    state = {"i": 0}
+
+    def step():
+        i = state["i"]
+        if i + batch > n:
+            i = 0
+        state["i"] = i + batch
+        xb, yb = x_all[i:i + batch], y_all[i:i + batch]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step, torch.__version__, torch.__config__.parallel_info()
+
+
+def timed_block(step, steps):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=60, help="steps per timed block")
+    ap.add_argument("--blocks", type=int, default=5, help="timed blocks per side (interleaved)")
+    ap.add_argument("--rule", default="bp", help="learning rule of the NumPy side (bp, fa, usf, wm, kp ...)")
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--no-torch", action="store_true", help="time the NumPy side only")
+    args = ap.parse_args(argv)
+
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            print(f"warning: {var}={os.environ[var]} is set; it may slow NumPy's BLAS (unset it)")
+    data = load_dataset("fashion-mnist", flatten=False)
+    steps_per_epoch = math.ceil(len(data.y_train) / args.batch)
+
+    with threadpool_limits(limits=args.threads):
+        sides = {"numpy": numpy_side(data, args.batch, args.rule, args.lr, 0)}
+        torch_info = None
+        if not args.no_torch:
+            tstep, tver, tpar = torch_side(data, args.batch, args.lr, 0, args.threads)
+            sides["torch"] = tstep
+            torch_info = (tver, tpar)
+        blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')}, {i['num_threads']} threads)"
+                for i in threadpool_info() if i["user_api"] == "blas"]
+
+        for name, step in sides.items():
+            for _ in range(args.warmup):
+                step()
+        times = {name: [] for name in sides}
+        for _ in range(args.blocks):
+            for name, step in sides.items():
+                times[name].append(timed_block(step, args.steps))
+
+    print(f"python {platform.python_version()}, numpy {np.__version__}, BLAS: {'; '.join(blas)}")
+    if torch_info:
+        print(f"torch {torch_info[0]}; " + " ".join(
+            line.strip() for line in torch_info[1].splitlines() if "threads" in line.lower() or "MKL" in line or "OpenMP" in line))
+    print(f"batch {args.batch}, threads {args.threads}, {args.blocks} blocks x {args.steps} steps "
+          f"after {args.warmup} warm-up; numpy rule {args.rule}; {steps_per_epoch} steps per epoch")
+    med = {}
+    for name, ts in times.items():
+        med[name] = statistics.median(ts)
+        print(f"{name:6s} step median {1e3 * med[name]:7.2f} ms  (blocks: "
+              + ", ".join(f"{1e3 * t:.1f}" for t in ts)
+              + f")  epoch {med[name] * steps_per_epoch:6.1f} s")
+    if "torch" in med:
+        print(f"ratio numpy/torch: {med['numpy'] / med['torch']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

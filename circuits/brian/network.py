@@ -1,0 +1,509 @@
+"""Build a :class:`~circuits.spec.CircuitSpec` as Brian2 neuron populations.
+
+Populations (``l = 0..L``)
+--------------------------
+``Y_l`` (forward, ``y_l``) and ``D_l`` (feedback, ``δ_l``), both rate units
+
+    τ dv/dt = -v + I            (integrated exactly)
+
+``Y_l``: ``I = (1 - src)·drive + src·ξ``. ``drive`` is the summed input of
+the forward synapses ``W_l`` (the data for ``l = 0``, in engaged mode);
+``ξ`` is the layer's own noise (a Gaussian sample per unit, redrawn every
+noise correlation time); ``src = 1`` only in mirror mode while layer ``l`` is
+a noise source. The output is ``y = φ(v)`` in engaged mode (φ = ReLU for
+hidden layers) and ``y = v`` in mirror mode (the mirror reads linear
+responses, as ``WeightMirror(response="linear")``).
+
+``D_l``: ``I = mirror_on·ŷ + engaged_on·e`` where ``ŷ`` is the one-to-one copy
+of ``y_l`` (synapses ``Y_l → D_l``) and ``e = ŷ - target`` for the output
+layer, ``e = φ'(v_l) ⊙ Σ B δ_{l+1}`` below it (summed input of ``B_{l+1}``).
+
+Synapses
+--------
+``W_l``: ``Y_{l-1} → Y_l``, ``drive_post = Σ w·y_pre``; ``B_l``: ``D_l →
+D_{l-1}``, ``fb_post = Σ b·δ_pre``; the one-to-one ``Y_l → D_l`` (copy of y
+and φ') and ``D_l → Y_l`` (the cell's teaching signal δ for W's plasticity).
+Synapse ``k`` of ``W_l`` connects ``i = k // n_l`` to ``j = k % n_l`` and holds
+``W[j, i]``; synapse ``k`` of ``B_l`` connects ``δ_l[i]`` to ``δ_{l-1}[j]`` and
+holds ``layer.B[i, j]`` (W's layout, the paper's ``Bᵀ``).
+
+Plasticity (every ``plasticity_dt``, gated by shared variables)
+---------------------------------------------------------------
+- mirror (WM): ``b ← b·e^{-λ_B' Δt} + η_B' Δt · δ_pre δ_post`` while layer
+  ``l-1`` is the noise source of ``B_l``;
+- engaged: ``w ← w·e^{-λ' Δt} - η_W' Δt · y_pre δ_post`` in the second half
+  of each presentation; KP: ``b ← b·e^{-λ' Δt} - η_W' Δt · δ_pre y_post``
+  (the same local product in W's layout); FA: B fixed.
+
+Mirror-mode sources take turns by layer parity (every ``parity_period``):
+a source's forward input is silenced, so each ``B_l`` sees the white noise of
+layer ``l-1`` and its linear response ``W_l ξ``, independent of the layers
+below, exactly as the rate-mode rule draws noise per layer.
+
+Spiking variant: every unit also fires Poisson spikes at ``ν = clip(ν₀ +
+g·y, 0, ν_max)`` (``ν₀ + g·δ`` for feedback units); all synapses and
+Hebbian terms read the filtered spike train ``a`` decoded as ``(a - ν₀)/g``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..rules import FeedbackAlignment, KolenPollack, WeightMirror
+from ..spec import CircuitSpec, SpecError
+from . import devices
+
+__all__ = ["BrianCircuit", "init_weights", "filter_gain", "PopulationNames"]
+
+
+def init_weights(spec: CircuitSpec, seed: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Initial ``(W, B)`` per weight layer (W's layout, float64).
+
+    ``W ~ N(0, gain/n_in)`` (He: gain 2, LeCun: 1); ``B`` from the rule's
+    ``init_feedback`` (circuits.rules), so rate mode and circuit mode start
+    alike for the same seed.
+    """
+    rng = np.random.default_rng(spec.seed if seed is None else seed)
+    gain = 2.0 if spec.init == "he" else 1.0
+    out = []
+    for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:]):
+        W = (rng.standard_normal((n_out, n_in), dtype=np.float32) * np.float32(math.sqrt(gain / n_in)))
+        B = spec.rule.init_feedback(W, np, rng)
+        out.append((W.astype(np.float64), np.asarray(B, dtype=np.float64)))
+    return out
+
+
+def _step_response(taus: list[float], x: np.ndarray, grid: float) -> np.ndarray:
+    """``S(x) = ∫_0^x k(u) du`` for the kernel ``k`` = chain of unit-area exponentials."""
+    n = int(math.ceil((x.max() + grid) / grid)) + 2
+    u = np.arange(n) * grid
+    k = np.zeros(n)
+    k[0] = 1.0 / grid  # delta
+    for tau in taus:
+        h = np.exp(-u / tau) / tau * grid
+        k = np.convolve(k, h)[:n]
+    S = np.concatenate([[0.0], np.cumsum(k) * grid])[:n]
+    return np.interp(x, u, S, left=0.0)
+
+
+def filter_gain(taus_a: list[float], taus_b: list[float], hold: float) -> float:
+    """``E[(k_a∗ξ)(t) (k_b∗ξ)(t)] / s²`` for held noise ``ξ`` (variance s²).
+
+    ``ξ`` holds an independent sample for ``hold`` seconds; ``k_a``, ``k_b``
+    are chains of exponential filters (unit area); averaged over the phase of
+    ``t`` within a hold interval.
+    """
+    taus = list(taus_a) + list(taus_b)
+    grid = min(taus + [hold]) / 40.0
+    span = 30.0 * (sum(taus_a) + sum(taus_b)) + hold
+    phases = (np.arange(200) + 0.5) / 200 * hold
+    K = int(math.ceil(span / hold)) + 1
+    total = 0.0
+    for jj in range(K):
+        a = -jj * hold
+        b = a + hold
+        xa = phases - a
+        xb = np.clip(phases - b, 0.0, None)
+        A = _step_response(taus_a, xa, grid) - _step_response(taus_a, xb, grid)
+        Bv = _step_response(taus_b, xa, grid) - _step_response(taus_b, xb, grid)
+        total += float(np.mean(A * Bv))
+    return total
+
+
+@dataclass(frozen=True)
+class PopulationNames:
+    forward: tuple[str, ...]
+    feedback: tuple[str, ...]
+
+
+class BrianCircuit:
+    """The Brian2 network of one circuit declaration.
+
+    Parameters
+    ----------
+    spec : the declaration.
+    weights : ``[(W_l, B_l)]`` NumPy matrices in W's layout (``(n_l, n_{l-1})``
+        each); None draws them with :func:`init_weights`.
+    stimulus : ``(x, labels)`` for engaged mode: ``x`` of shape
+        ``(n_presentations, n_0)`` shown in order, one per presentation
+        (the caller repeats/permutes), integer labels of length
+        ``n_presentations``.
+    directory : standalone build directory (a temporary one when None).
+    record_weights : record W and B every ``record_interval`` (for metrics).
+    spike_neurons : neurons per population whose spikes are recorded
+        (spiking variant).
+    """
+
+    def __init__(self, spec: CircuitSpec, weights=None, stimulus=None, directory: str | None = None,
+                 record_weights: bool = True, record_rates: bool = True, spike_neurons: int = 20):
+        self.spec = spec
+        self.weights_in = [(np.array(W, dtype=np.float64), np.array(B, dtype=np.float64))
+                           for W, B in (weights if weights is not None else init_weights(spec))]
+        self._check_weights(self.weights_in)
+        self.stimulus = stimulus
+        self.record_weights = record_weights
+        self.record_rates = record_rates
+        self.spike_neurons = spike_neurons
+        self.directory = devices.activate(spec.device, spec.threads, directory)
+        self.standalone = devices.is_standalone(spec.device)
+        self.simulated = 0.0
+        self.plastic_time = {"mirror": [0.0] * spec.n_weight_layers, "engaged": 0.0}
+        self._built = False
+        self._finished = False
+        try:
+            self._build()
+        except Exception:
+            devices.release(spec.device)
+            raise
+
+    # ------------------------------------------------------------------
+    def _check_weights(self, weights) -> None:
+        L = self.spec.n_weight_layers
+        if len(weights) != L:
+            raise SpecError(f"weights: expected {L} (W, B) pairs for layers {list(self.spec.layers)}, got {len(weights)}")
+        for l, (W, B) in enumerate(weights, 1):
+            shape = (self.spec.layers[l], self.spec.layers[l - 1])
+            if W.shape != shape or B.shape != shape:
+                raise SpecError(f"weights: layer {l} needs W and B of shape {shape} (W's layout), "
+                                f"got {W.shape} and {B.shape}")
+
+    @property
+    def names(self) -> PopulationNames:
+        n = len(self.spec.layers)
+        return PopulationNames(tuple(f"y{l}" for l in range(n)), tuple(f"delta{l}" for l in range(n)))
+
+    def gains(self) -> dict[str, float]:
+        """Noise drive amplitude and the zero-lag correlation gain κ (see module doc)."""
+        spec = self.spec
+        tau, hold = spec.neuron.tau, spec.noise.correlation_time
+        if spec.neuron.kind == "rate":
+            src_chain, resp_chain, post_chain = [tau], [tau, tau, tau], [tau, tau]
+        else:
+            ta = spec.neuron.tau_trace
+            src_chain = [tau, ta]
+            resp_chain = [tau, ta, tau, ta, tau, ta]
+            post_chain = [tau, ta, tau, ta]
+        var_src = filter_gain(src_chain, src_chain, hold)
+        kappa = filter_gain(resp_chain, post_chain, hold) / var_src
+        return {"noise_amplitude": spec.sigma / math.sqrt(var_src), "kappa": kappa}
+
+    # ------------------------------------------------------------------
+    def _build(self) -> None:
+        import brian2 as b2
+        from brian2 import (Hz, NeuronGroup, Network, PopulationRateMonitor, SpikeMonitor, StateMonitor,
+                            Synapses, TimedArray, defaultclock, second)
+
+        spec = self.spec
+        rule = spec.rule
+        nL = len(spec.layers)
+        L = nL - 1
+        dt = spec.dt * second
+        defaultclock.dt = dt
+        b2.seed(spec.seed)
+        spiking = spec.neuron.kind == "spiking"
+        g = self.gains()
+        self.kappa = g["kappa"]
+        eta_m, lam_m = spec.mirror_rates()
+        eta_m /= self.kappa
+        eta_e, lam_e = spec.engaged_rates()
+        dtp = spec.plasticity_dt
+        ns = {
+            "tau": spec.neuron.tau * second,
+            "nu0": spec.neuron.baseline_rate * Hz,
+            "gain": spec.neuron.gain * Hz,
+            "numax": spec.neuron.max_rate * Hz,
+            "tau_a": spec.neuron.tau_trace * second,
+            "s_noise": g["noise_amplitude"],
+        }
+        # time-dependent inputs -------------------------------------------
+        total = spec.phases.duration
+        n_par = int(math.ceil(total / spec.phases.parity_period)) + 2
+        parity = TimedArray((np.arange(n_par) % 2).astype(float), dt=spec.phases.parity_period * second, name="parity")
+        T = spec.phases.presentation
+        n_pres = int(math.ceil(total / T)) + 2
+        learn = TimedArray(np.tile([0.0, 1.0], n_pres), dt=(T / 2) * second, name="learn_window")
+        ns.update(parity=parity, learn_window=learn)
+        engaged_used = spec.phases.schedule != "mirror"
+        if engaged_used:
+            if self.stimulus is None:
+                raise SpecError("engaged mode needs data: pass stimulus=(x, labels)")
+            x, labels = self.stimulus
+            x = np.asarray(x, dtype=np.float64)
+            labels = np.asarray(labels, dtype=np.int64)
+            if x.ndim != 2 or x.shape[1] != spec.layers[0]:
+                raise SpecError(f"stimulus: inputs of shape (n, {spec.layers[0]}) needed, got {x.shape}")
+            if labels.shape != (x.shape[0],) or labels.min() < 0 or labels.max() >= spec.layers[-1]:
+                raise SpecError(f"stimulus: {x.shape[0]} labels in 0..{spec.layers[-1] - 1} needed")
+            reps = int(math.ceil(n_pres / x.shape[0]))
+            idx = np.tile(np.arange(x.shape[0]), reps)[:n_pres]
+            targets = np.zeros((n_pres, spec.layers[-1]))
+            targets[np.arange(n_pres), labels[idx]] = 1.0
+            ns["stim"] = TimedArray(x[idx], dt=T * second, name="stim")
+            ns["target_values"] = TimedArray(targets, dt=T * second, name="target_values")
+            self.presented_labels = labels[idx]
+        else:
+            self.presented_labels = None
+
+        noise_code = "s_noise*randn()"
+        if isinstance(rule, WeightMirror) and rule.noise == "uniform":
+            noise_code = "s_noise*sqrt(12.0)*(rand() - 0.5)"
+
+        # populations --------------------------------------------------------
+        def out_eqs(var: str) -> str:
+            if not spiking:
+                return f"r = {var} : 1\n"
+            return (f"nu = clip(nu0 + gain*{var}, 0*Hz, numax) : Hz\n"
+                    "da/dt = -a/tau_a : Hz\n"
+                    "r = (a - nu0)/gain : 1\n")
+
+        spike_kw = dict(threshold="rand() < nu*dt", reset="a += 1/tau_a") if spiking else {}
+        Y, D = [], []
+        for l in range(nL):
+            hidden = 0 < l < L
+            use_phi = 1 if (hidden and spec.neuron.activation == "relu") else 0
+            eqs = ("dv/dt = (-v + I_in)/tau : 1\n"
+                   "I_in = (1 - src)*drive + src*noise_in : 1\n"
+                   "noise_in : 1\n"
+                   "y = v + engaged_on*use_phi*(clip(v, 0, inf) - v) : 1\n"
+                   "slope = 1 + use_phi*(int(v > 0) - 1) : 1\n"
+                   "src : 1 (shared)\n"
+                   "mirror_on : 1 (shared)\n"
+                   "engaged_on : 1 (shared)\n"
+                   "use_phi : 1 (shared, constant)\n"
+                   "par : 1 (shared, constant)\n"
+                   "err : 1\n")
+            if l == 0:
+                eqs += "drive = engaged_on*x_in : 1\nx_in : 1\n"
+            else:
+                eqs += "drive : 1\n"
+            eqs += out_eqs("y")
+            G = NeuronGroup(spec.layers[l], eqs, method="exact", name=f"y{l}", namespace=ns, **spike_kw)
+            G.use_phi = use_phi
+            G.par = l % 2
+            G.run_regularly("src = mirror_on*(1 - abs(parity(t) - par))", when="start", order=-2,
+                            name=f"y{l}_source_gate")
+            G.run_regularly(f"noise_in = {noise_code}", dt=spec.noise.correlation_time * second, when="start",
+                            order=-1, name=f"y{l}_noise")
+            if l == 0 and engaged_used:
+                G.run_regularly("x_in = stim(t, i)", when="start", order=-1, name="y0_stimulus")
+            if spiking:
+                G.a = spec.neuron.baseline_rate * Hz
+            Y.append(G)
+
+            top = l == L
+            eqs = ("dv/dt = (-v + I_in)/tau : 1\n"
+                   "ycopy : 1\n"
+                   "yslope : 1\n"
+                   "mirror_on : 1 (shared)\n"
+                   "engaged_on : 1 (shared)\n")
+            if top:
+                eqs += "I_in = mirror_on*ycopy + engaged_on*(ycopy - target) : 1\ntarget : 1\n"
+            else:
+                eqs += "I_in = mirror_on*ycopy + engaged_on*yslope*fb : 1\nfb : 1\n"
+            eqs += out_eqs("v")
+            H = NeuronGroup(spec.layers[l], eqs, method="exact", name=f"delta{l}", namespace=ns, **spike_kw)
+            if top and engaged_used:
+                H.run_regularly("target = target_values(t, i)", when="start", order=-1, name="target_input")
+            if spiking:
+                H.a = spec.neuron.baseline_rate * Hz
+            D.append(H)
+
+        # one-to-one links -------------------------------------------------
+        objects = list(Y) + list(D)
+        for l in range(nL):
+            up = Synapses(Y[l], D[l], "ycopy_post = r_pre : 1 (summed)\nyslope_post = slope_pre : 1 (summed)",
+                          name=f"y{l}_to_delta{l}")
+            up.connect(j="i")
+            down = Synapses(D[l], Y[l], "err_post = r_pre : 1 (summed)", name=f"delta{l}_to_y{l}")
+            down.connect(j="i")
+            objects += [up, down]
+
+        # weight synapses ----------------------------------------------------
+        self.S_W, self.S_B = [], []
+        keep_m = math.exp(-lam_m * dtp)
+        keep_e = math.exp(-lam_e * dtp)
+        for l in range(1, nL):
+            n_pre, n_post = spec.layers[l - 1], spec.layers[l]
+            ii = np.repeat(np.arange(n_pre), n_post)
+            jj = np.tile(np.arange(n_post), n_pre)
+            SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)\n"
+                          "gate_e : 1 (shared)", name=f"W{l}", namespace=ns)
+            SW.connect(i=ii, j=jj)
+            SW.run_regularly("gate_e = engaged_on_post*learn_window(t)", dt=dtp * second, when="start",
+                             order=-1, name=f"W{l}_gate")
+            SW.run_regularly(f"w = w*(1 - gate_e*{1 - keep_e!r}) - gate_e*{eta_e * dtp!r}*r_pre*err_post",
+                             dt=dtp * second, when="start", order=0, name=f"W{l}_plasticity")
+            # B_l: delta_l (pre, index i over n_l) -> delta_{l-1} (post, j over n_{l-1})
+            bi = np.repeat(np.arange(n_post), n_pre)
+            bj = np.tile(np.arange(n_pre), n_post)
+            SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\n"
+                          "gate_m : 1 (shared)\ngate_e : 1 (shared)\nsource_parity : 1 (shared, constant)", name=f"B{l}", namespace=ns)
+            SB.connect(i=bi, j=bj)
+            SB.source_parity = (l - 1) % 2
+            if isinstance(rule, WeightMirror):
+                SB.run_regularly("gate_m = mirror_on_post*(1 - abs(parity(t) - source_parity))", dt=dtp * second,
+                                 when="start", order=-1, name=f"B{l}_gate")
+                SB.run_regularly(f"b = b*(1 - gate_m*{1 - keep_m!r}) + gate_m*{eta_m * dtp!r}*r_pre*r_post",
+                                 dt=dtp * second, when="start", order=0, name=f"B{l}_plasticity")
+            elif isinstance(rule, KolenPollack):
+                SB.run_regularly("gate_e = engaged_on_post*learn_window(t)", dt=dtp * second, when="start",
+                                 order=-1, name=f"B{l}_gate")
+                SB.run_regularly(f"b = b*(1 - gate_e*{1 - keep_e!r}) - gate_e*{eta_e * dtp!r}*r_pre*ycopy_post",
+                                 dt=dtp * second, when="start", order=0, name=f"B{l}_plasticity")
+            else:
+                assert isinstance(rule, FeedbackAlignment)
+            self.S_W.append(SW)
+            self.S_B.append(SB)
+            objects += [SW, SB]
+        self.Y, self.D = Y, D
+        self.set_weights(self.weights_in)
+
+        # monitors -----------------------------------------------------------
+        iv = spec.phases.record_interval * second
+        self.mon_W, self.mon_B = [], []
+        if self.record_weights:
+            for l in range(L):
+                self.mon_W.append(StateMonitor(self.S_W[l], "w", record=True, dt=iv, when="end", name=f"W{l + 1}_mon"))
+                self.mon_B.append(StateMonitor(self.S_B[l], "b", record=True, dt=iv, when="end", name=f"B{l + 1}_mon"))
+        self.mon_rates = {}
+        self.mon_spikes = {}
+        if self.record_rates:
+            for G in Y + D:
+                if spiking:
+                    self.mon_rates[G.name] = PopulationRateMonitor(G, name=f"{G.name}_rate")
+                    k = min(self.spike_neurons, len(G))
+                    self.mon_spikes[G.name] = SpikeMonitor(G[:k], name=f"{G.name}_spikes")
+                else:
+                    k = min(32, len(G))
+                    self.mon_rates[G.name] = StateMonitor(G, "r", record=np.arange(k), dt=iv / 10,
+                                                          when="end", name=f"{G.name}_r")
+        self.mon_out = None
+        if engaged_used:
+            self.mon_out = StateMonitor(Y[L], "r", record=True, dt=T * second, when="start", name="output_mon")
+        objects += self.mon_W + self.mon_B + list(self.mon_rates.values()) + list(self.mon_spikes.values())
+        if self.mon_out is not None:
+            objects.append(self.mon_out)
+        self.net = Network(*objects)
+        self._set_phase(None)
+        self._built = True
+
+    # ------------------------------------------------------------------
+    def set_weights(self, weights) -> None:
+        """Copy NumPy ``[(W, B)]`` (W's layout) into the synapses (before running)."""
+        weights = [(np.asarray(W, dtype=np.float64), np.asarray(B, dtype=np.float64)) for W, B in weights]
+        self._check_weights(weights)
+        for (W, B), SW, SB in zip(weights, self.S_W, self.S_B):
+            SW.w[:] = W.T.ravel()  # synapse k = (i, j) = (k // n_post, k % n_post) holds W[j, i]
+            SB.b[:] = B.ravel()    # synapse k = (i, j) of delta_l -> delta_{l-1} holds B[i, j]
+
+    def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(W, B)]`` as NumPy float64 matrices in W's layout (after running)."""
+        out = []
+        for l, (SW, SB) in enumerate(zip(self.S_W, self.S_B), 1):
+            n_pre, n_post = self.spec.layers[l - 1], self.spec.layers[l]
+            W = np.asarray(SW.w[:], dtype=np.float64).reshape(n_pre, n_post).T.copy()
+            B = np.asarray(SB.b[:], dtype=np.float64).reshape(n_post, n_pre).copy()
+            out.append((W, B))
+        return out
+
+    def _set_phase(self, phase: str | None) -> None:
+        m = 1 if phase == "mirror" else 0
+        e = 1 if phase == "engaged" else 0
+        for G in list(self.Y) + list(self.D):
+            G.mirror_on = m
+            G.engaged_on = e
+
+    def run_phase(self, phase: str, duration: float, progress=None) -> None:
+        """Run ``duration`` seconds of ``phase`` (``mirror``/``engaged``/``idle``).
+
+        Only gating variables change between calls; the network is not
+        rebuilt. In runtime mode the run is split into chunks so that
+        ``progress`` (a callable taking simulated seconds) can report.
+        """
+        from brian2 import second
+
+        if phase not in ("mirror", "engaged", "idle"):
+            raise SpecError(f"unknown phase {phase!r}; allowed: mirror, engaged, idle")
+        self._set_phase(None if phase == "idle" else phase)
+        dt = self.spec.dt
+        steps = int(round(duration / dt))
+        if steps <= 0:
+            return
+        chunk_steps = steps if (self.standalone or progress is None) else \
+            max(1, int(round(max(self.spec.phases.record_interval, duration / 100) / dt)))
+        done = 0
+        while done < steps:
+            n = min(chunk_steps, steps - done)
+            self.net.run(n * dt * second, namespace={})
+            done += n
+            if progress is not None and not self.standalone:
+                progress(n * dt)
+        self._account(phase, self.simulated, self.simulated + steps * dt)
+        self.simulated += steps * dt
+
+    def _account(self, phase, start, stop) -> None:
+        """Track how long each B was plastic in mirror mode (for the rate-mode prediction)."""
+        self.segments = getattr(self, "segments", [])
+        self.segments.append((phase, start, stop))
+
+    def mirror_plastic_time(self, t: float) -> list[float]:
+        """Seconds of mirror plasticity of each B_l up to simulated time ``t``."""
+        P = self.spec.phases.parity_period
+        dtp = self.spec.plasticity_dt
+        out = []
+        for l in range(1, self.spec.n_weight_layers + 1):
+            par = (l - 1) % 2
+            total = 0.0
+            for phase, a, b in getattr(self, "segments", []):
+                if phase != "mirror":
+                    continue
+                b = min(b, t)
+                if b <= a:
+                    continue
+                # plasticity events at multiples of dtp in [a, b) where parity == par
+                k0 = int(math.ceil(a / dtp - 1e-9))
+                k1 = int(math.ceil(b / dtp - 1e-9))
+                ks = np.arange(k0, k1)
+                total += float(np.count_nonzero((np.floor(ks * dtp / P + 1e-9).astype(int) % 2) == par)) * dtp
+            out.append(total)
+        return out
+
+    def finish(self) -> None:
+        """Standalone: compile and run the project. Runtime: nothing to do."""
+        if self._finished:
+            return
+        if self.standalone:
+            devices.build(self.directory)
+        self._finished = True
+
+    def release(self) -> None:
+        """Back to the runtime device (call after reading the results out)."""
+        devices.release(self.spec.device)
+
+    # -- results ---------------------------------------------------------------
+    def recorded(self) -> dict:
+        """Monitors as NumPy arrays (call after :meth:`finish`)."""
+        from brian2 import second
+
+        out = {"weights_t": None, "W": [], "B": [], "rates": {}, "spikes": {}}
+        if self.mon_W:
+            out["weights_t"] = np.asarray(self.mon_W[0].t / second) + self.spec.dt
+            for l, (mw, mb) in enumerate(zip(self.mon_W, self.mon_B), 1):
+                n_pre, n_post = self.spec.layers[l - 1], self.spec.layers[l]
+                w = np.asarray(mw.w)  # (n_syn, n_t)
+                b = np.asarray(mb.b)
+                out["W"].append(w.T.reshape(-1, n_pre, n_post).transpose(0, 2, 1))
+                out["B"].append(b.T.reshape(-1, n_post, n_pre))
+        for name, mon in self.mon_rates.items():
+            if self.spec.neuron.kind == "spiking":
+                out["rates"][name] = (np.asarray(mon.t / second), np.asarray(mon.rate / (1 / second)))
+            else:
+                out["rates"][name] = (np.asarray(mon.t / second), np.asarray(mon.r))
+        for name, mon in self.mon_spikes.items():
+            out["spikes"][name] = (np.asarray(mon.i), np.asarray(mon.t / second))
+        if self.mon_out is not None:
+            out["output_t"] = np.asarray(self.mon_out.t / second)
+            out["output"] = np.asarray(self.mon_out.r).T
+        return out

@@ -1,0 +1,154 @@
+"""Convolutional networks, one definition each, with the learning rule injected.
+
+Every builder returns a ``models.layers.Network`` whose convolutions and
+linear layers all carry feedback weights ``B`` set by the same rule object
+(``rule.init_feedback``), exactly as ``models.mlp.build_mlp`` does. Inputs are
+images ``(N, C, H, W)``; outputs are logits ``(N, num_classes)``.
+
+- ``build_resnet(depth=18 | 50)``: the ImageNet topology of He et al. (2016)
+  as in torchvision (stride on the 3x3 conv of the bottleneck, "v1.5"):
+  conv7x7/2 (64) + BN + ReLU + maxpool3x3/2, four stages of BasicBlocks
+  ``[2, 2, 2, 2]`` (18) or Bottlenecks ``[3, 4, 6, 3]`` (50) with widths
+  64, 128, 256, 512 (stride 2 from the second stage), global average pooling
+  and a linear classifier: 11,689,512 (18) and 25,557,032 (50) parameters
+  with 1000 classes. ``stem="cifar"`` replaces the stem with conv3x3/1 and no
+  max pooling, for 32x32 images.
+- ``build_resnet20``: the CIFAR ResNet of He et al. (2016, §4.2): conv3x3
+  (16), three stages of three BasicBlocks (16, 32, 64 channels), global
+  average pooling, linear; projection shortcuts (conv1x1 + BN) where the
+  shape changes.
+- ``build_convnet``: a small convnet for 28x28 images: conv3x3 (32) + ReLU +
+  maxpool2, conv3x3 (64) + ReLU + maxpool2, flatten, linear (hidden) + ReLU,
+  linear.
+
+Convolutions followed by batch norm have no bias. The networks record the
+spatial size of every convolution's input at construction, so the weight
+mirror can run before the first training batch.
+"""
+from __future__ import annotations
+
+from .conv import BasicBlock, BatchNorm2d, Bottleneck, Conv2d, Flatten, GlobalAvgPool, MaxPool2d
+from .layers import Linear, Network, ReLU
+
+__all__ = ["RESNET_STAGES", "build_resnet", "build_resnet20", "build_convnet"]
+
+#: depth -> (block class, blocks per stage)
+RESNET_STAGES = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def _check_image_shape(input_shape, who: str) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise ValueError(f"{who}: input_shape must be (C, H, W), got {tuple(input_shape)}")
+    c, h, w = (int(v) for v in input_shape)
+    if min(c, h, w) < 1:
+        raise ValueError(f"{who}: input_shape must be positive, got {tuple(input_shape)}")
+    return c, h, w
+
+
+def _finish(modules, rule, xp, rng, input_shape) -> Network:
+    net = Network(modules, rule, xp)
+    net.init_feedback(rng)
+    net.input_shape = tuple(int(v) for v in input_shape)
+    return net
+
+
+def _stages(block, counts, widths, c_in, hw, xp, rng, zero_init_residual, first_stride=1):
+    modules = []
+    for stage, (n_blocks, planes) in enumerate(zip(counts, widths)):
+        for i in range(n_blocks):
+            stride = (first_stride if stage == 0 else 2) if i == 0 else 1
+            blk = block(c_in, planes, xp, rng, stride=stride, input_hw=hw,
+                        zero_init_residual=zero_init_residual)
+            modules.append(blk)
+            c_in, hw = planes * block.expansion, blk.output_hw
+    return modules, c_in, hw
+
+
+def build_resnet(depth: int, input_shape, num_classes: int, rule, xp, rng,
+                 stem: str = "imagenet", zero_init_residual: bool = False) -> Network:
+    """ResNet-``depth`` (18, 34, 50, 101, 152) in the standard ImageNet topology.
+
+    Parameters
+    ----------
+    depth : number of weight layers (selects BasicBlock or Bottleneck stages).
+    input_shape : ``(C, H, W)`` of one image.
+    num_classes : outputs of the final linear layer.
+    rule : the learning rule (``circuits.rules``), shared by every layer.
+    xp, rng : array module and its random generator.
+    stem : ``"imagenet"`` (conv7x7/2, BN, ReLU, maxpool3x3/2) or ``"cifar"``
+        (conv3x3/1, BN, ReLU) for small images.
+    zero_init_residual : start each block's last BN with ``γ = 0``.
+    """
+    if depth not in RESNET_STAGES:
+        raise ValueError(f"ResNet depth must be one of {', '.join(map(str, RESNET_STAGES))}, got {depth}")
+    if stem not in ("imagenet", "cifar"):
+        raise ValueError(f"ResNet stem must be 'imagenet' or 'cifar', got {stem!r}")
+    c, h, w = _check_image_shape(input_shape, f"resnet{depth}")
+    block, counts = RESNET_STAGES[depth]
+    if stem == "imagenet":
+        conv = Conv2d(c, 64, 7, xp, rng, stride=2, padding=3, bias=False, input_hw=(h, w))
+        pool = MaxPool2d(3, 2, 1, xp=xp)
+        hw = conv.output_hw((h, w))
+        hw = tuple(((v + 2 - 3) // 2 + 1) for v in hw)
+        modules = [conv, BatchNorm2d(64, xp), ReLU(), pool]
+    else:
+        conv = Conv2d(c, 64, 3, xp, rng, stride=1, padding=1, bias=False, input_hw=(h, w))
+        hw = (h, w)
+        modules = [conv, BatchNorm2d(64, xp), ReLU()]
+    blocks, c_out, hw = _stages(block, counts, (64, 128, 256, 512), 64, hw, xp, rng, zero_init_residual)
+    modules += blocks
+    modules += [GlobalAvgPool(), Linear(c_out, num_classes, xp, rng, init="lecun")]
+    return _finish(modules, rule, xp, rng, (c, h, w))
+
+
+def build_resnet20(input_shape, num_classes: int, rule, xp, rng, zero_init_residual: bool = False) -> Network:
+    """CIFAR ResNet-20: conv3x3 (16) + BN + ReLU, 3 stages x 3 BasicBlocks
+    (16, 32, 64 channels; stride 2 at stages 2 and 3), global average pooling,
+    linear. Shortcuts are projections (conv1x1 + BN) where the shape changes.
+    """
+    c, h, w = _check_image_shape(input_shape, "resnet20")
+    conv = Conv2d(c, 16, 3, xp, rng, stride=1, padding=1, bias=False, input_hw=(h, w))
+    modules = [conv, BatchNorm2d(16, xp), ReLU()]
+    blocks, c_out, _ = _stages(BasicBlock, (3, 3, 3), (16, 32, 64), 16, (h, w), xp, rng, zero_init_residual)
+    modules += blocks
+    modules += [GlobalAvgPool(), Linear(c_out, num_classes, xp, rng, init="lecun")]
+    return _finish(modules, rule, xp, rng, (c, h, w))
+
+
+def build_convnet(input_shape, num_classes: int, rule, xp, rng, channels=(32, 64), hidden: int = 128) -> Network:
+    """Small convnet: for each entry of ``channels``, conv3x3 (pad 1) + ReLU +
+    maxpool 2x2; then flatten, linear(``hidden``) + ReLU (omitted when
+    ``hidden`` is 0), linear(``num_classes``). For 1x28x28 and the defaults:
+    conv32, pool → 14x14, conv64, pool → 7x7, 3136 → 128 → classes.
+    """
+    c, h, w = _check_image_shape(input_shape, "convnet")
+    if not channels or any(int(k) < 1 for k in channels):
+        raise ValueError(f"convnet: channels must be positive, got {channels}")
+    if int(hidden) < 0:
+        raise ValueError(f"convnet: hidden must be >= 0, got {hidden}")
+    modules = []
+    c_in, hw = c, (h, w)
+    for k in channels:
+        conv = Conv2d(c_in, int(k), 3, xp, rng, stride=1, padding=1, bias=True, input_hw=hw)
+        act = ReLU()
+        conv.mirror_activation = act
+        modules += [conv, act, MaxPool2d(2, xp=xp)]
+        c_in, hw = int(k), (hw[0] // 2, hw[1] // 2)
+        if min(hw) < 1:
+            raise ValueError(f"convnet: input {tuple(input_shape)} is too small for {len(channels)} poolings")
+    modules.append(Flatten())
+    n_in = c_in * hw[0] * hw[1]
+    if hidden:
+        fc = Linear(n_in, int(hidden), xp, rng, init="he")
+        act = ReLU()
+        fc.mirror_activation = act
+        modules += [fc, act]
+        n_in = int(hidden)
+    modules.append(Linear(n_in, num_classes, xp, rng, init="lecun"))
+    return _finish(modules, rule, xp, rng, (c, h, w))

@@ -1,0 +1,229 @@
+"""The ``weightmirror`` command (also ``python -m sims``).
+
+Sub-commands
+------------
+train    one rule, one model, one data set -> a results folder
+compare  every rule on one data set -> one results folder per rule and a table
+circuit  circuit mode in Brian2 (see ``sims.circuit``)
+demo     the main job on the embedded default data (no download)
+figures  figures from saved results folders (see ``figures``)
+
+Bad input (an unknown flag value, a bad config key or value, a missing or
+malformed data file, an output folder that already holds a run) prints one
+line ``weightmirror: error: ...`` and exits with status 2; nothing already
+written is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from circuits.rules import RULE_NAMES
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """A command-line value that argparse could not check by itself."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage dump)."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _add_common_training_flags(p: argparse.ArgumentParser) -> None:
+    from sims.config import DATASETS, MODELS
+
+    p.add_argument("--model", choices=MODELS, help="architecture (default: the config's, else mlp)")
+    p.add_argument("--data", choices=DATASETS, help="data set (default: the config's, else digits)")
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+    p.add_argument("--config", help="TOML file with any hyperparameters (flags override it)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
+    p.add_argument("--seed", type=_nonnegative_int)
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="weightmirror", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one rule; writes a results folder")
+    p.add_argument("--rule", choices=RULE_NAMES, help="learning rule (default: the config's, else bp)")
+    _add_common_training_flags(p)
+    p.add_argument("--out", required=True, help="results folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+    p = sub.add_parser("compare", help="train several rules on the same data; print the table")
+    p.add_argument("--rules", default=",".join(r for r in RULE_NAMES if r != "ss"),
+                   help="comma-separated rules (default: all)")
+    _add_common_training_flags(p)
+    p.add_argument("--out", required=True, help="folder; each rule writes OUT/<rule>/")
+
+    try:
+        from sims import circuit
+    except ImportError:  # circuit mode not installed in this checkout
+        circuit = None
+    if circuit is not None and hasattr(circuit, "add_parser"):
+        circuit.add_parser(sub)
+
+    p = sub.add_parser("demo", help="the main job on embedded data: circuit, every rule, figures")
+    p.add_argument("--out", default="weightmirror-demo", help="folder to write (default: ./weightmirror-demo)")
+    p.add_argument("--quick", action="store_true", help="a smaller run (for tests)")
+    p.add_argument("--quiet", action="store_true")
+
+    try:
+        from figures import make as figures_make
+    except ImportError:
+        figures_make = None
+    if figures_make is not None and hasattr(figures_make, "add_parser"):
+        figures_make.add_parser(sub)
+    return parser
+
+
+def _overrides(args, *names) -> dict:
+    out = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _training_config(args, rule: str | None):
+    from sims import config
+
+    file_values = config.load_toml(args.config) if args.config else {}
+    flags = _overrides(args, "model", "data", "epochs", "seed", "device", "batch_size")
+    if rule is not None:
+        flags["rule"] = rule
+    if args.data_dir is not None:
+        flags["data_dir"] = args.data_dir
+    if args.lr is not None:
+        flags["optim"] = {"lr": args.lr}
+    return config.resolve(file_values, flags)
+
+
+def cmd_train(args) -> int:
+    from sims import train
+
+    if args.resume:
+        overrides = {"epochs": args.epochs} if args.epochs else None
+        summary = train.train(overrides, args.out, resume=True, progress=not args.quiet)
+    else:
+        cfg = _training_config(args, args.rule)
+        summary = train.train(cfg, args.out, progress=not args.quiet)
+    print(format_table([summary]))
+    print(f"results: {Path(args.out)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from sims import train
+
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    bad = [r for r in rules if r not in RULE_NAMES]
+    if bad or not rules:
+        raise UsageError(f"--rules: unknown rule(s) {', '.join(bad) or '(none given)'}; allowed: {', '.join(RULE_NAMES)}")
+    configs = [_training_config(args, rule) for rule in rules]  # validate all before training any
+    data = train.load_data(configs[0])
+    summaries = []
+    for rule, cfg in zip(rules, configs):
+        summaries.append(train.train(cfg, Path(args.out) / rule, progress=not args.quiet, data=data,
+                                     log=(lambda s: None) if args.quiet else print))
+    print(format_table(summaries))
+    return 0
+
+
+def format_table(summaries: list[dict]) -> str:
+    """The comparison table: rule, test error, per-layer angles."""
+    lines = ["| rule | test top-1 error (%) | angle(B, Wᵀ) per layer (°) | angle(δ, δ_BP) per layer (°) | time (s) |",
+             "|---|---:|---|---|---:|"]
+    for s in summaries:
+        angles = " / ".join(f"{a:.1f}" for a in s["angles_deg"])
+        deltas = " / ".join("–" if d is None or d != d else f"{d:.1f}" for d in s["delta_angles_deg"])
+        lines.append(f"| {s['rule']} | {s['test_top1_error']:.2f} | {angles} | {deltas} | {s['wall_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def cmd_demo(args) -> int:
+    from sims import demo
+
+    return demo.run(args.out, quick=args.quick, progress=not args.quiet)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input: reported in one line, exit status 2."""
+    from circuits.rules import RuleError
+    from models.backend import BackendError
+    from sims.config import ConfigError
+    from sims.data import DataError
+    from sims.results import ResultsError
+    from sims.train import RunExistsError
+
+    errors: list[type[BaseException]] = [
+        ConfigError, DataError, RuleError, BackendError, ResultsError, RunExistsError, UsageError,
+        FileNotFoundError, NotADirectoryError, PermissionError,
+    ]
+    for module, name in (("sims.circuit", "CircuitInputError"), ("circuits.spec", "SpecError"),
+                         ("figures.make", "FigureInputError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": cmd_train, "compare": cmd_compare, "demo": cmd_demo}
+    try:
+        if args.command in handlers:
+            return handlers[args.command](args)
+        if args.command == "circuit":
+            from sims import circuit
+
+            return circuit.run(args)
+        if args.command == "figures":
+            from figures import make
+
+            return make.run(args)
+        parser.error(f"unknown command {args.command}")
+    except _known_errors() as exc:
+        print(f"weightmirror: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("weightmirror: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The learning rules against their closed-form behaviour."""
+import math
+
+import numpy as np
+import pytest
+
+from circuits import rules
+from circuits.rules import angle_degrees, make_rule
+from models.layers import Linear
+from models.optim import SGD
+
+
+def _layer(rng, n_in=60, n_out=40):
+    return Linear(n_in, n_out, np, rng)
+
+
+# -- the angle metric -------------------------------------------------------
+@pytest.mark.parametrize("degrees", [0.0, 10.0, 45.0, 90.0, 135.0, 180.0])
+def test_angle_of_known_rotation(degrees):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((7, 5))
+    u = a / np.linalg.norm(a)
+    q = rng.standard_normal((7, 5))
+    q -= (q * u).sum() * u  # orthogonal to a
+    q /= np.linalg.norm(q)
+    t = math.radians(degrees)
+    b = 3.0 * (math.cos(t) * u + math.sin(t) * q)
+    assert angle_degrees(a, b) == pytest.approx(degrees, abs=1e-5)
+    assert angle_degrees(b, a) == pytest.approx(degrees, abs=1e-5)
+
+
+def test_angle_with_zero_array_is_90():
+    assert angle_degrees(np.zeros(3), np.ones(3)) == 90.0
+
+
+# -- registry and validation ------------------------------------------------
+def test_registry_names_and_long_names():
+    assert set(rules.RULE_NAMES) == {"bp", "fa", "ss", "usf", "brsf", "frsf", "wm", "kp"}
+    assert make_rule("wm").long_name == "weight_mirror"
+    assert make_rule("kp").long_name == "kolen_pollack"
+    assert make_rule("fa").long_name == "feedback_alignment"
+    assert make_rule("brsf").key == "brsf"
+
+
+@pytest.mark.parametrize(
+    "name, params, needle",
+    [
+        ("xx", {}, "allowed: bp, fa"),
+        ("wm", {"sigma": -1.0}, "sigma must be > 0"),
+        ("wm", {"normalize": "l2"}, "none, match_w"),
+        ("wm", {"bogus": 1}, "unknown parameter 'bogus'"),
+        ("kp", {"decay": 1.5}, "decay must be in [0, 1)"),
+        ("ss", {"magnitude": "huge"}, "uniform, batch_random, fixed_random"),
+        ("usf", {"magnitude": "uniform"}, "unknown parameter 'magnitude'"),
+    ],
+)
+def test_bad_parameters_are_clear_errors(name, params, needle):
+    with pytest.raises(rules.RuleError, match=None) as info:
+        make_rule(name, **params)
+    assert needle in str(info.value)
+
+
+# -- backprop ---------------------------------------------------------------
+def test_backprop_reads_current_w_every_step(rng):
+    layer = _layer(rng)
+    bp = make_rule("bp")
+    layer.init_feedback(bp, np, rng)
+    assert layer.B is None
+    layer.params["W"] += 1.0  # a later W, not a copy of the first
+    assert bp.feedback(layer, np) is layer.W
+
+
+# -- feedback alignment -----------------------------------------------------
+def test_fa_feedback_is_fixed_and_independent_of_w(rng):
+    layer = _layer(rng)
+    fa = make_rule("fa")
+    layer.init_feedback(fa, np, rng)
+    B0 = layer.B.copy()
+    assert 80 < angle_degrees(layer.B, layer.W) < 100
+    assert np.sqrt(np.mean(B0**2)) == pytest.approx(np.sqrt(np.mean(layer.W**2)), rel=0.1)
+    opt = SGD([layer], fa, np, momentum=0.9, weight_decay=0.01)
+    layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32), "b": np.zeros(40, np.float32)}
+    opt.step(0.1)
+    fa.after_step([layer], np, rng)
+    np.testing.assert_array_equal(layer.B, B0)
+
+
+# -- sign symmetry ----------------------------------------------------------
+@pytest.mark.parametrize("name", ["usf", "brsf", "frsf"])
+def test_sign_symmetry_feedback_carries_w_signs(name, rng):
+    layer = _layer(rng)
+    rule = make_rule(name)
+    layer.init_feedback(rule, np, rng)
+    F = rule.feedback(layer, np, rng)
+    np.testing.assert_array_equal(np.sign(F), np.sign(layer.W))
+    scale = np.sqrt(np.mean(layer.W**2))
+    assert np.mean(np.abs(F)) == pytest.approx(scale, rel=0.1)
+    F2 = rule.feedback(layer, np, rng)
+    if name == "usf":
+        np.testing.assert_allclose(np.abs(F), scale, rtol=1e-6)
+    if name == "brsf":
+        assert not np.array_equal(F, F2)  # magnitudes redrawn every batch
+    else:
+        np.testing.assert_array_equal(F, F2)
+    # signs follow W when W changes
+    layer.params["W"] *= -1
+    np.testing.assert_array_equal(np.sign(rule.feedback(layer, np, rng)), np.sign(layer.W))
+
+
+# -- Kolen-Pollack ----------------------------------------------------------
+@pytest.mark.parametrize("weight_decay, kp_decay", [(0.0, 0.05), (0.1, 0.0), (0.1, 0.02)])
+def test_kp_difference_shrinks_by_exactly_one_minus_lambda(weight_decay, kp_decay, rng):
+    """‖W - Bᵀ‖ shrinks by (1-λ) per step, whatever the data and momentum."""
+    layer = _layer(rng)
+    kp = make_rule("kp", decay=kp_decay)
+    layer.init_feedback(kp, np, rng)
+    opt = SGD([layer], kp, np, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    lr = 0.3
+    expected = (1 - lr * weight_decay) * (1 - kp_decay)
+    for _ in range(6):
+        before = np.linalg.norm((layer.W - layer.B).astype(np.float64))
+        layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32) * 5,
+                       "b": rng.standard_normal(40).astype(np.float32)}
+        opt.step(lr)
+        after = np.linalg.norm((layer.W - layer.B).astype(np.float64))
+        assert after / before == pytest.approx(expected, rel=2e-5)
+
+
+def test_kp_b_changes_by_the_same_local_product(rng):
+    layer = _layer(rng)
+    kp = make_rule("kp")
+    layer.init_feedback(kp, np, rng)
+    W0, B0 = layer.W.copy(), layer.B.copy()
+    g = rng.standard_normal(layer.W.shape).astype(np.float32)
+    layer.grads = {"W": g, "b": np.zeros(40, np.float32)}
+    SGD([layer], kp, np, momentum=0.0).step(0.1)
+    np.testing.assert_allclose(layer.W - W0, -0.1 * g, atol=1e-6)
+    np.testing.assert_allclose(layer.B - B0, -0.1 * g, atol=1e-6)
+
+
+# -- weight mirror ----------------------------------------------------------
+@pytest.mark.parametrize("noise", ["gaussian", "uniform"])
+def test_wm_mean_hebbian_update_is_sigma2_w(noise, rng):
+    """E[(1/m) Σ r ξᵀ] = σ² W for r = W ξ, ξ ~ (0, σ² I).
+
+    Tolerance: over N = 40,000 noise samples each entry's standard error is
+    σ² ‖w_row‖ / √N, so the relative Frobenius error is about √(n_in/N) ≈ 0.04;
+    we allow 0.08 and require the direction within 4°.
+    """
+    layer = _layer(rng, n_in=60, n_out=30)
+    wm = make_rule("wm", sigma=0.5, noise=noise)
+    total = np.zeros_like(layer.W, dtype=np.float64)
+    batches = 200
+    for _ in range(batches):
+        total += wm.hebbian_estimate(layer, np, rng, batch_size=200)
+    mean = total / batches
+    target = 0.25 * layer.W
+    rel = np.linalg.norm(mean - target) / np.linalg.norm(target)
+    assert rel < 0.08
+    assert angle_degrees(mean, layer.W) < 4.0
+
+
+def test_wm_mirror_mode_aligns_a_random_layer(rng):
+    layer = _layer(rng, n_in=100, n_out=50)
+    wm = make_rule("wm", lr=0.02, decay=0.02, mirror_batch_size=64)
+    layer.init_feedback(wm, np, rng)
+    assert angle_degrees(layer.B, layer.W) > 80
+    W0 = layer.W.copy()
+    wm.mirror_phase([layer], np, rng, batches=400, lr=0.02, decay=0.02)
+    assert angle_degrees(layer.B, layer.W) < 10.0
+    np.testing.assert_array_equal(layer.W, W0)  # mirror mode changes B only
+    # fixed point B = (η σ² / λ) W = W: the scale too
+    assert np.linalg.norm(layer.B) / np.linalg.norm(layer.W) == pytest.approx(1.0, abs=0.15)
+
+
+def test_wm_decay_acts_on_the_stored_b(rng):
+    layer = _layer(rng)
+    wm = make_rule("wm", lr=0.0, decay=0.1)
+    layer.init_feedback(wm, np, rng)
+    B0 = layer.B.copy()
+    stored = layer.B
+    wm.mirror_phase([layer], np, rng, batches=3, lr=0.0, decay=0.1)
+    assert layer.B is stored
+    np.testing.assert_allclose(layer.B, B0 * 0.9**3, rtol=1e-5)
+
+
+def test_wm_norm_control_matches_w(rng):
+    layer = _layer(rng)
+    wm = make_rule("wm", lr=5.0, decay=0.0, normalize="match_w")
+    layer.init_feedback(wm, np, rng)
+    wm.mirror_phase([layer], np, rng, batches=5, lr=5.0, decay=0.0)
+    assert np.linalg.norm(layer.B) == pytest.approx(np.linalg.norm(layer.W), rel=1e-5)
+
+
+def test_wm_layer_response_scales_by_mean_slope(rng):
+    """Stein's lemma: with r = relu(W ξ), E[r ξᵀ] = σ² diag(P(active)) W ≈ σ²/2 W."""
+    from models.layers import ReLU
+
+    layer = Linear(40, 20, np, rng)
+    layer.mirror_activation = ReLU()
+    wm = make_rule("wm", response="layer")
+    total = sum(wm.hebbian_estimate(layer, np, rng, batch_size=500) for _ in range(100)) / 100
+    assert angle_degrees(total, layer.W) < 5.0
+    assert np.linalg.norm(total) / np.linalg.norm(layer.W) == pytest.approx(0.5, abs=0.05)

@@ -1,0 +1,142 @@
+"""The training command end to end on the embedded digits data."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sims import config, results
+from sims.cli import main
+from sims.train import train
+
+SMALL = """
+epochs = 3
+batch_size = 64
+[model_options]
+hidden = [32, 32]
+[wm]
+initial_mirror_steps = 100
+initial_decay = 0.03
+"""
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def _metrics(out):
+    return results.read_metrics(Path(out) / results.METRICS)
+
+
+def test_cli_train_writes_the_results_folder(tmp_path, small_config, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--rule", "wm", "--config", str(small_config), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("rule", "data", "model", "epochs", "test_top1_error", "angles_deg", "delta_angles_deg",
+                "wall_seconds"):
+        assert key in summary
+    assert summary["rule"] == "wm" and summary["data"] == "digits" and summary["epochs"] == 3
+    assert len(summary["angles_deg"]) == 3 and len(summary["delta_angles_deg"]) == 3
+    assert summary["test_top1_error"] < 20  # digits is learnt in 3 epochs
+    rows = _metrics(out)
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert {"train_loss", "test_top1_error", "test_top5_error", "angles_deg", "weight_norms"} <= set(rows[-1])
+    cfg = config.load_toml(out / "config.toml")
+    assert cfg["rule"] == "wm" and cfg["model_options"]["hidden"] == [32, 32]
+    assert config.resolve(cfg) == cfg  # the written config is complete and valid
+    assert "| wm |" in capsys.readouterr().out
+
+
+def test_rule_angles_behave_as_the_paper_says(tmp_path, small_config):
+    """KP and WM align B with Wᵀ; FA does not (digits, a few epochs)."""
+    out = {}
+    for rule in ("fa", "wm"):
+        cfg = config.resolve(config.load_toml(small_config), {"rule": rule})
+        out[rule] = train(cfg, tmp_path / rule, progress=False)
+    cfg = config.resolve(config.load_toml(small_config), {"rule": "kp", "epochs": 8, "kp": {"decay": 0.02}})
+    out["kp"] = train(cfg, tmp_path / "kp", progress=False)
+    kp_rows = _metrics(tmp_path / "kp")
+    assert out["fa"]["angles_deg"][0] > 60
+    for layer in range(3):  # KP's angle falls every epoch and ends below FA's
+        angles = [r["angles_deg"][layer] for r in kp_rows]
+        assert all(b < a for a, b in zip(angles, angles[1:]))
+        assert angles[-1] < 0.5 * out["fa"]["angles_deg"][layer]
+    assert max(out["wm"]["angles_deg"]) < 30
+    assert out["wm"]["delta_angles_deg"][0] < out["fa"]["delta_angles_deg"][0]
+
+
+def test_resume_equals_uninterrupted(tmp_path, small_config):
+    base = config.load_toml(small_config)
+    for rule in ("wm", "brsf"):
+        cfg = config.resolve(base, {"rule": rule, "epochs": 3})
+        whole = train(cfg, tmp_path / f"whole-{rule}", progress=False)
+        partial = train(cfg, tmp_path / f"part-{rule}", progress=False, stop_after=1)
+        assert partial["completed"] is False and not (tmp_path / f"part-{rule}" / "summary.json").exists()
+        resumed = train(None, tmp_path / f"part-{rule}", resume=True, progress=False)
+        keep = ("epoch_seconds", "wall_seconds")
+        a = [{k: v for k, v in r.items() if k not in keep} for r in _metrics(tmp_path / f"whole-{rule}")]
+        b = [{k: v for k, v in r.items() if k not in keep} for r in _metrics(tmp_path / f"part-{rule}")]
+        assert a == b
+        assert resumed["test_top1_error"] == whole["test_top1_error"]
+        assert resumed["angles_deg"] == whole["angles_deg"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, small_config, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(small_config), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    before = (out / "summary.json").read_bytes()
+    assert main(["train", "--config", str(small_config), "--epochs", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0]
+    assert (out / "summary.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("toml, needle", [
+    ("epochs = -3\n", "epochs: must be > 0"),
+    ("learning_rate = 0.1\n", "unknown config key 'learning_rate'; allowed here: rule, model"),
+    ("[optim]\nschedule = 'linear'\n", "allowed: constant, step, cosine"),
+    ("[wm]\nsigma = 0\n", "[wm]: rule wm: sigma must be > 0"),
+    ("[model_options]\nhidden = [10, 0]\n", "model_options.hidden"),
+    ("epochs = [\n", "not valid TOML"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, toml, needle, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    code = main(["train", "--config", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_flag_and_missing_paths_exit_2_without_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cases = [
+        (["train", "--rule", "backprop", "--out", str(tmp_path / "a")], "invalid choice: 'backprop'"),
+        (["train", "--epochs", "0", "--out", str(tmp_path / "a")], "expected a positive integer"),
+        (["train", "--config", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "a")], "not found"),
+        (["train", "--data", "fashion-mnist", "--data-dir", str(tmp_path / "nodir"), "--out", str(tmp_path / "a")],
+         "nodir"),
+        (["train", "--resume", "--out", str(tmp_path / "never")], "nothing to resume"),
+    ]
+    for argv, needle in cases:
+        proc = subprocess.run([sys.executable, "-m", "sims", *argv], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (argv, proc.stderr)
+
+
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
+    from models.backend import cuda_available
+
+    if cuda_available():
+        pytest.skip("a GPU is present")
+    code = main(["train", "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--device cuda" in err
