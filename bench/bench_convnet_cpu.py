@@ -1,7 +1,7 @@
 """Epoch time of the small convnet on Fashion-MNIST: weightmirror (NumPy) vs PyTorch (CPU).
 
-The same network on both sides (conv3x3 32 + ReLU + maxpool2, conv3x3 64 +
-ReLU + maxpool2, flatten, linear 3136→128 + ReLU, linear 128→10), the same
+The same network on both sides (conv3x3 32 + maxpool2 + ReLU, conv3x3 64 +
+maxpool2 + ReLU, flatten, linear 3136→128 + ReLU, linear 128→10), the same
 batch size, plain SGD, the same number of BLAS/intra-op threads. Each side
 runs ``--warmup`` steps, then ``--blocks`` timed blocks of ``--steps`` steps,
 the two sides interleaved block by block so that both see the same machine
@@ -71,8 +71,8 @@ def torch_side(data, batch, lr, seed, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 32, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
     )
     opt = torch.optim.SGD(net.parameters(), lr=lr)

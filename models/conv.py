@@ -339,6 +339,8 @@ class MaxPool2d(Module):
 
     Padding is ``-∞``. The backward pass routes ``δ`` to the first maximal
     input of each window: ``∂L/∂x = Σ_{a,e} [argmax = (a, e)] δ`` (shifted).
+    Training stores, per window tap t, the mask of outputs where tap t beat
+    the taps before it (``k² - 1`` boolean arrays of the output's size).
     """
 
     def __init__(self, kernel_size: int = 2, stride: int | None = None, padding: int = 0, xp=None):
@@ -354,8 +356,8 @@ class MaxPool2d(Module):
         from .backend import array_module_of
         return array_module_of(x)
 
-    def forward(self, x, train: bool = True):
-        xp = self._xp(x)
+    def _windows(self, x, xp):
+        """The padded channel-major input and the ``k²`` strided window views."""
         n, c, h, w = x.shape
         k, s, p = self.k, self.stride, self.padding
         ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
@@ -366,40 +368,55 @@ class MaxPool2d(Module):
         else:
             xpad = xt
         hs, ws = s * (ho - 1) + 1, s * (wo - 1) + 1
-        out = xp.array(xpad[:, :, 0:hs:s, 0:ws:s])  # channel-major copy
-        idx = xp.zeros(out.shape, dtype=xp.uint8) if train else None
-        for t in range(1, k * k):
-            a, e = divmod(t, k)
-            win = xpad[:, :, a:a + hs:s, e:e + ws:s]
+        wins = [xpad[:, :, a:a + hs:s, e:e + ws:s] for a in range(k) for e in range(k)]
+        return xpad, wins
+
+    def forward(self, x, train: bool = True):
+        xp = self._xp(x)
+        n, c, h, w = x.shape
+        _, wins = self._windows(x, xp)
+        out = xp.array(wins[0])  # channel-major copy
+        greater = []  # g_t = [window t beats windows 0..t-1]: first maximum wins
+        for win in wins[1:]:
             if train:
-                greater = win > out
-                idx[greater] = t
+                greater.append(win > out)
             xp.maximum(out, win, out=out)
         if train:
-            self._idx = idx
-            self._x_shape = (n, c, h, w)
+            self._greater, self._x_shape = greater, (n, c, h, w)
         return out.transpose(1, 0, 2, 3)
 
     def backward(self, dy, ctx: BackwardContext):
-        xp = self._xp(dy)
+        """Route δ back through the windows, last winner first:
+        ``dx_t = r ⊙ g_t``, ``r ← r ⊙ (1 - g_t)`` for ``t = k²-1 … 1``; ``dx_0 = r``."""
         if not self.needs_input_grad:
             return None
+        xp = self._xp(dy)
         n, c, h, w = self._x_shape
         k, s, p = self.k, self.stride, self.padding
-        idx = self._idx
-        ho, wo = idx.shape[2], idx.shape[3]
+        greater = self._greater
+        ho, wo = dy.shape[2], dy.shape[3]
         hs, ws = s * (ho - 1) + 1, s * (wo - 1) + 1
-        dyt = dy.transpose(1, 0, 2, 3)
-        dxpad = xp.zeros((c, n, h + 2 * p, w + 2 * p), dtype=dy.dtype)
+        covered = p == 0 and s == k and ho * s == h and wo * s == w
+        alloc = xp.empty if covered else xp.zeros
+        dxpad = alloc((c, n, h + 2 * p, w + 2 * p), dtype=dy.dtype)
+        r = xp.array(dy.transpose(1, 0, 2, 3))  # channel-major copy, consumed below
         overlapping = s < k
-        for t in range(k * k):
+        for t in range(k * k - 1, -1, -1):
             a, e = divmod(t, k)
-            contrib = dyt * (idx == t)
-            if overlapping:
-                dxpad[:, :, a:a + hs:s, e:e + ws:s] += contrib
+            dst = dxpad[:, :, a:a + hs:s, e:e + ws:s]
+            if t == 0:
+                part = r
+            elif overlapping:
+                part = r * greater[t - 1]
             else:
-                dxpad[:, :, a:a + hs:s, e:e + ws:s] = contrib
-        self._idx = None
+                part = xp.multiply(r, greater[t - 1], out=dst)
+            if overlapping:
+                dst += part
+            elif t == 0:
+                dst[...] = part
+            if t:
+                r -= part
+        self._greater = None
         if p:
             dxpad = dxpad[:, :, p:p + h, p:p + w]
         return dxpad.transpose(1, 0, 2, 3)

@@ -19,7 +19,7 @@ images ``(N, C, H, W)``; outputs are logits ``(N, num_classes)``.
   shape changes.
 - ``build_convnet``: a small convnet for 28x28 images: conv3x3 (32) + ReLU +
   maxpool2, conv3x3 (64) + ReLU + maxpool2, flatten, linear (hidden) + ReLU,
-  linear.
+  linear (the pooling runs before the ReLU: the same function, cheaper).
 
 Convolutions followed by batch norm have no bias. The networks record the
 spatial size of every convolution's input at construction, so the weight
@@ -123,7 +123,8 @@ def build_resnet20(input_shape, num_classes: int, rule, xp, rng, zero_init_resid
 
 def build_convnet(input_shape, num_classes: int, rule, xp, rng, channels=(32, 64), hidden: int = 128) -> Network:
     """Small convnet: for each entry of ``channels``, conv3x3 (pad 1) + ReLU +
-    maxpool 2x2; then flatten, linear(``hidden``) + ReLU (omitted when
+    maxpool 2x2 (computed as maxpool then ReLU, which is the same function and
+    gradient since both are monotone); then flatten, linear(``hidden``) + ReLU (omitted when
     ``hidden`` is 0), linear(``num_classes``). For 1x28x28 and the defaults:
     conv32, pool → 14x14, conv64, pool → 7x7, 3136 → 128 → classes.
     """
@@ -138,7 +139,9 @@ def build_convnet(input_shape, num_classes: int, rule, xp, rng, channels=(32, 64
         conv = Conv2d(c_in, int(k), 3, xp, rng, stride=1, padding=1, bias=True, input_hw=hw)
         act = ReLU()
         conv.mirror_activation = act
-        modules += [conv, act, MaxPool2d(2, xp=xp)]
+        # max pooling commutes with the ReLU (max(maxpool v, 0) = maxpool max(v, 0),
+        # with the same gradient): pooling first runs the ReLU on a quarter of the units
+        modules += [conv, MaxPool2d(2, xp=xp), act]
         c_in, hw = int(k), (hw[0] // 2, hw[1] // 2)
         if min(hw) < 1:
             raise ValueError(f"convnet: input {tuple(input_shape)} is too small for {len(channels)} poolings")
