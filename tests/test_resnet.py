@@ -1,6 +1,7 @@
 """ResNets, the small convnet and the model registry."""
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from circuits.rules import angle_degrees, make_rule
 from models.conv import BasicBlock, Bottleneck
@@ -107,13 +108,15 @@ def test_feedback_alignment_with_B_equal_W_is_backprop_through_residual_blocks()
 
 def test_weight_mirror_runs_before_the_first_batch():
     rng = np.random.default_rng(7)
-    rule = make_rule("wm", initial_mirror_steps=10, mirror_batch_size=4)
+    rule = make_rule("wm", initial_mirror_steps=8, initial_decay=0.5, initial_mirror_batch_size=8)
     net = build_model("resnet20", (3, 8, 8), 3, rule, np, rng)
     before = [angle_degrees(layer.B, layer.W) for layer in net.weight_layers]
-    rule.initial_phase(net.weight_layers, np, rng)
+    with threadpool_limits(1):  # tiny products: BLAS threads only add overhead
+        rule.initial_phase(net.weight_layers, np, rng)
     after = [angle_degrees(layer.B, layer.W) for layer in net.weight_layers]
-    assert min(before) > 70 and max(after) < max(before)
-    assert np.median(after) < 45
+    assert min(before) > 70
+    # a few noisy mirror batches: every layer turns toward W (no input size was needed)
+    assert all(a < b - 10 for a, b in zip(after, before)), (before, after)
 
 
 def test_registry_errors_and_mlp():
