@@ -386,8 +386,8 @@ class MaxPool2d(Module):
         return out.transpose(1, 0, 2, 3)
 
     def backward(self, dy, ctx: BackwardContext):
-        """Route δ back through the windows, last winner first:
-        ``dx_t = r ⊙ g_t``, ``r ← r ⊙ (1 - g_t)`` for ``t = k²-1 … 1``; ``dx_0 = r``."""
+        """Route δ to each window's winner: ``dx_t = δ ⊙ m_t`` (shifted), with the
+        exclusive masks ``m_t = g_t ∧ ¬(g_{t+1} ∨ … ∨ g_{k²-1})``, ``m_0 = ¬(g_1 ∨ …)``."""
         if not self.needs_input_grad:
             return None
         xp = self._xp(dy)
@@ -396,26 +396,27 @@ class MaxPool2d(Module):
         greater = self._greater
         ho, wo = dy.shape[2], dy.shape[3]
         hs, ws = s * (ho - 1) + 1, s * (wo - 1) + 1
-        covered = p == 0 and s == k and ho * s == h and wo * s == w
-        alloc = xp.empty if covered else xp.zeros
-        dxpad = alloc((c, n, h + 2 * p, w + 2 * p), dtype=dy.dtype)
-        r = xp.array(dy.transpose(1, 0, 2, 3))  # channel-major copy, consumed below
         overlapping = s < k
+        covered = p == 0 and s == k and ho * s == h and wo * s == w
+        dxpad = (xp.empty if covered else xp.zeros)((c, n, h + 2 * p, w + 2 * p), dtype=dy.dtype)
+        dyt = dy.transpose(1, 0, 2, 3)
+        later = None  # some later tap beat this one
         for t in range(k * k - 1, -1, -1):
+            if t == 0:
+                mask = None if later is None else ~later
+            elif later is None:
+                mask, later = greater[t - 1], greater[t - 1].copy()
+            else:
+                mask = greater[t - 1] & ~later
+                later |= greater[t - 1]
             a, e = divmod(t, k)
             dst = dxpad[:, :, a:a + hs:s, e:e + ws:s]
-            if t == 0:
-                part = r
-            elif overlapping:
-                part = r * greater[t - 1]
-            else:
-                part = xp.multiply(r, greater[t - 1], out=dst)
             if overlapping:
-                dst += part
-            elif t == 0:
-                dst[...] = part
-            if t:
-                r -= part
+                dst += dyt if mask is None else dyt * mask
+            elif mask is None:
+                dst[...] = dyt
+            else:
+                xp.multiply(dyt, mask, out=dst)
         self._greater = None
         if p:
             dxpad = dxpad[:, :, p:p + h, p:p + w]

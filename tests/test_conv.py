@@ -285,3 +285,17 @@ def test_conv_response_layer_uses_identity_before_batchnorm_and_relu_in_convnet(
     first.params["b"][...] = [0.5, -0.5]
     out = first.activation_response(v)
     np.testing.assert_allclose(out, np.maximum(v + np.float32([0.5, -0.5])[:, None, None], 0))
+
+
+def test_maxpool_routes_ties_to_the_first_maximum():
+    x = np.array([[[[0.0, 0.0, 1.0, 3.0],
+                    [0.0, 0.0, 3.0, 2.0]]]], dtype=np.float32)
+    for pool in (MaxPool2d(2), MaxPool2d(2, 1)):
+        y = pool.forward(x)
+        dx = pool.backward(np.ones_like(y), ctx_bp())
+        ref = np.zeros_like(x)
+        for j in range(y.shape[3]):  # first (row-major) maximal tap of each window
+            win = x[0, 0, :, j * pool.stride:j * pool.stride + 2]
+            a, e = np.unravel_index(np.argmax(win), win.shape)
+            ref[0, 0, a, j * pool.stride + e] += 1
+        np.testing.assert_array_equal(dx, ref)
