@@ -122,6 +122,7 @@ def main(argv=None):
     data = load_dataset("fashion-mnist", flatten=False)
     steps_per_epoch = math.ceil(len(data.y_train) / args.batch)
 
+    load_before = os.getloadavg()
     with threadpool_limits(limits=args.threads):
         sides = {"numpy": numpy_side(data, args.batch, args.rule, args.lr, 0)}
         torch_info = None
@@ -140,6 +141,8 @@ def main(argv=None):
             for name, step in sides.items():
                 times[name].append(timed_block(step, args.steps))
 
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs (other processes share the cores when this exceeds the thread count)")
     print(f"python {platform.python_version()}, numpy {np.__version__}, BLAS: {'; '.join(blas)}")
     if torch_info:
         print(f"torch {torch_info[0]}; " + " ".join(
