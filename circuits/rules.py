@@ -118,8 +118,8 @@ class LearningRule:
         return layer.B
 
     # -- plasticity -------------------------------------------------------
-    def after_weight_update(self, layer, step, shrink: float, xp) -> None:
-        """Called by the optimiser after ``W ← shrink·W + step``.
+    def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0) -> None:
+        """Called by the optimiser after ``W ← shrink·W + step`` at learning rate ``lr``.
 
         ``step`` is the increment that the local product ``-η δ yᵀ`` (through
         the momentum trace) gave W, ``shrink = 1 - η λ_wd`` the decay. Only
@@ -370,27 +370,44 @@ class KolenPollack(LearningRule):
     converges to Wᵀ with no transport: each feedback synapse sees only its own
     input and the teaching signal of its cell. Here the local product reaches
     B through the same momentum trace as W (a synapse's trace of its own
-    product is the same number), and ``λ = 1 - (1 - η_t λ_wd)(1 - decay)``
-    combines the optimiser's (decoupled) weight decay ``λ_wd`` at learning
-    rate ``η_t`` with this rule's extra ``decay`` per step.
+    product is the same number). The decay is a weight decay that follows the
+    learning rate ``η_t``: the optimiser's (decoupled) ``λ_wd`` and this
+    rule's own ``weight_decay`` ``λ_kp``, applied to W and B alike, and an
+    optional constant ``decay`` λ_c per step (circuit mode's per-presentation
+    decay), so per step
+
+    ``W - Bᵀ ← (1 - η_t λ_wd)(1 - η_t λ_kp)(1 - λ_c) (W - Bᵀ)``.
+
+    Parameters
+    ----------
+    weight_decay : λ_kp, the rule's own decay coefficient (per unit learning
+        rate), on top of the optimiser's weight decay. Alignment needs
+        ``Σ_t η_t (λ_wd + λ_kp)`` of a few units over the run.
+    decay : λ_c, a decay per step that does not follow the learning rate.
     """
 
     name: ClassVar[str] = "kp"
     long_name: ClassVar[str] = "kolen_pollack"
+    weight_decay: float = 0.0
     decay: float = 0.0
 
     def __post_init__(self):
+        _check(self.weight_decay >= 0, self.name, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(0 <= self.decay < 1, self.name, f"decay must be in [0, 1), got {self.decay}")
 
-    def after_weight_update(self, layer, step, shrink: float, xp) -> None:
+    def decay_factor(self, lr: float) -> float:
+        """``(1 - η_t λ_kp)(1 - λ_c)``: the rule's own shrink of W and B this step."""
+        return (1.0 - lr * self.weight_decay) * (1.0 - self.decay)
+
+    def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0) -> None:
         B = layer.B
         if shrink != 1.0:
             B *= xp.float32(shrink)
         B += step
-        if self.decay:
-            keep = xp.float32(1.0 - self.decay)
-            B *= keep
-            layer.W *= keep
+        keep = self.decay_factor(lr)
+        if keep != 1.0:
+            B *= xp.float32(keep)
+            layer.W *= xp.float32(keep)
 
 
 #: config/CLI value -> (class, fixed parameters). The sign-symmetry variants

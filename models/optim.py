@@ -108,7 +108,7 @@ class SGD:
                     p *= xp.float32(shrink)
                 p += step
                 if name == "W":
-                    self.rule.after_weight_update(module, step, shrink, xp)
+                    self.rule.after_weight_update(module, step, shrink, xp, lr)
 
     def state(self) -> dict:
         return {f"{i}.{name}": v for i, vel in enumerate(self.velocity) for name, v in vel.items()}

@@ -162,8 +162,9 @@ def validate(cfg: dict) -> dict:
         except rules_mod.RuleError as exc:
             raise ConfigError(f"config section [{section}]: {exc}") from None
     rule = make_rule_from_config(cfg)
-    if rule.key == "kp" and o["weight_decay"] == 0 and rule.decay == 0:
-        raise ConfigError("rule kp needs a decay to align B with W: set optim.weight_decay > 0 or kp.decay > 0")
+    if rule.key == "kp" and o["weight_decay"] == 0 and rule.weight_decay == 0 and rule.decay == 0:
+        raise ConfigError("rule kp needs a decay to align B with W: set optim.weight_decay, "
+                          "kp.weight_decay or kp.decay > 0")
     return cfg
 
 

@@ -56,7 +56,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Names accepted by :func:`load_dataset`.
-DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10")
+DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet32", "imagenet64")
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
 FASHION_MNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -572,6 +572,16 @@ def load_dataset(
         raise DataError(
             f"{name!r}: unknown data set; allowed names are {', '.join(DATASET_NAMES)}"
         )
+    if key in ("imagenet32", "imagenet64"):
+        if data_dir is None:
+            raise DataError(
+                f"{key}: data_dir is required (a directory holding "
+                "train_data_batch_1..10.npz and val_data.npz)"
+            )
+        from .imagenet import load_downsampled_imagenet  # lazy: imagenet imports this module
+
+        # the reader standardises with training statistics itself
+        return load_downsampled_imagenet(data_dir, image_size=int(key[len("imagenet"):]), flatten=flatten)
     if key == "digits":
         ds = load_digits(seed=seed)
     elif key == "cifar10":

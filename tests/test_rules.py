@@ -49,7 +49,7 @@ def test_registry_names_and_long_names():
         ("wm", {"sigma": -1.0}, "sigma must be > 0"),
         ("wm", {"normalize": "l2"}, "none, match_w"),
         ("wm", {"bogus": 1}, "unknown parameter 'bogus'"),
-        ("kp", {"decay": 1.5}, "decay must be in [0, 1)"),
+        ("kp", {"weight_decay": -1.0}, "weight_decay must be >= 0"),
         ("ss", {"magnitude": "huge"}, "uniform, batch_random, fixed_random"),
         ("usf", {"magnitude": "uniform"}, "unknown parameter 'magnitude'"),
     ],
@@ -108,15 +108,15 @@ def test_sign_symmetry_feedback_carries_w_signs(name, rng):
 
 
 # -- Kolen-Pollack ----------------------------------------------------------
-@pytest.mark.parametrize("weight_decay, kp_decay", [(0.0, 0.05), (0.1, 0.0), (0.1, 0.02)])
-def test_kp_difference_shrinks_by_exactly_one_minus_lambda(weight_decay, kp_decay, rng):
+@pytest.mark.parametrize("weight_decay, kp_decay, const_decay", [(0.0, 0.5, 0.0), (0.1, 0.0, 0.0), (0.1, 0.2, 0.03)])
+def test_kp_difference_shrinks_by_exactly_one_minus_lambda(weight_decay, kp_decay, const_decay, rng):
     """‖W - Bᵀ‖ shrinks by (1-λ) per step, whatever the data and momentum."""
     layer = _layer(rng)
-    kp = make_rule("kp", decay=kp_decay)
+    kp = make_rule("kp", weight_decay=kp_decay, decay=const_decay)
     layer.init_feedback(kp, np, rng)
     opt = SGD([layer], kp, np, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     lr = 0.3
-    expected = (1 - lr * weight_decay) * (1 - kp_decay)
+    expected = (1 - lr * weight_decay) * (1 - lr * kp_decay) * (1 - const_decay)
     for _ in range(6):
         before = np.linalg.norm((layer.W - layer.B).astype(np.float64))
         layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32) * 5,

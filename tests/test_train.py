@@ -58,7 +58,7 @@ def test_rule_angles_behave_as_the_paper_says(tmp_path, small_config):
     for rule in ("fa", "wm"):
         cfg = config.resolve(config.load_toml(small_config), {"rule": rule})
         out[rule] = train(cfg, tmp_path / rule, progress=False)
-    cfg = config.resolve(config.load_toml(small_config), {"rule": "kp", "epochs": 8, "kp": {"decay": 0.02}})
+    cfg = config.resolve(config.load_toml(small_config), {"rule": "kp", "epochs": 8, "kp": {"weight_decay": 0.6}})
     out["kp"] = train(cfg, tmp_path / "kp", progress=False)
     kp_rows = _metrics(tmp_path / "kp")
     assert out["fa"]["angles_deg"][0] > 60
