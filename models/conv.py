@@ -256,11 +256,9 @@ class Conv2d(WeightLayer):
         if "b" in self.params:
             self.grads["b"] = d.sum(axis=1)
         if not self.needs_input_grad:
-            self._cols = None
             return None
         F = self.params["W"] if ctx.use_backprop else ctx.rule.feedback(self, ctx.xp, ctx.rng)
         dcols = F.reshape(self.c_out, -1).T @ d
-        self._cols = None
         return self._col2im(dcols, self._x_shape)
 
 
@@ -323,7 +321,6 @@ class BatchNorm2d(Module):
         dbeta = dy.sum(axis=(0, 2, 3))
         dgamma = (dy * xhat).sum(axis=(0, 2, 3))
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
-        self._xhat = None
         if not self.needs_input_grad:
             return None
         scale = (self.params["gamma"] * inv)[:, None, None]
@@ -417,7 +414,6 @@ class MaxPool2d(Module):
                 dst[...] = dyt
             else:
                 xp.multiply(dyt, mask, out=dst)
-        self._greater = None
         if p:
             dxpad = dxpad[:, :, p:p + h, p:p + w]
         return dxpad.transpose(1, 0, 2, 3)

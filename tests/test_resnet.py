@@ -132,3 +132,20 @@ def test_registry_errors_and_mlp():
     assert [layer.W.shape for layer in net.weight_layers] == [(32, 784), (16, 32), (10, 16)]
     cifar = build_model("resnet18", (3, 32, 32), 10, make_rule("bp"), np, rng, stem="cifar")
     assert cifar.forward(rng.standard_normal((1, 3, 32, 32), dtype=np.float32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name,shape", [("convnet", (1, 8, 8)), ("resnet20", (3, 8, 8))])
+def test_backward_can_run_twice_after_one_forward(name, shape):
+    """The trainer measures backprop's δ and the rule's δ on the same forward pass."""
+    rng = np.random.default_rng(9)
+    net = build_model(name, shape, 3, make_rule("fa"), np, rng)
+    x = rng.standard_normal((2, *shape), dtype=np.float32)
+    _, g = softmax_cross_entropy(net.forward(x), np.array([0, 2]), np)
+    first, second = [], []
+    net.backward(g, rng, use_backprop=True, record=first)
+    net.backward(g, rng, record=second)
+    net.backward(g, rng, use_backprop=True, record=(third := []))
+    assert len(first) == len(second) == len(net.weight_layers)
+    for a, b in zip(first, third):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(first[-1], second[-1])  # FA's δ differs from backprop's below the top
