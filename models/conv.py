@@ -94,8 +94,14 @@ class Conv2d(WeightLayer):
     (about 5° of angle for 3x3 on 8x8, 11° on 4x4).
 
     When batch norm follows, ``mirror_activation`` is None: the weight
-    mirror's ``response='layer'`` then uses the identity (the normalised,
-    per-channel affine map of BN does not change which direction B learns).
+    mirror's ``response='layer'`` then uses the identity, i.e. the conv's
+    linear drive (BN's per-channel affine map, which would only rescale each
+    output channel's slice of B, is left out). In the small convnet (no BN)
+    it is the ReLU that follows.
+
+    Training keeps the im2col columns (``C_in·k_h·k_w × N·H_out·W_out``
+    floats; for a 1x1 stride-1 conv a view of the input) until the next
+    forward pass, so that backward can run more than once per batch.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel_size, xp, rng, stride: int = 1,
