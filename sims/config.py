@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "seed": 0,
     "device": "cpu",
-    "model_options": {"hidden": [500, 500], "activation": "relu"},
+    "model_options": {},
     "optim": {
         "lr": 0.05,
         "momentum": 0.9,
@@ -72,14 +72,18 @@ DEFAULTS: dict[str, Any] = {
     "run": {"eval_batch_size": 1000, "delta_batch_size": 256, "checkpoint_every": 1},
 }
 
-#: model -> allowed keys of [model_options] (value checks in _check_model_options)
-MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "mlp": ("hidden", "activation"),
-    "convnet": ("width",),
-    "resnet20": ("width",),
-    "resnet18": ("width",),
-    "resnet50": ("width",),
-}
+#: default [model_options] per model (the builders' own defaults otherwise)
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"mlp": {"hidden": [500, 500], "activation": "relu"}}
+
+
+def _model_options() -> dict[str, tuple[str, ...]]:
+    from models.zoo import model_options
+
+    return {name: model_options(name) for name in MODELS}
+
+
+#: model -> allowed keys of [model_options] (the builders' own keyword arguments)
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = _model_options()
 
 
 def _type_name(t) -> str:
@@ -174,10 +178,16 @@ def _check_model_options(model: str, options: dict) -> None:
         if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
             raise ConfigError(f"config key model_options.hidden: expected a list of integers >= 1, got {hidden!r}")
         _choice("model_options.activation", options.get("activation", "relu"), ACTIVATIONS)
-    if "width" in options:
-        w = options["width"]
-        if not isinstance(w, int) or isinstance(w, bool) or w < 1:
-            raise ConfigError(f"config key model_options.width: expected an integer >= 1, got {w!r}")
+    if model in ("resnet18", "resnet50") and "stem" in options:
+        _choice("model_options.stem", options["stem"], ("imagenet", "cifar"))
+    for key in ("channels",):
+        if key in options and not (isinstance(options[key], list) and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in options[key])):
+            raise ConfigError(f"config key model_options.{key}: expected a list of integers >= 1, got {options[key]!r}")
+    if model == "convnet" and "hidden" in options:
+        h = options["hidden"]
+        if not isinstance(h, int) or isinstance(h, bool) or h < 1:
+            raise ConfigError(f"config key model_options.hidden: expected an integer >= 1, got {h!r}")
 
 
 def _rule_section(name: str) -> str:
@@ -221,5 +231,5 @@ def resolve(file_values: dict | None = None, overrides: dict | None = None) -> d
                 f"unknown config key 'model_options.{key}' for model {cfg['model']}; "
                 f"allowed: {', '.join(allowed) or 'none'}"
             )
-    cfg["model_options"] = {k: v for k, v in cfg["model_options"].items() if k in allowed}
+    cfg["model_options"] = {**MODEL_DEFAULTS.get(cfg["model"], {}), **given}
     return validate(cfg)

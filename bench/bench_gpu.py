@@ -1,0 +1,186 @@
+"""GPU benchmarks of rate mode (CuPy), side by side with PyTorch on the same GPU.
+
+Run on a machine with a CUDA GPU, CuPy and (for the comparison) PyTorch with
+torchvision:
+
+    python3 bench/bench_gpu.py --out gpu_bench.md [--resnet-batch 256] [--steps 5]
+
+1. MLP 784-500-500-10, batch 128: step time of every rule in this engine and of
+   the same network in PyTorch (float32), reported as seconds per epoch of 60,000.
+2. ResNet-18 at 224×224, batch 256 (ImageNet topology, 1000 classes): training
+   images per second (forward, backward with the rule's feedback, SGD step, and
+   for WM its mirror batch) for BP, FA, WM, KP, and torchvision's ResNet-18
+   trained with PyTorch (float32; cuDNN with its default TF32 convolutions, and
+   with TF32 off); peak GPU memory of each.
+
+Medians over ``--steps`` timed steps after warm-up; CUDA synchronised around
+each step. Writes a Markdown report to ``--out`` and prints it.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def _median_step(fn, steps: int, warmup: int, sync) -> float:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def engine_step_fn(model: str, rule_name: str, batch: int, input_shape, classes: int, cp):
+    from circuits.rules import make_rule
+    from models.backend import make_rng
+    from models.layers import softmax_cross_entropy
+    from models.optim import SGD
+    from models.zoo import build_model
+
+    rng = make_rng(cp, 0)
+    params = {"kp": {"weight_decay": 0.05}}.get(rule_name, {})
+    rule = make_rule(rule_name, **params)
+    options = {"hidden": [500, 500]} if model == "mlp" else {}
+    net = build_model(model, input_shape, classes, rule, cp, rng, **options)
+    opt = SGD(net.parameter_modules(), rule, cp, momentum=0.9, weight_decay=1e-4)
+    shape = (batch, *getattr(net, "input_shape", input_shape))
+    x = rng.standard_normal(shape, dtype=cp.float32)
+    y = cp.asarray(np.random.default_rng(0).integers(0, classes, batch))
+
+    def step():
+        logits = net.forward(x)
+        _, d = softmax_cross_entropy(logits, y, cp)
+        net.backward(d, rng=rng)
+        opt.step(0.01)
+        rule.after_step(net.weight_layers, cp, rng)
+
+    return step
+
+
+def torch_mlp_fn(batch: int, torch):
+    dev = torch.device("cuda")
+    model = torch.nn.Sequential(torch.nn.Linear(784, 500), torch.nn.ReLU(), torch.nn.Linear(500, 500),
+                                torch.nn.ReLU(), torch.nn.Linear(500, 10)).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 784, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def torch_resnet_fn(batch: int, torch, tf32: bool):
+    import torchvision
+
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device("cuda")
+    model = torchvision.models.resnet18(num_classes=1000).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, 224, 224, device=dev)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="gpu_bench.md")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--mlp-steps", type=int, default=200)
+    p.add_argument("--resnet-batch", type=int, default=256)
+    p.add_argument("--rules", default="bp,fa,wm,kp")
+    p.add_argument("--skip-resnet", action="store_true")
+    args = p.parse_args()
+
+    import cupy as cp
+
+    pool = cp.get_default_memory_pool()
+    sync = cp.cuda.Device().synchronize
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    lines = [f"GPU: {name}; CuPy {cp.__version__}"]
+    try:
+        import torch
+        lines[0] += f"; PyTorch {torch.__version__}"
+    except ImportError:
+        torch = None
+    rules = args.rules.split(",")
+
+    # 1. MLP
+    lines += ["", "### MLP 784-500-500-10, batch 128 (s per 60,000-image epoch, median step × 468)", "",
+              "| what | s / epoch | ratio |", "|---|---:|---:|"]
+    mlp = {}
+    for r in ["bp", "fa", "usf", "brsf", "frsf", "wm", "kp"]:
+        fn = engine_step_fn("mlp", r, 128, (1, 28, 28), 10, cp)
+        mlp[r] = _median_step(fn, args.mlp_steps, 20, sync)
+    if torch is not None:
+        t = _median_step(torch_mlp_fn(128, torch), args.mlp_steps, 20, torch.cuda.synchronize)
+        lines.append(f"| PyTorch BP | {t * 468:.3f} | 1.00 |")
+        lines.append(f"| engine BP | {mlp['bp'] * 468:.3f} | {mlp['bp'] / t:.2f} x PyTorch |")
+    for r, v in mlp.items():
+        if r != "bp":
+            lines.append(f"| engine {r} | {v * 468:.3f} | {v / mlp['bp']:.2f} x BP |")
+    print("\n".join(lines), flush=True)
+
+    # 2. ResNet-18
+    if not args.skip_resnet:
+        b = args.resnet_batch
+        lines += ["", f"### ResNet-18, 3×224×224, batch {b}, 1000 classes: training step", "",
+                  "| what | step (ms) | images/s | vs BP step | peak GPU memory (GiB) |", "|---|---:|---:|---:|---:|"]
+        res = {}
+        for r in rules:
+            pool.free_all_blocks()
+            try:
+                fn = engine_step_fn("resnet18", r, b, (3, 224, 224), 1000, cp)
+                res[r] = _median_step(fn, args.steps, 2, sync)
+                peak = pool.total_bytes() / 2**30
+                del fn
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                lines.append(f"| engine {r} | failed: {type(exc).__name__}: {str(exc)[:80]} | | | |")
+                continue
+            rel = res[r] / res["bp"] if "bp" in res else float("nan")
+            lines.append(f"| engine {r} | {res[r] * 1e3:.0f} | {b / res[r]:.0f} | {rel:.2f} | {peak:.1f} |")
+            print(lines[-1], flush=True)
+        pool.free_all_blocks()
+        if torch is not None:
+            for tf32 in (True, False):
+                torch.cuda.reset_peak_memory_stats()
+                t = _median_step(torch_resnet_fn(b, torch, tf32), args.steps, 3, torch.cuda.synchronize)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                lines.append(f"| torchvision ResNet-18, PyTorch (TF32 {'on' if tf32 else 'off'}) | {t * 1e3:.0f} | "
+                             f"{b / t:.0f} | | {peak:.1f} |")
+                if not tf32 and "bp" in res:
+                    lines.append(f"\nengine BP images/s / PyTorch (TF32 off): {t / res['bp']:.2f}x")
+                torch.cuda.empty_cache()
+    report = "\n".join(lines)
+    Path(args.out).write_text(report + "\n")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

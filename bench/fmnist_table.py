@@ -1,0 +1,115 @@
+"""Fashion-MNIST MLP 784-500-500-10: every rule with the same schedule, in parallel.
+
+Run (each run single-threaded, ``--jobs`` at once):
+
+    python3 bench/fmnist_table.py --out runs/fmnist [--jobs 11] [--data-dir DIR] [--epochs 30]
+
+The base configuration is ``bench/configs/fmnist_mlp.toml`` (30 epochs, batch
+128, SGD momentum 0.9, lr 0.01 with cosine decay, weight decay 1e-4). The
+rules BP, FA, uSF, brSF, frSF run on it as they are; WM and KP also run with
+a few settings of their own parameters (listed in VARIANTS), which is the
+sensitivity Kunin et al. (2020) asked about. Each run writes a results folder
+``OUT/<name>/``; the table (test error, per-layer angle(B, Wᵀ), angle to
+backprop's δ) goes to ``OUT/table.md`` and stdout.
+"""
+from __future__ import annotations
+
+import os
+
+# one BLAS thread per run: the runs are the parallelism
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BASE = ROOT / "bench" / "configs" / "fmnist_mlp.toml"
+
+#: run name -> (rule, overrides of the base config)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "bp": ("bp", {}),
+    "fa": ("fa", {}),
+    "usf": ("usf", {}),
+    "brsf": ("brsf", {}),
+    "frsf": ("frsf", {}),
+    "wm": ("wm", {}),  # lr = decay = 0.001, 32 noise samples per step
+    "wm-slow": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005}}),
+    "wm-64": ("wm", {"wm": {"lr": 0.002, "decay": 0.002, "mirror_batch_size": 64}}),
+    "kp": ("kp", {}),  # kp.weight_decay = 0.05
+    "kp-0.1": ("kp", {"kp": {"weight_decay": 0.1}}),
+    "kp-0.2": ("kp", {"kp": {"weight_decay": 0.2}}),
+}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | None, epochs: int | None) -> dict:
+    from sims import config
+    from sims.train import train
+
+    values = _merge(config.load_toml(BASE), overrides)
+    values["rule"] = rule
+    if data_dir:
+        values["data_dir"] = data_dir
+    if epochs:
+        values["epochs"] = epochs
+    cfg = config.resolve(values)
+    summary = train(cfg, Path(out) / name, progress=False, log=lambda s: None)
+    summary["name"] = name
+    return summary
+
+
+def table(summaries: list[dict]) -> str:
+    lines = ["| run | rule | test top-1 error (%) | angle(B, Wᵀ) per layer (°) | angle(δ, δ_BP) per layer (°) | s / epoch |",
+             "|---|---|---:|---|---|---:|"]
+    for s in summaries:
+        a = " / ".join(f"{x:.1f}" for x in s["angles_deg"])
+        d = " / ".join(f"{x:.1f}" for x in s["delta_angles_deg"])
+        lines.append(f"| {s['name']} | {s['rule']} | {s['test_top1_error']:.2f} | {a} | {d} | "
+                     f"{s['wall_seconds'] / max(s['epochs'], 1):.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--only", default=None, help="comma-separated run names (default: all)")
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else list(VARIANTS)
+    t0 = time.time()
+    summaries = {}
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(run_one, n, *VARIANTS[n], args.out, args.data_dir, args.epochs): n for n in names}
+        for fut in as_completed(futures):
+            n = futures[fut]
+            try:
+                summaries[n] = fut.result()
+                print(f"done {n}: {summaries[n]['test_top1_error']:.2f}% ({time.time() - t0:.0f} s)", flush=True)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not hide the others
+                print(f"FAILED {n}: {type(exc).__name__}: {exc}", flush=True)
+    ordered = [summaries[n] for n in names if n in summaries]
+    text = table(ordered)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "table.md").write_text(text + "\n")
+    (Path(args.out) / "summaries.json").write_text(json.dumps(ordered, indent=1))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
