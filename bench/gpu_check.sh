@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1
 start=$SECONDS
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:$PWD || echo "wheel install failed" >> "$OUT/gpu_tests.log"
+    && export PYTHONPATH=/tmp/site:$PWD || { echo "wheel install failed" >> "$OUT/gpu_tests.log"; export PYTHONPATH=$PWD; }
 else
   export PYTHONPATH=$PWD
 fi
@@ -41,7 +41,7 @@ if [ -f bench/gpu_circuit.py ] && [ "$(left)" -gt 60 ]; then
   echo "gpu_circuit exit $? at $((SECONDS - start)) s" >> "$OUT/gpu_circuit.log"
 fi
 while kill -0 $sweep 2>/dev/null && [ "$(left)" -gt 15 ]; do sleep 5; done
-kill $sweep 2>/dev/null; pkill -f fmnist_table 2>/dev/null
+kill $sweep 2>/dev/null; sleep 1; pkill -9 -f bench/fmnist_table.py 2>/dev/null
 echo "sweep stopped at $((SECONDS - start)) s" >> "$OUT/fmnist.log"
 tar czf "$OUT/fmnist_runs.tgz" --exclude=checkpoint.npz -C /tmp fmnist 2>/dev/null
 ls -la "$OUT"
