@@ -114,7 +114,11 @@ class LearningRule:
 
     # -- feedback path ----------------------------------------------------
     def feedback(self, layer, xp, rng=None):
-        """The array the feedback path multiplies errors by (W's layout)."""
+        """The array the feedback path multiplies errors by (W's layout).
+
+        A derived feedback (sign symmetry) lives in a per-layer buffer that the
+        next call overwrites: use it at once or copy it.
+        """
         return layer.B
 
     # -- plasticity -------------------------------------------------------
@@ -215,17 +219,27 @@ class SignSymmetry(LearningRule):
         return xp.full(W.shape, scale, dtype=xp.float32)
 
     def feedback(self, layer, xp, rng=None):
-        signs = xp.sign(layer.W)
+        # |M| with the sign of W in one pass (copysign), into a buffer the
+        # layer keeps, so no full-size array is allocated per step.
+        out = _feedback_buffer(layer, xp)
         if self.magnitude == "batch_random":
             if rng is None:
                 raise RuleError("rule brsf: the feedback path needs a random generator")
             # uniform magnitudes: four times cheaper to draw than |Gaussian|
-            magnitude = rng.random(layer.W.shape, dtype=xp.float32)
-            magnitude *= xp.float32(2.0)
-            magnitude *= signs
-            magnitude *= layer.B
-            return magnitude
-        return signs * layer.B
+            r = rng.random(layer.W.shape, dtype=xp.float32)
+            xp.multiply(r, layer.B, out=out)
+            out *= xp.float32(2.0)
+            return xp.copysign(out, layer.W, out=out)
+        return xp.copysign(layer.B, layer.W, out=out)
+
+
+def _feedback_buffer(layer, xp):
+    """A per-layer array of W's shape for a derived feedback matrix."""
+    buf = getattr(layer, "_feedback_buffer", None)
+    if buf is None or buf.shape != layer.W.shape or buf.dtype != layer.W.dtype:
+        buf = xp.empty_like(layer.W)
+        layer._feedback_buffer = buf
+    return buf
 
 
 @dataclass(frozen=True)

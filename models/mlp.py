@@ -21,7 +21,8 @@ def build_mlp(sizes: list[int], rule, xp, rng, activation: str = "relu") -> Netw
         layer = Linear(int(n_in), int(n_out), xp, rng, init=init)
         modules.append(layer)
         if i < len(sizes) - 2:
-            act = ACTIVATIONS[activation]()
+            # the Linear output is used by nothing else: rectify it in place
+            act = ACTIVATIONS[activation](inplace=True) if activation == "relu" else ACTIVATIONS[activation]()
             layer.mirror_activation = act
             modules.append(act)
     net = Network(modules, rule, xp)
