@@ -1,0 +1,95 @@
+"""Angle between each rule's δ and backprop's δ per layer: final epoch (bars) and over epochs.
+
+Input: training runs: ``metrics.jsonl`` key ``delta_angles_deg`` (per weight
+layer, bottom-up; computed on the same batch for the rule and for backprop).
+The top layer's δ is the output error, the same for every rule (0°), so the
+figure shows the layers below it. BP is 0° by definition and is not drawn.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import style
+from .inputs import SkipFigure, group_suffix, group_title, group_training_runs, no_runs_reason, usable
+
+NAME = "delta_angles"
+NEEDS = "training runs (not BP) of a network with two or more weight layers, with delta_angles_deg"
+
+
+def _value(v):
+    return math.nan if v is None else float(v)
+
+
+def draw(group, title: str | None = None):
+    rules = [r for r in group if r.rule != "bp"]
+    n = max(r.n_layers for r in group)
+    hidden = n - 1
+    if not rules:
+        raise SkipFigure("only BP runs (its δ is backprop's: 0° by definition)")
+    if hidden < 1:
+        raise SkipFigure("one weight layer: its δ is the output error, the same for every rule")
+    fig, (ax, ax2) = style.figure(1, 2, figsize=(9.0, 3.4), gridspec_kw={"width_ratios": [1.1, 1]})
+    # final epoch: grouped bars
+    width = 0.8 / len(rules)
+    x = np.arange(hidden)
+    for k, run in enumerate(rules):
+        final = run.summary.get("delta_angles_deg") or run.epochs_trained()[-1].get("delta_angles_deg") or []
+        vals = [_value(final[l]) if l < len(final) else math.nan for l in range(hidden)]
+        pos = x - 0.4 + width * (k + 0.5)
+        ax.bar(pos, np.nan_to_num(vals), width=width * 0.95, color=style.rule_color(run.rule),
+               label=style.rule_label(run.rule), edgecolor="white", linewidth=0.3)
+        for p, v in zip(pos, vals):
+            ax.text(p, (0 if math.isnan(v) else v) + 1, "n/a" if math.isnan(v) else f"{v:.0f}",
+                    ha="center", va="bottom", fontsize=6, rotation=90 if len(rules) > 4 else 0)
+    ax.set_xticks(x, [f"$\\delta_{{{l + 1}}}$ (layer {l + 1})" for l in range(hidden)])
+    ax.set_ylabel("angle($\\delta$, $\\delta_{BP}$) (degrees)")
+    epochs = sorted({int(r.summary.get("epochs", 0)) for r in rules})
+    ax.set_title(f"after the last epoch ({'/'.join(map(str, epochs))})")
+    ax.set_ylim(0, max(90.0, ax.get_ylim()[1]) + 8)
+    ax.grid(axis="x", visible=False)
+    # over epochs: one line per rule and layer (layer by line width)
+    styles = ["-", "--", ":", "-."]
+    for run in rules:
+        for l in range(hidden):
+            xs, ys = [], []
+            for e, d in zip(*run.series("delta_angles_deg")):
+                if l < len(d):
+                    xs.append(e)
+                    ys.append(_value(d[l]))
+            ax2.plot(xs, ys, color=style.rule_color(run.rule), linestyle=styles[l % len(styles)],
+                     marker=style.RULE_MARKERS.get(run.rule), markersize=3)
+    ax2.set_xlabel("epoch (0 = before training)")
+    ax2.set_ylabel("angle($\\delta$, $\\delta_{BP}$) (degrees)")
+    ax2.set_title("over training (line style = layer)")
+    ax2.xaxis.get_major_locator().set_params(integer=True)
+    ax2.set_ylim(bottom=0)
+    from matplotlib.lines import Line2D
+
+    layer_handles = [Line2D([], [], color="0.3", linestyle=styles[l % len(styles)],
+                            label=f"$\\delta_{{{l + 1}}}$") for l in range(hidden)]
+    ax2.legend(handles=layer_handles, frameon=False, title="layer", fontsize=7)
+    ax.legend(frameon=False, title="rule", ncol=2, fontsize=7, loc="upper right")
+    fig.suptitle("angle between each rule's δ and backprop's δ on the same batch "
+                 "(top layer: 0° for every rule; BP: 0°)\n" + (title or group_title(group)))
+    fig.tight_layout()
+    return fig
+
+
+def make(runs, out_dir: Path) -> dict:
+    ok, why = usable(runs, "train", "trained", "summary")
+    if not ok:
+        raise SkipFigure(no_runs_reason("train", why, ""))
+    groups = group_training_runs(ok)
+    made, skipped = [], {}
+    for g in groups:
+        name = NAME + group_suffix(g, len(groups))
+        try:
+            made += style.save(draw(g), out_dir, name)
+        except SkipFigure as exc:
+            skipped[name] = str(exc)
+    if not made:
+        raise SkipFigure("; ".join(skipped.values()))
+    return {"made": made, "skipped": skipped, "ignored": why}

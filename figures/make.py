@@ -1,0 +1,99 @@
+"""``weightmirror figures``: every figure the saved results allow.
+
+Reads results folders written by ``weightmirror train``, ``compare`` (a
+folder of per-rule run folders) and ``circuit``; never trains or simulates.
+Each figure is one module of this package with ``make(runs, out_dir)``; it
+writes PNG (dpi 150) and PDF (the results table: Markdown and LaTeX).
+
+Python use::
+
+    from figures.make import make_all
+    report = make_all(["runs/compare", "runs/circuit-wm"], "figs")
+    report["made"]     # PNG (or .md) path per figure made; the PDF/.tex sits beside it
+    report["skipped"]  # figure name -> why it was not made
+    report["ignored"]  # results folder -> what is missing in it
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from .inputs import FigureInputError, SkipFigure, discover
+
+__all__ = ["FigureInputError", "FIGURES", "make_all", "add_parser", "run"]
+
+#: figure modules, in the order they are made
+FIGURES = ("circuit_diagram", "mirror_phase", "spike_raster", "feedback_angles", "test_error",
+           "delta_angles", "results_table")
+
+
+def figure_modules():
+    return [importlib.import_module(f"figures.{name}") for name in FIGURES]
+
+
+def make_all(result_dirs, out_dir) -> dict:
+    """Make every figure ``result_dirs`` allow into ``out_dir``.
+
+    Returns ``{"made": [paths], "files": [every file written], "skipped":
+    {figure: reason}, "ignored": {results folder: what is missing}}``.
+
+    Raises
+    ------
+    FigureInputError
+        a path in ``result_dirs`` that is not there or holds no results.
+    """
+    runs = discover([result_dirs] if isinstance(result_dirs, (str, Path)) else result_dirs)
+    out = Path(out_dir)
+    made: list[str] = []
+    files: list[str] = []
+    skipped: dict[str, str] = {}
+    ignored: dict[str, str] = {}
+    for run in runs:
+        if run.kind == "unknown":
+            ignored[str(run.path)] = ("cannot tell a training run from a circuit run: "
+                                      + ("; ".join(run.problems.values()) or "no known keys"))
+    for module in figure_modules():
+        try:
+            result = module.make(runs, out)
+        except SkipFigure as exc:
+            skipped[module.NAME] = str(exc)
+            continue
+        written = [str(p) for p in result["made"]]
+        files += written
+        made += [p for p in written if p.endswith((".png", ".md"))]
+        skipped.update(result.get("skipped", {}))
+        for path, why in result.get("ignored", {}).items():
+            ignored.setdefault(path, why)
+    return {"made": made, "files": files, "skipped": skipped, "ignored": ignored}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``figures`` sub-command."""
+    p = subparsers.add_parser(
+        "figures", help="figures and the results table from saved results folders",
+        description="Make every figure the given results folders allow (PNG and PDF) and the results "
+                    "table (Markdown and LaTeX) beside the published numbers. Reads results only; "
+                    "never trains or simulates.")
+    p.add_argument("--results", nargs="+", required=True, metavar="DIR",
+                   help="results folders of train/compare/circuit runs, or folders holding them")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the figures to")
+    return p
+
+
+def run(args) -> int:
+    """Execute ``weightmirror figures``; prints what was made and what was skipped and why."""
+    report = make_all(args.results, args.out)
+    for path in report["made"]:
+        p = Path(path)
+        other = ".pdf" if p.suffix == ".png" else ".tex"
+        print(f"made     {p.stem:28s} {p} (+ {other})")
+    for name, why in report["skipped"].items():
+        print(f"skipped  {name:28s} {why}")
+    for path, why in report["ignored"].items():
+        print(f"ignored  {path}: {why}")
+    if not report["made"]:
+        print("weightmirror: no figure could be made from these results", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,129 @@
+"""The shared look of every figure: Agg backend, sizes, one colour per rule.
+
+Import this module before ``matplotlib.pyplot`` (it selects the Agg backend,
+so figures are made without a display).
+
+Colours: BP black, FA grey, the sign-symmetry family (SS, uSF, brSF, frSF)
+blues, WM orange-red, KP green. The same rule has the same colour, label and
+line style in every figure.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+DPI = 150
+
+#: rule key -> colour
+RULE_COLORS = {
+    "bp": "#000000",
+    "fa": "#8c8c8c",
+    "ss": "#08306b",
+    "usf": "#2171b5",
+    "brsf": "#6baed6",
+    "frsf": "#08519c",
+    "wm": "#e6550d",
+    "kp": "#2ca02c",
+}
+#: rule key -> label used in legends and tables
+RULE_LABELS = {
+    "bp": "BP",
+    "fa": "FA",
+    "ss": "SS",
+    "usf": "uSF",
+    "brsf": "brSF",
+    "frsf": "frSF",
+    "wm": "WM",
+    "kp": "KP",
+}
+RULE_LONG = {
+    "bp": "backprop",
+    "fa": "feedback alignment",
+    "ss": "sign symmetry",
+    "usf": "sign symmetry, uniform magnitude",
+    "brsf": "sign symmetry, batch-random magnitude",
+    "frsf": "sign symmetry, fixed-random magnitude",
+    "wm": "weight mirror",
+    "kp": "Kolen-Pollack",
+}
+RULE_ORDER = ("bp", "fa", "ss", "usf", "brsf", "frsf", "wm", "kp")
+#: line styles within the sign-symmetry blues, so they stay apart in grey print
+RULE_LINESTYLES = {"usf": "-", "brsf": "--", "frsf": "-.", "ss": ":"}
+RULE_MARKERS = {"bp": "o", "fa": "s", "ss": "v", "usf": "^", "brsf": "<", "frsf": ">", "wm": "D", "kp": "P"}
+
+FORWARD_COLOR = "#3b6ea8"   # forward populations y_l
+FEEDBACK_COLOR = "#c8553d"  # feedback populations δ_l
+NOISE_COLOR = "#7a7a7a"
+MIRROR_SHADE = "#fde0c5"    # background of mirror-mode intervals
+ENGAGED_SHADE = "#e5f0e0"   # background of engaged-mode intervals
+
+RCPARAMS = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "figure.titlesize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.5,
+    "savefig.dpi": DPI,
+    "savefig.bbox": "tight",
+    "pdf.fonttype": 42,
+    "figure.dpi": 100,
+}
+
+
+def apply() -> None:
+    """Set the shared rcParams (called by every figure before drawing)."""
+    matplotlib.rcParams.update(RCPARAMS)
+
+
+def rule_color(rule: str) -> str:
+    return RULE_COLORS.get(rule, "#9467bd")
+
+
+def rule_label(rule: str) -> str:
+    return RULE_LABELS.get(rule, rule)
+
+
+def rule_sort_key(rule: str):
+    return (RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER), rule)
+
+
+def line_kwargs(rule: str) -> dict:
+    return {"color": rule_color(rule), "linestyle": RULE_LINESTYLES.get(rule, "-"),
+            "marker": RULE_MARKERS.get(rule), "markersize": 3.5}
+
+
+def figure(*args, **kwargs):
+    apply()
+    return plt.subplots(*args, **kwargs)
+
+
+def save(fig, out_dir: Path | str, name: str) -> list[Path]:
+    """Write ``name.png`` (dpi 150) and ``name.pdf`` to ``out_dir``; close the figure."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    try:
+        for p in paths:
+            fig.savefig(p, dpi=DPI)
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def percent_formatter():
+    """Tick labels like ``2``, ``5``, ``10``, ``50`` on a log axis of percentages."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}")

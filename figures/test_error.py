@@ -1,0 +1,55 @@
+"""Test error (%) against epoch for every rule (and the training loss).
+
+Input: training runs (``weightmirror train`` / ``compare``): ``metrics.jsonl``
+keys ``epoch``, ``test_top1_error``, ``train_loss``; ``summary.json`` for the
+rule, data set and model. One figure per group of comparable runs (same data
+set, model and layer shapes).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import style
+from .inputs import SkipFigure, group_suffix, group_title, group_training_runs, no_runs_reason, usable
+
+NAME = "test_error"
+NEEDS = "training runs with metrics.jsonl (at least one trained epoch) and summary.json"
+
+
+def draw(group, title: str | None = None):
+    fig, (ax, ax2) = style.figure(1, 2, figsize=(8.2, 3.3))
+    labelled = set()
+    for run in group:
+        rule = run.rule
+        label = None if rule in labelled else style.rule_label(rule)
+        labelled.add(rule)
+        xs, ys = run.series("test_top1_error")
+        ax.plot(xs, ys, label=label, **style.line_kwargs(rule))
+        xs, ys = run.series("train_loss")
+        ax2.plot(xs, ys, label=label, **style.line_kwargs(rule))
+    ax.set_xlabel("epoch (0 = before training)")
+    ax.set_ylabel("test top-1 error (%)")
+    ax.set_title("test top-1 error (log scale)")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(style.percent_formatter())
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("training loss (cross-entropy, epoch mean)")
+    ax2.set_title("training loss")
+    ax2.set_yscale("log")
+    for a in (ax, ax2):
+        a.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(title="rule", ncol=2, frameon=False)
+    fig.suptitle(title or group_title(group))
+    fig.tight_layout()
+    return fig
+
+
+def make(runs, out_dir: Path) -> dict:
+    ok, why = usable(runs, "train", "trained", "summary")
+    if not ok:
+        raise SkipFigure(no_runs_reason("train", why, ""))
+    groups = group_training_runs(ok)
+    made = []
+    for g in groups:
+        made += style.save(draw(g), out_dir, NAME + group_suffix(g, len(groups)))
+    return {"made": made, "ignored": why}
