@@ -113,13 +113,14 @@ def main(argv=None):
     ap.add_argument("--blocks", type=int, default=5, help="timed blocks per side (interleaved)")
     ap.add_argument("--rule", default="bp", help="learning rule of the NumPy side (bp, fa, usf, wm, kp ...)")
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: /usr/share/datasets/fashion-mnist)")
     ap.add_argument("--no-torch", action="store_true", help="time the NumPy side only")
     args = ap.parse_args(argv)
 
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             print(f"warning: {var}={os.environ[var]} is set; it may slow NumPy's BLAS (unset it)")
-    data = load_dataset("fashion-mnist", flatten=False)
+    data = load_dataset("fashion-mnist", args.data_dir, flatten=False)
     steps_per_epoch = math.ceil(len(data.y_train) / args.batch)
 
     load_before = os.getloadavg()
