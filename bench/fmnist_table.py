@@ -42,6 +42,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "wm": ("wm", {}),  # lr = decay = 0.001, 32 noise samples per step
     "wm-slow": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005}}),
     "wm-64": ("wm", {"wm": {"lr": 0.002, "decay": 0.002, "mirror_batch_size": 64}}),
+    "wm-16u": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005, "mirror_batch_size": 16, "noise": "uniform"}}),
     "kp": ("kp", {}),  # kp.weight_decay = 0.05
     "kp-0.1": ("kp", {"kp": {"weight_decay": 0.1}}),
     "kp-0.2": ("kp", {"kp": {"weight_decay": 0.2}}),

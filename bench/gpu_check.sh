@@ -27,7 +27,7 @@ fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 --version;
   python3 -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"; } > "$OUT/machine.txt" 2>&1
 
-python3 bench/fmnist_table.py --out /tmp/fmnist --jobs "${JOBS:-11}" --data-dir .data/fashion-mnist \
+python3 bench/fmnist_table.py --out /tmp/fmnist --jobs "${JOBS:-12}" --data-dir .data/fashion-mnist \
   > "$OUT/fmnist.log" 2>&1 &
 sweep=$!
 
