@@ -1,4 +1,103 @@
+"""Spike rasters of a few neurons per population, in mirror and in engaged mode.
+
+Input: spiking ``weightmirror circuit`` runs: ``spikes.npz`` with
+``<population>_i`` (neuron index) and ``<population>_t`` (spike time, s) for
+the recorded neurons of each population (``y0..yL``, ``delta0..deltaL``), and
+the run's ``config.toml`` for its phase schedule. One panel per mode: a
+window of the first block of that mode, from the first spiking run that has
+it (an alternating run serves both).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from sims import results
+
+from . import style
+from .inputs import SkipFigure, no_runs_reason
+from .mirror_phase import segments
+
 NAME = "spike_raster"
-from .inputs import SkipFigure
-def make(runs, out):
-    raise SkipFigure("not written yet")
+NEEDS = "a spiking circuit run with spikes.npz (and config.toml)"
+WINDOW = 0.2  # seconds of each mode shown at most
+MAX_NEURONS = 8  # per population
+
+
+def _populations(arrays: dict) -> list[str]:
+    names = {k[:-2] for k in arrays if k.endswith("_i") and f"{k[:-2]}_t" in arrays}
+
+    def key(name):
+        m = re.fullmatch(r"(y|delta)(\d+)", name)
+        return (0 if m and m.group(1) == "y" else 1, int(m.group(2)) if m else 0, name)
+
+    return sorted(names, key=key)
+
+
+def _label(name: str) -> str:
+    m = re.fullmatch(r"(y|delta)(\d+)", name)
+    if not m:
+        return name
+    return f"$y_{{{m.group(2)}}}$" if m.group(1) == "y" else f"$\\delta_{{{m.group(2)}}}$"
+
+
+def panel(ax, arrays: dict, t0: float, t1: float) -> None:
+    pops = _populations(arrays)
+    row = 0
+    ticks, labels = [], []
+    for name in pops:
+        i = np.asarray(arrays[f"{name}_i"])
+        t = np.asarray(arrays[f"{name}_t"], dtype=float)
+        n = min(int(i.max()) + 1 if i.size else 0, MAX_NEURONS)
+        if n == 0:
+            continue
+        color = style.FEEDBACK_COLOR if name.startswith("delta") else style.FORWARD_COLOR
+        sel = (t >= t0) & (t < t1) & (i < n)
+        ax.scatter(t[sel], row + i[sel], marker="|", s=14, linewidths=0.8, color=color)
+        ticks.append(row + (n - 1) / 2)
+        labels.append(_label(name))
+        row += n + 1
+        ax.axhline(row - 1, color="0.85", linewidth=0.5)
+    ax.set_yticks(ticks, labels)
+    ax.set_ylim(-1, max(row - 1, 1))
+    ax.set_xlim(t0, t1)
+    ax.set_xlabel("simulated time (s)")
+    ax.grid(False)
+
+
+def make(runs, out_dir: Path) -> dict:
+    spiking = [r for r in runs if r.kind == "circuit" and r.neuron == "spiking"]
+    if not spiking:
+        raise SkipFigure("no spiking circuit run among the results (weightmirror circuit --neuron spiking)")
+    circuits = [r for r in spiking if not r.missing("config", "spikes")]
+    why = {str(r.path): r.missing("config", "spikes") for r in spiking if r.missing("config", "spikes")}
+    if not circuits:
+        raise SkipFigure(no_runs_reason("circuit", why, "with spikes"))
+    chosen = {}
+    for mode in ("mirror", "engaged"):
+        for run in circuits:
+            segs = [(a, b) for p, a, b in segments(run) if p == mode]
+            if segs:
+                a, b = segs[0]
+                chosen[mode] = (run, a, min(b, a + WINDOW))
+                break
+    if not chosen:
+        raise SkipFigure("the spiking runs' schedules have neither a mirror nor an engaged block")
+    fig, axes = style.figure(1, len(chosen), figsize=(4.2 * len(chosen) + 0.4, 4.2), squeeze=False)
+    for ax, (mode, (run, a, b)) in zip(axes[0], chosen.items()):
+        try:
+            arrays = results.load_arrays(run.spikes_path)
+        except results.ResultsError as exc:
+            raise SkipFigure(str(exc)) from None
+        panel(ax, arrays, a, b)
+        layers = "-".join(map(str, (run.config or {}).get("layers", [])))
+        ax.set_title(f"{mode} mode — rule {run.rule}, layers {layers}\n{run.path.name}/", fontsize=8)
+    missing = [m for m in ("mirror", "engaged") if m not in chosen]
+    note = f" (no spiking run in {missing[0]} mode among the results)" if missing else ""
+    fig.suptitle(f"spikes of the first {MAX_NEURONS} neurons per population "
+                 f"(blue: forward $y_l$, red: feedback $\\delta_l$){note}")
+    fig.tight_layout()
+    made = style.save(fig, out_dir, NAME)
+    return {"made": made, "ignored": why}
