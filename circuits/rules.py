@@ -338,7 +338,14 @@ class WeightMirror(LearningRule):
             v = layer.activation_response(v, with_bias=True)
         # scale the (small) response rather than the (large) product
         v *= xp.float32(scale / batch_size)
-        return layer.hebbian(pre=xi, post=v)
+        H = layer.hebbian(pre=xi, post=v)
+        counts = getattr(layer, "mirror_counts", None)
+        if counts is not None:
+            # A convolution sums each kernel tap's product over the output
+            # positions where the tap falls inside the image: average instead,
+            # so that E[H] = scale·σ²·W as for a Linear layer.
+            H /= counts()
+        return H
 
     def mirror_update(self, layer, xp, rng, lr: float, decay: float, batch_size: int) -> None:
         """``B ← (1-λ_B) B + η_B H`` (then norm control), in place on layer.B."""
