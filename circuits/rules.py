@@ -186,12 +186,14 @@ class SignSymmetry(LearningRule):
     ``B = sign(W)ᵀ ⊙ M``, with
 
     - ``uniform`` (uSF): ``M = s`` everywhere;
-    - ``batch_random`` (brSF): ``M ~ U(0, 2s)`` redrawn for every batch;
+    - ``batch_random`` (brSF): ``M ~ U(0, 2s)`` redrawn for every batch (as a
+      random cyclic shift of a fixed pool of i.i.d. draws, which moves a fresh
+      draw onto every synapse without a random number per synapse);
     - ``fixed_random`` (frSF): ``M = |R|`` drawn once;
 
     where ``s = RMS(W₀)``, so that ``E[M] = s`` in every variant and the
     feedback has the scale of the initial forward weights. The stored ``B``
-    holds ``M`` (for brSF, the constant ``s``); only the signs travel.
+    holds ``M`` (for brSF, the pool of magnitudes); only the signs travel.
     """
 
     name: ClassVar[str] = "ss"
@@ -216,6 +218,8 @@ class SignSymmetry(LearningRule):
         if self.magnitude == "fixed_random":
             r = rng.standard_normal(W.shape, dtype=xp.float32)
             return (xp.abs(r) * (scale * math.sqrt(math.pi / 2))).astype(xp.float32)
+        if self.magnitude == "batch_random":  # the pool of magnitudes, U(0, 2s)
+            return (rng.random(W.shape, dtype=xp.float32) * xp.float32(2.0 * scale)).astype(xp.float32)
         return xp.full(W.shape, scale, dtype=xp.float32)
 
     def feedback(self, layer, xp, rng=None):
@@ -225,11 +229,15 @@ class SignSymmetry(LearningRule):
         if self.magnitude == "batch_random":
             if rng is None:
                 raise RuleError("rule brsf: the feedback path needs a random generator")
-            # uniform magnitudes: four times cheaper to draw than |Gaussian|
-            r = rng.random(layer.W.shape, dtype=xp.float32)
-            xp.multiply(r, layer.B, out=out)
-            out *= xp.float32(2.0)
-            return xp.copysign(out, layer.W, out=out)
+            # A fresh magnitude for every synapse at every batch, without a
+            # random number per synapse: the stored B is a pool of n i.i.d.
+            # U(0, 2s) draws, and each batch takes a random cyclic shift of it.
+            n = layer.W.size
+            shift = int(rng.integers(0, n))
+            pool, w, o = layer.B.reshape(-1), layer.W.reshape(-1), out.reshape(-1)
+            xp.copysign(pool[shift:], w[:n - shift], out=o[:n - shift])
+            xp.copysign(pool[:shift], w[n - shift:], out=o[n - shift:])
+            return out
         return xp.copysign(layer.B, layer.W, out=out)
 
 
