@@ -54,6 +54,10 @@ def make_all(result_dirs, out_dir) -> dict:
         if run.kind == "unknown":
             ignored[str(run.path)] = ("cannot tell a training run from a circuit run: "
                                       + ("; ".join(run.problems.values()) or "no known keys"))
+            continue
+        why = run.missing(*(("trained", "summary") if run.kind == "train" else ("intervals", "summary")))
+        if why:
+            ignored[str(run.path)] = why
     for module in figure_modules():
         try:
             result = module.make(runs, out)

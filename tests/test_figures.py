@@ -1,0 +1,261 @@
+"""Figures from saved results: every figure script on small REAL runs.
+
+The results are made once per session by short real runs (``sims.train`` on
+the digits MLP for BP, FA, WM and KP; a tiny ``sims.circuit`` mirror phase in
+Brian2's runtime device, and a spiking one where circuit mode builds it);
+the figures then only read them. Circuit figures skip with the reason when
+circuit mode (``sims.circuit`` / Brian2) is missing or fails to run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from figures import make as figures_make
+from figures.inputs import SkipFigure, discover
+
+RULES = ("bp", "fa", "wm", "kp")
+TRAINING_FIGURES = ("feedback_angles", "test_error", "delta_angles")
+CIRCUIT_FIGURES = ("circuit_diagram", "mirror_phase")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------
+# real results, made once
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def training_results(tmp_path_factory) -> Path:
+    """A compare-style folder: one real 2-epoch run per rule (digits, MLP 64-16-16-10)."""
+    from sims import config, train
+
+    out = tmp_path_factory.mktemp("compare")
+    base = {"data": "digits", "model": "mlp", "epochs": 2, "batch_size": 64,
+            "model_options": {"hidden": [16, 16]}, "wm": {"initial_mirror_steps": 50}}
+    data = None
+    for rule in RULES:
+        cfg = config.resolve(base, {"rule": rule})
+        if data is None:
+            data = train.load_data(cfg)
+        train.train(cfg, out / rule, progress=False, log=lambda s: None, data=data)
+    return out
+
+
+def _circuit_run(out: Path, neuron: str, schedule: str = "mirror") -> Path:
+    try:
+        from circuits.spec import CircuitSpec
+        from sims import circuit
+    except ImportError as exc:
+        pytest.skip(f"circuit mode not available in this checkout: {exc}")
+    pytest.importorskip("brian2", reason="circuit mode needs Brian2")
+    spec = CircuitSpec.from_dict({
+        "layers": [6, 5, 3],
+        "rule": {"name": "wm", "lr": 0.1, "decay": 0.1, "mirror_batch_size": 8},
+        "neuron": {"kind": neuron},
+        "phases": {"schedule": schedule, "duration": 0.2, "record_interval": 0.05},
+    })
+    try:
+        circuit.run_circuit(spec, out, progress=False)
+    except Exception as exc:  # circuit mode present but broken: say so, do not fail the figures
+        pytest.skip(f"`weightmirror circuit` ({neuron} neurons) failed, so its figures are untested: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def circuit_results(tmp_path_factory) -> Path:
+    """A real, tiny circuit-mode mirror phase (rate neurons, runtime device)."""
+    return _circuit_run(tmp_path_factory.mktemp("circuit") / "wm-rate", "rate")
+
+
+@pytest.fixture(scope="session")
+def spiking_results(tmp_path_factory) -> Path:
+    """A real, tiny spiking circuit run (writes spikes.npz)."""
+    return _circuit_run(tmp_path_factory.mktemp("circuit") / "wm-spiking", "spiking")
+
+
+def _check_png_pdf(png: Path) -> None:
+    png = Path(png)
+    pdf = png.with_suffix(".pdf")
+    assert png.is_file() and pdf.is_file(), png
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 1024
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert pdf.stat().st_size > 1024
+
+
+def _module(name):
+    return next(m for m in figures_make.figure_modules() if m.NAME == name)
+
+
+# ---------------------------------------------------------------------------
+# every figure script
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", TRAINING_FIGURES)
+def test_training_figure_from_real_runs(name, training_results, tmp_path):
+    result = _module(name).make(discover([training_results]), tmp_path)
+    pngs = [p for p in result["made"] if str(p).endswith(".png")]
+    assert [Path(p).name for p in pngs] == [f"{name}.png"]
+    for p in pngs:
+        _check_png_pdf(p)
+
+
+@pytest.mark.parametrize("name", CIRCUIT_FIGURES)
+def test_circuit_figure_from_a_real_circuit_run(name, circuit_results, tmp_path):
+    result = _module(name).make(discover([circuit_results]), tmp_path)
+    pngs = [p for p in result["made"] if str(p).endswith(".png")]
+    assert [Path(p).name for p in pngs] == [f"{name}.png"]
+    _check_png_pdf(pngs[0])
+
+
+def test_spike_raster_from_a_real_spiking_run(spiking_results, tmp_path):
+    result = _module("spike_raster").make(discover([spiking_results]), tmp_path)
+    _check_png_pdf(result["made"][0])
+
+
+def test_circuit_diagram_from_a_spec_object(tmp_path):
+    pytest.importorskip("circuits.spec")
+    from circuits.spec import CircuitSpec
+    from figures import circuit_diagram, style
+
+    spec = CircuitSpec.from_dict({"layers": [784, 100, 30, 10], "rule": {"name": "kp"},
+                                  "phases": {"schedule": "engaged"}})
+    paths = style.save(circuit_diagram.draw(spec), tmp_path, "diagram")
+    _check_png_pdf(paths[0])
+
+
+def test_results_table_labels_ours_and_published(training_results, tmp_path):
+    result = _module("results_table").make(discover([training_results]), tmp_path)
+    md = (tmp_path / "results_table.md").read_text(encoding="utf-8")
+    tex = (tmp_path / "results_table.tex").read_text(encoding="utf-8")
+    assert {Path(p).name for p in result["made"]} == {"results_table.md", "results_table.tex"}
+    # ours: data set, model, epochs, and the numbers of the runs
+    assert "scikit-learn digits" in md and "MLP 64-16-16-10" in md and "2 epochs" in md
+    for rule in RULES:
+        s = json.loads((training_results / rule / "summary.json").read_text())
+        assert f"{s['test_top1_error']:.2f}" in md
+    # published: source and the anchors of MISSION.md
+    assert "Akrout" in md and "400 epochs" in md and "Published numbers (not ours)" in md
+    for number in ("9.20", "13.06", "9.69", "10.02", "9.61", "1.50", "2.20", "89.8 / 40.0", "12.8 / 3.8",
+                   "20.0 / 3.6"):
+        assert number in md, number
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "9.20" in tex
+    assert "\\delta_{\\mathrm{BP}}" in tex and "δ" not in tex
+
+
+def test_make_all_and_the_command(training_results, circuit_results, tmp_path, capsys):
+    from sims.cli import main
+
+    out = tmp_path / "figs"
+    rc = main(["figures", "--results", str(training_results), str(circuit_results), "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for name in (*TRAINING_FIGURES, *CIRCUIT_FIGURES, "results_table"):
+        assert f"made     {name}" in printed, printed
+        assert (out / (f"{name}.md" if name == "results_table" else f"{name}.png")).is_file()
+    assert "skipped  spike_raster" in printed and "no spiking circuit run" in printed
+    report = figures_make.make_all([training_results], tmp_path / "again")
+    assert {Path(p).stem for p in report["made"]} == {*TRAINING_FIGURES, "results_table"}
+    assert set(report["skipped"]) == {*CIRCUIT_FIGURES, "spike_raster"}
+    for png in report["made"]:
+        if png.endswith(".png"):
+            _check_png_pdf(Path(png))
+
+
+# ---------------------------------------------------------------------------
+# missing and partial results
+# ---------------------------------------------------------------------------
+def test_missing_path_is_a_clear_error(tmp_path, capsys):
+    from sims.cli import main
+
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(figures_make.FigureInputError, match="no-such-run: no such results folder"):
+        figures_make.make_all([missing], tmp_path / "out")
+    assert issubclass(figures_make.FigureInputError, ValueError)
+    rc = main(["figures", "--results", str(missing), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and "no-such-run: no such results folder" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(figures_make.FigureInputError, match="no results in it"):
+        figures_make.make_all([empty], tmp_path / "out")
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("metrics", "metrics.jsonl: missing"),
+    ("summary", "summary.json: missing (the run did not finish)"),
+    ("zero_epochs", "no trained epoch (only epoch 0"),
+    ("empty_metrics", "metrics.jsonl: empty"),
+])
+def test_partial_training_run_is_skipped_with_the_reason(damage, expected, training_results, tmp_path):
+    run = _copy_run(training_results / "wm", tmp_path / "wm")
+    metrics = run / "metrics.jsonl"
+    if damage == "metrics":
+        metrics.unlink()
+    elif damage == "summary":
+        (run / "summary.json").unlink()
+    elif damage == "zero_epochs":
+        metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+        (run / "summary.json").unlink()
+    elif damage == "empty_metrics":
+        metrics.write_text("")
+    report = figures_make.make_all([run], tmp_path / "out")
+    made = {Path(p).stem for p in report["made"]}
+    # the table needs only summary.json; the curves need metrics.jsonl too
+    assert made == ({"results_table"} if damage in ("metrics", "empty_metrics") else set())
+    for name in TRAINING_FIGURES:
+        assert expected in report["skipped"][name], report["skipped"][name]
+        assert str(run) in report["skipped"][name]
+    assert expected in report["ignored"][str(run)]
+
+
+def test_partial_run_beside_good_ones_is_left_out_and_named(training_results, tmp_path):
+    folder = tmp_path / "compare"
+    shutil.copytree(training_results, folder)
+    (folder / "kp" / "metrics.jsonl").unlink()
+    report = figures_make.make_all([folder], tmp_path / "out")
+    assert {Path(p).stem for p in report["made"]} >= set(TRAINING_FIGURES)
+    assert "metrics.jsonl: missing" in report["ignored"][str(folder / "kp")]
+
+
+def test_circuit_folder_with_only_its_config(circuit_results, tmp_path):
+    run = tmp_path / "circuit"
+    run.mkdir()
+    shutil.copy(circuit_results / "config.toml", run / "config.toml")
+    report = figures_make.make_all([run], tmp_path / "out")
+    assert [Path(p).stem for p in report["made"]] == ["circuit_diagram"]  # drawn from the declaration
+    assert "metrics.jsonl: missing" in report["skipped"]["mirror_phase"]
+    assert "no spiking circuit run" in report["skipped"]["spike_raster"]
+
+
+def test_skip_is_not_an_error_when_nothing_matches(training_results, tmp_path):
+    with pytest.raises(SkipFigure, match="no circuit run"):
+        _module("mirror_phase").make(discover([training_results]), tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# figures only read: no training, no simulation imported
+# ---------------------------------------------------------------------------
+def test_figure_modules_import_nothing_that_trains_or_simulates():
+    code = (
+        "import sys, json\n"
+        "from figures import make\n"
+        "make.figure_modules()\n"
+        "import figures.style, figures.inputs\n"
+        "bad = sorted(m for m in sys.modules if m == 'brian2' or m.startswith(('brian2.', 'models', "
+        "'sims.train', 'sims.circuit', 'sims.config', 'sims.data', 'circuits.brian', 'cupy')))\n"
+        "print(json.dumps(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
