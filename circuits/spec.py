@@ -151,8 +151,8 @@ class NeuronModel:
     tau: float = 1e-3
     activation: str = "relu"
     spike_model: str = "poisson"
-    baseline_rate: float = 100.0
-    gain: float = 50.0
+    baseline_rate: float = 200.0
+    gain: float = 100.0
     max_rate: float = 1000.0
     tau_trace: float = 10e-3
 
@@ -254,7 +254,7 @@ class CircuitSpec:
     phases: Phases = field(default_factory=Phases)
     dt: float = 0.5e-3
     plasticity_dt: float = 1e-3
-    engaged_lr: float = 0.01
+    engaged_lr: float = 0.005
     device: str = "runtime"
     threads: int = 1
     seed: int = 0

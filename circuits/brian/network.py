@@ -55,6 +55,12 @@ from ..rules import FeedbackAlignment, KolenPollack, WeightMirror
 from ..spec import CircuitSpec, SpecError
 from . import devices
 
+#: plasticity gates: engaged mode in the learning half of a presentation;
+#: mirror mode while the presynaptic layer of W (postsynaptic of B) is the source.
+GATE_E = "(engaged_on_post*learn_window(t))"
+#: (the mirror samples the hold that just ended: its parity, and only if the previous event was in mirror mode)
+GATE_M = "(armed*mirror_on_post*(1 - abs(parity(t - {half_dt}*second) - source_parity)))"
+
 __all__ = ["BrianCircuit", "init_weights", "filter_gain", "PopulationNames"]
 
 
@@ -75,17 +81,16 @@ def init_weights(spec: CircuitSpec, seed: int | None = None) -> list[tuple[np.nd
     return out
 
 
-def _step_response(taus: list[float], x: np.ndarray, grid: float) -> np.ndarray:
-    """``S(x) = ∫_0^x k(u) du`` for the kernel ``k`` = chain of unit-area exponentials."""
-    n = int(math.ceil((x.max() + grid) / grid)) + 2
-    u = np.arange(n) * grid
-    k = np.zeros(n)
-    k[0] = 1.0 / grid  # delta
+def _step_response(taus: list[float], grid: float, n: int) -> np.ndarray:
+    """``S(u) = ∫_0^u k`` on ``u = 0, grid, ..., (n-1)·grid`` for the kernel
+    ``k`` = chain of unit-area exponential filters (step response of the chain)."""
+    from scipy.signal import lfilter
+
+    s = np.ones(n)
     for tau in taus:
-        h = np.exp(-u / tau) / tau * grid
-        k = np.convolve(k, h)[:n]
-    S = np.concatenate([[0.0], np.cumsum(k) * grid])[:n]
-    return np.interp(x, u, S, left=0.0)
+        alpha = math.exp(-grid / tau)
+        s = lfilter([1 - alpha], [1, -alpha], s)
+    return np.concatenate([[0.0], s[:-1]])
 
 
 def filter_gain(taus_a: list[float], taus_b: list[float], hold: float) -> float:
@@ -95,21 +100,56 @@ def filter_gain(taus_a: list[float], taus_b: list[float], hold: float) -> float:
     are chains of exponential filters (unit area); averaged over the phase of
     ``t`` within a hold interval.
     """
-    taus = list(taus_a) + list(taus_b)
-    grid = min(taus + [hold]) / 40.0
-    span = 30.0 * (sum(taus_a) + sum(taus_b)) + hold
+    grid = min(list(taus_a) + list(taus_b) + [hold]) / 50.0
+    span = 30.0 * (sum(taus_a) + sum(taus_b)) + 2 * hold
+    n = int(math.ceil(span / grid)) + 2
+    u = np.arange(n) * grid
+    Sa = _step_response(taus_a, grid, n)
+    Sb = _step_response(taus_b, grid, n)
     phases = (np.arange(200) + 0.5) / 200 * hold
     K = int(math.ceil(span / hold)) + 1
     total = 0.0
     for jj in range(K):
-        a = -jj * hold
-        b = a + hold
-        xa = phases - a
-        xb = np.clip(phases - b, 0.0, None)
-        A = _step_response(taus_a, xa, grid) - _step_response(taus_a, xb, grid)
-        Bv = _step_response(taus_b, xa, grid) - _step_response(taus_b, xb, grid)
+        xa = phases + jj * hold
+        xb = np.clip(xa - hold, 0.0, None)
+        A = np.interp(xa, u, Sa) - np.interp(xb, u, Sa)
+        Bv = np.interp(xa, u, Sb) - np.interp(xb, u, Sb)
         total += float(np.mean(A * Bv))
     return total
+
+
+def mirror_gain(tau: float, dt: float, hold_steps: int, tau_trace: float | None = None) -> float:
+    """``E[δ_l δ_{l-1}ᵀ] = κ σ² W`` at a mirror plasticity event.
+
+    Exact for the discrete-time network as Brian2 runs it (rate neurons):
+    each step the summed inputs are computed from the previous step's
+    outputs (one step per synaptic hop), then every unit is integrated
+    exactly, ``v ← a v + (1-a) I`` with ``a = e^{-dt/τ}``. The noise sample
+    is held for ``hold_steps`` steps and the Hebbian product is taken just
+    before the next sample, from the source's copy ``δ_{l-1}`` and the
+    response's copy ``δ_l``. κ sums, over past samples, the product of the
+    two copies' responses to a unit sample (samples are independent). With
+    ``tau_trace`` (spiking variant) every output is the expected filtered
+    spike train (``(a - ν₀)/g``), one more exponential filter.
+    """
+    a = math.exp(-dt / tau)
+    at = math.exp(-dt / tau_trace) if tau_trace else None
+    K = int(hold_steps)
+    slow = max(tau, tau_trace or 0.0)
+    M = int(math.ceil(60 * slow / (K * dt))) + 3
+    names = ("src", "resp", "dsrc", "dresp")
+    v = dict.fromkeys(names, 0.0)
+    r = dict.fromkeys(names, 0.0)
+    kappa = 0.0
+    for n in range(M * K):
+        xi = 1.0 if n < K else 0.0
+        if n % K == 0 and n > 0:  # a plasticity event reads the previous step's outputs
+            kappa += r["dsrc"] * r["dresp"]
+        inputs = {"src": xi, "resp": r["src"], "dsrc": r["src"], "dresp": r["resp"]}
+        for k in names:
+            v[k] = a * v[k] + (1 - a) * inputs[k]
+            r[k] = v[k] if at is None else at * r[k] + (1 - at) * v[k]
+    return kappa
 
 
 @dataclass(frozen=True)
@@ -175,19 +215,11 @@ class BrianCircuit:
         return PopulationNames(tuple(f"y{l}" for l in range(n)), tuple(f"delta{l}" for l in range(n)))
 
     def gains(self) -> dict[str, float]:
-        """Noise drive amplitude and the zero-lag correlation gain κ (see module doc)."""
+        """Noise amplitude (σ, as in rate mode) and the mirror's settled gain κ (see :func:`mirror_gain`)."""
         spec = self.spec
-        tau, hold = spec.neuron.tau, spec.noise.correlation_time
-        if spec.neuron.kind == "rate":
-            src_chain, resp_chain, post_chain = [tau], [tau, tau, tau], [tau, tau]
-        else:
-            ta = spec.neuron.tau_trace
-            src_chain = [tau, ta]
-            resp_chain = [tau, ta, tau, ta, tau, ta]
-            post_chain = [tau, ta, tau, ta]
-        var_src = filter_gain(src_chain, src_chain, hold)
-        kappa = filter_gain(resp_chain, post_chain, hold) / var_src
-        return {"noise_amplitude": spec.sigma / math.sqrt(var_src), "kappa": kappa}
+        hold = int(round(spec.noise.correlation_time / spec.dt))
+        trace = spec.neuron.tau_trace if spec.neuron.kind == "spiking" else None
+        return {"noise_amplitude": spec.sigma, "kappa": mirror_gain(spec.neuron.tau, spec.dt, hold, trace)}
 
     # ------------------------------------------------------------------
     def _build(self) -> None:
@@ -205,8 +237,12 @@ class BrianCircuit:
         spiking = spec.neuron.kind == "spiking"
         g = self.gains()
         self.kappa = g["kappa"]
-        eta_m, lam_m = spec.mirror_rates()
-        eta_m /= self.kappa
+        # mirror: one plasticity event per noise sample (at the end of its hold):
+        # ΔB = lr/(m κ) · δ_l δ_{l-1} per event, decay (1-λ_B)^{1/m} per event
+        m_batch = rule.mirror_batch_size if isinstance(rule, WeightMirror) else 1
+        hebb_m = (rule.lr / (m_batch * self.kappa)) if isinstance(rule, WeightMirror) else 0.0
+        keep_m = (1.0 - rule.decay) ** (1.0 / m_batch) if isinstance(rule, WeightMirror) else 1.0
+        gate_m = GATE_M.format(half_dt=repr(spec.dt / 2))
         eta_e, lam_e = spec.engaged_rates()
         dtp = spec.plasticity_dt
         ns = {
@@ -262,32 +298,30 @@ class BrianCircuit:
         Y, D = [], []
         for l in range(nL):
             hidden = 0 < l < L
-            use_phi = 1 if (hidden and spec.neuron.activation == "relu") else 0
+            use_phi = hidden and spec.neuron.activation == "relu"
             eqs = ("dv/dt = (-v + I_in)/tau : 1\n"
                    "I_in = (1 - src)*drive + src*noise_in : 1\n"
+                   "src = mirror_on*(1 - abs(parity(t) - par)) : 1\n"
                    "noise_in : 1\n"
-                   "y = v + engaged_on*use_phi*(clip(v, 0, inf) - v) : 1\n"
-                   "slope = 1 + use_phi*(int(v > 0) - 1) : 1\n"
-                   "src : 1 (shared)\n"
                    "mirror_on : 1 (shared)\n"
                    "engaged_on : 1 (shared)\n"
-                   "use_phi : 1 (shared, constant)\n"
-                   "par : 1 (shared, constant)\n"
-                   "err : 1\n")
+                   "par : 1 (shared, constant)\n")
+            if use_phi:
+                eqs += ("y = v + engaged_on*(clip(v, 0, inf) - v) : 1\n"
+                        "slope = int(v > 0) : 1\n")
+            else:
+                eqs += "y = v : 1\n"
+            if l > 0:
+                eqs += "err : 1\n"
             if l == 0:
-                eqs += "drive = engaged_on*x_in : 1\nx_in : 1\n"
+                eqs += "drive = engaged_on*stim(t, i) : 1\n" if engaged_used else "drive = 0 : 1\n"
             else:
                 eqs += "drive : 1\n"
             eqs += out_eqs("y")
             G = NeuronGroup(spec.layers[l], eqs, method="exact", name=f"y{l}", namespace=ns, **spike_kw)
-            G.use_phi = use_phi
             G.par = l % 2
-            G.run_regularly("src = mirror_on*(1 - abs(parity(t) - par))", when="start", order=-2,
-                            name=f"y{l}_source_gate")
             G.run_regularly(f"noise_in = {noise_code}", dt=spec.noise.correlation_time * second, when="start",
                             order=-1, name=f"y{l}_noise")
-            if l == 0 and engaged_used:
-                G.run_regularly("x_in = stim(t, i)", when="start", order=-1, name="y0_stimulus")
             if spiking:
                 G.a = spec.neuron.baseline_rate * Hz
             Y.append(G)
@@ -295,17 +329,17 @@ class BrianCircuit:
             top = l == L
             eqs = ("dv/dt = (-v + I_in)/tau : 1\n"
                    "ycopy : 1\n"
-                   "yslope : 1\n"
                    "mirror_on : 1 (shared)\n"
                    "engaged_on : 1 (shared)\n")
             if top:
-                eqs += "I_in = mirror_on*ycopy + engaged_on*(ycopy - target) : 1\ntarget : 1\n"
+                target = "target_values(t, i)" if engaged_used else "0"
+                eqs += f"I_in = mirror_on*ycopy + engaged_on*(ycopy - target) : 1\ntarget = {target} : 1\n"
+            elif use_phi:
+                eqs += "I_in = mirror_on*ycopy + engaged_on*yslope*fb : 1\nfb : 1\nyslope : 1\n"
             else:
-                eqs += "I_in = mirror_on*ycopy + engaged_on*yslope*fb : 1\nfb : 1\n"
+                eqs += "I_in = mirror_on*ycopy + engaged_on*fb : 1\nfb : 1\n"
             eqs += out_eqs("v")
             H = NeuronGroup(spec.layers[l], eqs, method="exact", name=f"delta{l}", namespace=ns, **spike_kw)
-            if top and engaged_used:
-                H.run_regularly("target = target_values(t, i)", when="start", order=-1, name="target_input")
             if spiking:
                 H.a = spec.neuron.baseline_rate * Hz
             D.append(H)
@@ -313,45 +347,45 @@ class BrianCircuit:
         # one-to-one links -------------------------------------------------
         objects = list(Y) + list(D)
         for l in range(nL):
-            up = Synapses(Y[l], D[l], "ycopy_post = r_pre : 1 (summed)\nyslope_post = slope_pre : 1 (summed)",
-                          name=f"y{l}_to_delta{l}")
+            hidden = 0 < l < L
+            model = "ycopy_post = r_pre : 1 (summed)"
+            if hidden and spec.neuron.activation == "relu":
+                model += "\nyslope_post = slope_pre : 1 (summed)"
+            up = Synapses(Y[l], D[l], model, name=f"y{l}_to_delta{l}", namespace=ns)
             up.connect(j="i")
-            down = Synapses(D[l], Y[l], "err_post = r_pre : 1 (summed)", name=f"delta{l}_to_y{l}")
-            down.connect(j="i")
-            objects += [up, down]
+            objects.append(up)
+            if l > 0:
+                down = Synapses(D[l], Y[l], "err_post = r_pre : 1 (summed)", name=f"delta{l}_to_y{l}", namespace=ns)
+                down.connect(j="i")
+                objects.append(down)
 
         # weight synapses ----------------------------------------------------
         self.S_W, self.S_B = [], []
-        keep_m = math.exp(-lam_m * dtp)
         keep_e = math.exp(-lam_e * dtp)
         for l in range(1, nL):
             n_pre, n_post = spec.layers[l - 1], spec.layers[l]
             ii = np.repeat(np.arange(n_pre), n_post)
             jj = np.tile(np.arange(n_post), n_pre)
-            SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)\n"
-                          "gate_e : 1 (shared)", name=f"W{l}", namespace=ns)
+            SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)", name=f"W{l}", namespace=ns)
             SW.connect(i=ii, j=jj)
-            SW.run_regularly("gate_e = engaged_on_post*learn_window(t)", dt=dtp * second, when="start",
-                             order=-1, name=f"W{l}_gate")
-            SW.run_regularly(f"w = w*(1 - gate_e*{1 - keep_e!r}) - gate_e*{eta_e * dtp!r}*r_pre*err_post",
-                             dt=dtp * second, when="start", order=0, name=f"W{l}_plasticity")
+            SW.run_regularly(f"w = w*(1 - {GATE_E}*{1 - keep_e!r}) - {GATE_E}*{eta_e * dtp!r}*r_pre*err_post",
+                             dt=dtp * second, when="groups", order=-0.5, name=f"W{l}_plasticity")
             # B_l: delta_l (pre, index i over n_l) -> delta_{l-1} (post, j over n_{l-1})
             bi = np.repeat(np.arange(n_post), n_pre)
             bj = np.tile(np.arange(n_pre), n_post)
-            SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\n"
-                          "gate_m : 1 (shared)\ngate_e : 1 (shared)\nsource_parity : 1 (shared, constant)", name=f"B{l}", namespace=ns)
+            SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\nsource_parity : 1 (shared, constant)\n"
+                          "armed : 1 (shared)", name=f"B{l}", namespace=ns)
             SB.connect(i=bi, j=bj)
             SB.source_parity = (l - 1) % 2
             if isinstance(rule, WeightMirror):
-                SB.run_regularly("gate_m = mirror_on_post*(1 - abs(parity(t) - source_parity))", dt=dtp * second,
-                                 when="start", order=-1, name=f"B{l}_gate")
-                SB.run_regularly(f"b = b*(1 - gate_m*{1 - keep_m!r}) + gate_m*{eta_m * dtp!r}*r_pre*r_post",
-                                 dt=dtp * second, when="start", order=0, name=f"B{l}_plasticity")
+                tn = spec.noise.correlation_time * second
+                SB.run_regularly(f"b = b*(1 - {gate_m}*{1 - keep_m!r}) + {gate_m}*{hebb_m!r}*r_pre*r_post",
+                                 dt=tn, when="groups", order=-0.5, name=f"B{l}_plasticity")
+                SB.run_regularly("armed = mirror_on_post", dt=tn, when="groups", order=-0.4,
+                                 name=f"B{l}_armed")
             elif isinstance(rule, KolenPollack):
-                SB.run_regularly("gate_e = engaged_on_post*learn_window(t)", dt=dtp * second, when="start",
-                                 order=-1, name=f"B{l}_gate")
-                SB.run_regularly(f"b = b*(1 - gate_e*{1 - keep_e!r}) - gate_e*{eta_e * dtp!r}*r_pre*ycopy_post",
-                                 dt=dtp * second, when="start", order=0, name=f"B{l}_plasticity")
+                SB.run_regularly(f"b = b*(1 - {GATE_E}*{1 - keep_e!r}) - {GATE_E}*{eta_e * dtp!r}*r_pre*ycopy_post",
+                                 dt=dtp * second, when="groups", order=-0.5, name=f"B{l}_plasticity")
             else:
                 assert isinstance(rule, FeedbackAlignment)
             self.S_W.append(SW)
@@ -381,7 +415,10 @@ class BrianCircuit:
                                                           when="end", name=f"{G.name}_r")
         self.mon_out = None
         if engaged_used:
-            self.mon_out = StateMonitor(Y[L], "r", record=True, dt=T * second, when="start", name="output_mon")
+            # at the start of the step t = pT + T/2: the output of presentation p after settling,
+            # before it learns from that input (even samples are discarded)
+            self.mon_out = StateMonitor(Y[L], "r", record=True, dt=(T / 2) * second, when="start",
+                                        name="output_mon")
         objects += self.mon_W + self.mon_B + list(self.mon_rates.values()) + list(self.mon_spikes.values())
         if self.mon_out is not None:
             objects.append(self.mon_out)
@@ -431,6 +468,9 @@ class BrianCircuit:
         steps = int(round(duration / dt))
         if steps <= 0:
             return
+        if self.simulated + steps * dt > self.spec.phases.duration + 1e-9:
+            raise SpecError(f"running {phase} to {self.simulated + steps * dt:.4f} s goes past the declared "
+                            f"phases.duration ({self.spec.phases.duration} s), which sizes the inputs")
         chunk_steps = steps if (self.standalone or progress is None) else \
             max(1, int(round(max(self.spec.phases.record_interval, duration / 100) / dt)))
         done = 0
@@ -449,25 +489,29 @@ class BrianCircuit:
         self.segments.append((phase, start, stop))
 
     def mirror_plastic_time(self, t: float) -> list[float]:
-        """Seconds of mirror plasticity of each B_l up to simulated time ``t``."""
+        """Seconds of mirror plasticity of each ``B_l`` up to simulated time ``t``.
+
+        One plasticity event per noise sample: at ``k·τ_ξ``, counted when the
+        sample that just ended had layer ``l-1`` as its source and the
+        previous event was in mirror mode too (``armed``). Returns the number
+        of counted samples times ``τ_ξ``.
+        """
+        tn = self.spec.noise.correlation_time
         P = self.spec.phases.parity_period
-        dtp = self.spec.plasticity_dt
+        half = self.spec.dt / 2
         out = []
         for l in range(1, self.spec.n_weight_layers + 1):
             par = (l - 1) % 2
-            total = 0.0
+            count = 0
             for phase, a, b in getattr(self, "segments", []):
                 if phase != "mirror":
                     continue
-                b = min(b, t)
-                if b <= a:
-                    continue
-                # plasticity events at multiples of dtp in [a, b) where parity == par
-                k0 = int(math.ceil(a / dtp - 1e-9))
-                k1 = int(math.ceil(b / dtp - 1e-9))
+                k0 = int(math.ceil(a / tn - 1e-9)) + 1  # the first event after a is not armed
+                k1 = int(math.ceil(min(b, t + 1e-12) / tn - 1e-9))
                 ks = np.arange(k0, k1)
-                total += float(np.count_nonzero((np.floor(ks * dtp / P + 1e-9).astype(int) % 2) == par)) * dtp
-            out.append(total)
+                if ks.size:
+                    count += int(np.count_nonzero((np.floor((ks * tn - half) / P).astype(int) % 2) == par))
+            out.append(count * tn)
         return out
 
     def finish(self) -> None:

@@ -1,0 +1,517 @@
+"""``weightmirror circuit``: circuit mode in Brian2, and its results folder.
+
+The circuit is declared once (:class:`circuits.spec.CircuitSpec`), built by
+:class:`circuits.brian.network.BrianCircuit` and run phase by phase. The
+results folder holds
+
+``config.toml``
+    the resolved declaration;
+``metrics.jsonl``
+    one row per simulated interval: ``t`` (simulated seconds at the end of
+    the interval), ``phase``, ``angles_deg`` (angle(B, Wᵀ) per layer),
+    ``predicted_angles_deg`` (mirror runs: the rate-mode ``WeightMirror``
+    math of ``circuits.rules`` on the same initial weights, with the same
+    learning rate and number of noise samples), ``rates`` (mean activity
+    per population; ``rates_hz`` for spiking neurons), ``weight_norms``,
+    and for engaged intervals ``task_error``;
+``summary.json``
+    rule, layers, neuron, device, simulated_seconds, wall_seconds,
+    angles_deg per layer (and the initial and predicted angles, the test
+    error after engaged learning);
+``weights_initial.npz`` / ``weights_final.npz``
+    ``W1, B1, W2, B2, ...`` in W's layout (``B`` holds the paper's ``Bᵀ``);
+``spikes.npz`` (spiking neurons)
+    ``<population>_i``, ``<population>_t`` for a few neurons per population.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from circuits.rules import WeightMirror, angle_degrees, make_rule
+from circuits.spec import (
+    CIRCUIT_RULES,
+    DEVICES,
+    NEURON_KINDS,
+    SCHEDULES,
+    CircuitSpec,
+    NeuronModel,
+    Phases,
+    SpecError,
+    parse_duration,
+)
+from sims import results
+
+__all__ = ["CircuitInputError", "add_parser", "run", "run_circuit", "spec_from_args", "rate_reference",
+           "presentation_order",
+           "predict_mirror_angles", "load_stimulus", "evaluate"]
+
+
+class CircuitInputError(ValueError):
+    """Bad input to circuit mode (a flag, a config key, data that does not fit)."""
+
+
+# ---------------------------------------------------------------------------
+# rate-mode prediction of the mirror phase
+# ---------------------------------------------------------------------------
+class _MatrixLayer:
+    """The minimal weight layer the rules need (see ``circuits.rules``)."""
+
+    def __init__(self, W, B):
+        self.W = np.array(W, dtype=np.float32)
+        self.B = np.array(B, dtype=np.float32)
+        self.mirror_input_shape = (self.W.shape[1],)
+
+    def linear_response(self, x):
+        return x @ self.W.T
+
+    def hebbian(self, pre, post):
+        return post.T @ pre
+
+
+def predict_mirror_angles(spec: CircuitSpec, weights, plastic_times: list[list[float]], seed: int = 1):
+    """Angle(B, Wᵀ) per layer predicted by the rate-mode weight mirror.
+
+    ``plastic_times[r][l]``: seconds of mirror plasticity of ``B_{l+1}`` up
+    to row ``r`` (non-decreasing in ``r``). Each layer gets
+    ``round(plastic_time / τ_ξ)`` noise samples in mirror batches of ``m``
+    (a last, partial batch of ``k`` samples uses ``lr·k/m`` and decay
+    ``1-(1-λ)^{k/m}``), through ``WeightMirror.mirror_update``.
+    Returns ``(angles per row, final B per layer)``.
+    """
+    rule = spec.rule
+    if not isinstance(rule, WeightMirror):
+        return None, None
+    rng = np.random.default_rng(seed)
+    layers = [_MatrixLayer(W, B) for W, B in weights]
+    m = rule.mirror_batch_size
+    done = [0] * len(layers)
+    rows = []
+    for times in plastic_times:
+        for l, layer in enumerate(layers):
+            target = int(round(times[l] / spec.noise.correlation_time))
+            while done[l] < target:
+                k = min(m - done[l] % m, target - done[l])
+                frac = k / m
+                rule.mirror_update(layer, np, rng, rule.lr * frac, 1.0 - (1.0 - rule.decay) ** frac, k)
+                done[l] += k
+        rows.append([angle_degrees(layer.B, layer.W) for layer in layers])
+    return rows, [layer.B.astype(np.float64) for layer in layers]
+
+
+# ---------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------
+def _downsample(x: np.ndarray, image_shape, factor: int) -> np.ndarray:
+    if factor == 1:
+        return x
+    c, h, w = image_shape
+    if h % factor or w % factor:
+        raise CircuitInputError(f"downsample {factor} does not divide the {h}x{w} images")
+    x = x.reshape(-1, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
+    return x.reshape(x.shape[0], -1)
+
+
+def load_stimulus(spec: CircuitSpec, data_dir=None):
+    """``(x_train, y_train, x_test, y_test)`` flattened, standardised, downsampled."""
+    from sims.data import DataError, load_dataset
+
+    try:
+        ds = load_dataset(spec.data, data_dir=data_dir, flatten=True, seed=spec.seed)
+    except DataError as exc:
+        raise CircuitInputError(str(exc)) from None
+    xtr = _downsample(ds.x_train, ds.image_shape, spec.downsample).astype(np.float64)
+    xte = _downsample(ds.x_test, ds.image_shape, spec.downsample).astype(np.float64)
+    if xtr.shape[1] != spec.layers[0]:
+        raise CircuitInputError(
+            f"layers start with {spec.layers[0]} inputs but {spec.data} (downsample {spec.downsample}) "
+            f"has {xtr.shape[1]}; use --layers {xtr.shape[1]},...")
+    if ds.num_classes != spec.layers[-1]:
+        raise CircuitInputError(f"layers end with {spec.layers[-1]} outputs but {spec.data} has "
+                                f"{ds.num_classes} classes")
+    return xtr, ds.y_train, xte, ds.y_test
+
+
+def evaluate(spec: CircuitSpec, weights, x, labels) -> float:
+    """Error rate of the circuit's steady state: ``y_l = φ(W_l y_{l-1})``, argmax of ``y_L``.
+
+    For rate neurons this is the fixed point the populations settle to in
+    engaged mode (no biases; φ = the hidden activation).
+    """
+    y = np.asarray(x, dtype=np.float64)
+    L = len(weights)
+    for l, (W, _) in enumerate(weights, 1):
+        y = y @ W.T
+        if l < L and spec.neuron.activation == "relu":
+            y = np.maximum(y, 0.0)
+    return float(np.mean(np.argmax(y, axis=1) != np.asarray(labels)))
+
+
+# ---------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------
+def _weights_npz(weights) -> dict[str, np.ndarray]:
+    out = {}
+    for l, (W, B) in enumerate(weights, 1):
+        out[f"W{l}"] = np.asarray(W, dtype=np.float32)
+        out[f"B{l}"] = np.asarray(B, dtype=np.float32)
+    return out
+
+
+def presentation_order(spec: CircuitSpec, n_train: int) -> np.ndarray:
+    """Training-set index of each presentation: a new permutation per epoch."""
+    n_pres = int(math.ceil(spec.phases.duration / spec.phases.presentation)) + 2
+    rng = np.random.default_rng(spec.seed)
+    return np.concatenate([rng.permutation(n_train) for _ in range(n_pres // n_train + 1)])[:n_pres]
+
+
+def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1) -> dict:
+    """The same schedule in rate mode (arrays, the rules of ``circuits.rules``).
+
+    Engaged presentations are online SGD steps on ``½‖y_L - t‖²`` with step
+    ``engaged_lr`` in the circuit's order (``ΔW = -η δ yᵀ``, the rule's
+    feedback ``δ_l = φ'(v_l) ⊙ (δ_{l+1} B_{l+1})`` in W's layout; KP through
+    ``KolenPollack.after_weight_update``); mirror blocks give each layer
+    ``plastic time / τ_ξ`` noise samples through ``WeightMirror.mirror_update``.
+    Returns ``{"weights", "test_error", "train_error", "angles_deg"}``.
+    """
+    from circuits.brian.network import init_weights
+
+    xtr, ytr, xte, yte = data
+    rule = spec.rule
+    layers = [_MatrixLayer(W, B) for W, B in (weights if weights is not None else init_weights(spec))]
+    for layer in layers:
+        layer.W = layer.W.astype(np.float64)
+        layer.B = layer.B.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    order = presentation_order(spec, len(xtr))
+    T = spec.phases.presentation
+    relu = spec.neuron.activation == "relu"
+    n_out = spec.layers[-1]
+    for phase, a, b in spec.phases.segments():
+        if phase == "mirror" and isinstance(rule, WeightMirror):
+            samples = int(round((b - a) / 2 / spec.noise.correlation_time))  # parity: half the time
+            m = rule.mirror_batch_size
+            for layer in layers:
+                done = 0
+                while done < samples:
+                    k = min(m, samples - done)
+                    rule.mirror_update(layer, np, rng, rule.lr * k / m, 1.0 - (1.0 - rule.decay) ** (k / m), k)
+                    done += k
+        elif phase == "engaged":
+            for p in range(int(round(a / T)), int(round(b / T))):
+                x = xtr[order[p]]
+                ys = [x]
+                for l, layer in enumerate(layers, 1):
+                    v = layer.W @ ys[-1]
+                    ys.append(np.maximum(v, 0.0) if (relu and l < len(layers)) else v)
+                target = np.zeros(n_out)
+                target[ytr[order[p]]] = 1.0
+                delta = ys[-1] - target
+                for l in range(len(layers), 0, -1):
+                    layer = layers[l - 1]
+                    below = None
+                    if l > 1:
+                        below = delta @ layer.B
+                        if relu:
+                            below = below * (ys[l - 1] > 0)
+                    step = -spec.engaged_lr * np.outer(delta, ys[l - 1])
+                    layer.W += step
+                    rule.after_weight_update(layer, step, 1.0, np)
+                    delta = below
+    weights_out = [(layer.W.copy(), layer.B.copy()) for layer in layers]
+    return {
+        "weights": weights_out,
+        "test_error": evaluate(spec, weights_out, xte, yte),
+        "train_error": evaluate(spec, weights_out, xtr, ytr),
+        "angles_deg": [angle_degrees(B, W) for W, B in weights_out],
+    }
+
+
+def _phase_at(segments, t: float) -> str:
+    for phase, a, b in segments:
+        if a <= t < b:
+            return phase
+    return segments[-1][0] if segments else "idle"
+
+
+def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, weights=None,
+                build_dir: str | None = None, overwrite: bool = False) -> dict:
+    """Run the declared circuit and write its results folder; returns the summary.
+
+    Parameters
+    ----------
+    spec : the declaration.
+    out_dir : results folder (refused if it already holds a run, unless
+        ``overwrite``).
+    data : ``(x_train, y_train, x_test, y_test)`` for engaged phases
+        (default: :func:`load_stimulus`).
+    progress : show a tqdm bar.
+    weights : initial ``[(W, B)]`` (e.g. from rate mode); default: drawn
+        from ``spec.seed``.
+    build_dir : standalone build directory (default ``out_dir/build``).
+    """
+    from circuits.brian.network import BrianCircuit, init_weights
+
+    out = Path(out_dir)
+    if not overwrite and ((out / results.SUMMARY).exists() or (out / results.METRICS).exists()):
+        raise CircuitInputError(f"{out}: already holds a run (metrics.jsonl/summary.json); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / results.METRICS).unlink(missing_ok=True)
+    results.atomic_write_text(out / results.CONFIG, results.to_toml({"command": "circuit", **spec.to_dict()}))
+
+    segments = spec.phases.segments()
+    engaged = any(p == "engaged" for p, _, _ in segments)
+    stimulus = None
+    if engaged:
+        if data is None:
+            data = load_stimulus(spec)
+        xtr, ytr, xte, yte = data
+        order = presentation_order(spec, len(xtr))
+        stimulus = (xtr[order], ytr[order])
+    w0 = weights if weights is not None else init_weights(spec)
+    w0 = [(np.array(W, dtype=np.float64), np.array(B, dtype=np.float64)) for W, B in w0]
+    results.save_arrays(out / "weights_initial.npz", _weights_npz(w0))
+
+    if build_dir is None and spec.device in ("cpp", "cuda"):
+        build_dir = str(out / "build")
+    wall0 = time.perf_counter()
+    circuit = BrianCircuit(spec, weights=w0, stimulus=stimulus, directory=build_dir)
+    try:
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=round(spec.phases.duration, 6), unit="sim s", desc=f"circuit {spec.rule.key}",
+                       bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} sim s [{elapsed}<{remaining}]")
+        tick = (lambda s: bar.update(s)) if bar is not None else None
+        for phase, a, b in segments:
+            if bar is not None:
+                bar.set_postfix_str(phase)
+            circuit.run_phase(phase, b - a, progress=tick)
+        if bar is not None and circuit.standalone:
+            bar.set_postfix_str(f"building and running {spec.device} standalone")
+        circuit.finish()
+        if bar is not None:
+            if circuit.standalone:
+                bar.update(spec.phases.duration)
+            bar.close()
+        wall = time.perf_counter() - wall0
+        final = circuit.get_weights()
+        rec = circuit.recorded()
+        segs = list(circuit.segments)
+        kappa = circuit.kappa
+    finally:
+        circuit.release()
+
+    rows = _metrics_rows(spec, circuit, w0, final, rec, segs)
+    results.write_metrics(out / results.METRICS, rows)
+    results.save_arrays(out / "weights_final.npz", _weights_npz(final))
+    if rec["spikes"]:
+        arrays = {}
+        for name, (i, t) in rec["spikes"].items():
+            arrays[f"{name}_i"] = i.astype(np.int32)
+            arrays[f"{name}_t"] = t.astype(np.float64)
+        results.save_arrays(out / "spikes.npz", arrays)
+
+    summary: dict[str, Any] = {
+        "command": "circuit",
+        "rule": spec.rule.key,
+        "rule_long_name": spec.rule.long_name,
+        "layers": list(spec.layers),
+        "neuron": spec.neuron.kind,
+        "device": spec.device,
+        "schedule": spec.phases.schedule,
+        "simulated_seconds": circuit.simulated,
+        "wall_seconds": wall,
+        "initial_angles_deg": [angle_degrees(B, W) for W, B in w0],
+        "angles_deg": [angle_degrees(B, W) for W, B in final],
+        "correlation_gain": kappa,
+    }
+    if rows and rows[-1].get("predicted_angles_deg") is not None:
+        summary["predicted_angles_deg"] = rows[-1]["predicted_angles_deg"]
+    if engaged:
+        summary["test_error"] = evaluate(spec, final, xte, yte)
+        summary["train_error"] = evaluate(spec, final, xtr, ytr)
+        errs = [r["task_error"] for r in rows if r.get("task_error") is not None]
+        summary["task_error_last_interval"] = errs[-1] if errs else None
+    results.write_json(out / results.SUMMARY, summary)
+    return summary
+
+
+def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
+    times = [0.0]
+    Ws = [[W for W, _ in w0]]
+    Bs = [[B for _, B in w0]]
+    if rec["weights_t"] is not None:
+        for k, t in enumerate(rec["weights_t"]):
+            if t <= 1.5 * spec.dt or t >= circuit.simulated - 1e-9:
+                continue
+            times.append(float(t))
+            Ws.append([rec["W"][l][k] for l in range(spec.n_weight_layers)])
+            Bs.append([rec["B"][l][k] for l in range(spec.n_weight_layers)])
+    times.append(circuit.simulated)
+    Ws.append([W for W, _ in final])
+    Bs.append([B for _, B in final])
+
+    predicted = None
+    if isinstance(spec.rule, WeightMirror) and spec.phases.schedule == "mirror":
+        plastic = [circuit.mirror_plastic_time(t) for t in times]
+        predicted, _ = predict_mirror_angles(spec, w0, plastic, seed=spec.seed + 1)
+
+    names = list(circuit.names.forward) + list(circuit.names.feedback)
+    rows = []
+    for r, t in enumerate(times):
+        t0 = times[r - 1] if r else 0.0
+        row: dict[str, Any] = {
+            "t": t,
+            "phase": _phase_at(segments, max(t - 1e-9, 0.0)) if r else "initial",
+            "angles_deg": [angle_degrees(B, W) for W, B in zip(Ws[r], Bs[r])],
+        }
+        if predicted is not None:
+            row["predicted_angles_deg"] = predicted[r]
+        row["weight_norms"] = {f"W{l}": float(np.linalg.norm(W)) for l, W in enumerate(Ws[r], 1)}
+        row["weight_norms"].update({f"B{l}": float(np.linalg.norm(B)) for l, B in enumerate(Bs[r], 1)})
+        if r and rec["rates"]:
+            key = "rates_hz" if spec.neuron.kind == "spiking" else "rates"
+            row[key] = {}
+            for name in names:
+                tt, vals = rec["rates"][name]
+                sel = (tt > t0) & (tt <= t + 1e-12)
+                if not np.any(sel):
+                    row[key][name] = None
+                elif spec.neuron.kind == "spiking":
+                    row[key][name] = float(np.mean(vals[sel]))
+                else:
+                    row[key][name] = float(np.mean(vals[:, sel]))
+        if r and "output" in rec and circuit.presented_labels is not None:
+            T = spec.phases.presentation
+            out_t = rec["output_t"]
+            errs = []
+            for k in np.nonzero((out_t > t0 + 1e-12) & (out_t <= t + 1e-12))[0]:
+                half = int(round(out_t[k] / (T / 2)))
+                if half % 2 == 0:
+                    continue  # only the samples at the end of each settling half
+                p = half // 2  # the presentation being shown, before it is learnt
+                if _phase_at(segments, (p + 0.5) * T) != "engaged":
+                    continue
+                errs.append(int(np.argmax(rec["output"][k]) != circuit.presented_labels[p]))
+            if errs:
+                row["task_error"] = float(np.mean(errs))
+                row["presentations"] = len(errs)
+        rows.append(row)
+    return rows
+
+
+
+# ---------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 784,100,10, got {text!r}") from None
+    return sizes
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``circuit`` sub-command to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "circuit", help="circuit mode: WM/KP/FA circuits as Brian2 neuron populations",
+        description="Run the weight-mirror / Kolen-Pollack / feedback-alignment circuit as explicit "
+                    "neuron populations in Brian2 and write a results folder.")
+    p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default wm)")
+    p.add_argument("--layers", type=_layers, default=None, help="population sizes, e.g. 784,100,10")
+    p.add_argument("--neuron", choices=NEURON_KINDS, default=None, help="rate (default) or spiking (Poisson)")
+    p.add_argument("--phase", choices=SCHEDULES, default=None,
+                   help="mirror, engaged or alternate (default: mirror for wm, engaged otherwise)")
+    p.add_argument("--duration", default=None, help="simulated time, e.g. 2s or 500ms (default 2s)")
+    p.add_argument("--data", default=None, help="data set for engaged mode: digits (default) or fashion-mnist")
+    p.add_argument("--data-dir", default=None, help="folder of the data files (fashion-mnist: Debian's default)")
+    p.add_argument("--downsample", type=int, default=None, help="average-pool the images by this factor")
+    p.add_argument("--device", choices=DEVICES, default=None,
+                   help="runtime (NumPy), cython, cpp (cpp_standalone) or cuda (cuda_standalone)")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads for --device cpp")
+    p.add_argument("--dt", default=None, help="integration step (default 0.5ms)")
+    p.add_argument("--record-interval", default=None, help="simulated time per metrics row (default 100ms)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--config", default=None, help="a TOML file with the declaration (flags override it)")
+    p.add_argument("--out", required=True, help="results folder to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def spec_from_args(args) -> CircuitSpec:
+    """The declaration from ``--config`` and the flags (flags win)."""
+    config: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            config = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CircuitInputError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CircuitInputError(f"{path}: not valid TOML ({exc})") from None
+        if "circuit" in config and isinstance(config["circuit"], dict):
+            config = config["circuit"]
+        config.pop("command", None)
+    config.setdefault("layers", [784, 100, 10])
+    if args.layers is not None:
+        config["layers"] = list(args.layers)
+    rule = config.get("rule", {"name": "wm"})
+    if isinstance(rule, str):
+        rule = {"name": rule}
+    rule = dict(rule)
+    if args.rule is not None and args.rule != rule.get("name"):
+        rule = {"name": args.rule}
+    config["rule"] = rule
+    phases = dict(config.get("phases", {}))
+    if args.phase is not None:
+        phases["schedule"] = args.phase
+    phases.setdefault("schedule", "mirror" if rule.get("name", "wm") == "wm" else "engaged")
+    if args.duration is not None:
+        phases["duration"] = args.duration
+    if args.record_interval is not None:
+        phases["record_interval"] = args.record_interval
+    config["phases"] = phases
+    if args.neuron is not None:
+        config["neuron"] = {**dict(config.get("neuron", {})), "kind": args.neuron}
+    for flag, key in (("device", "device"), ("threads", "threads"), ("seed", "seed"), ("data", "data"),
+                      ("downsample", "downsample"), ("dt", "dt")):
+        value = getattr(args, flag)
+        if value is not None:
+            config[key] = value
+    try:
+        return CircuitSpec.from_dict(config)
+    except SpecError as exc:
+        raise CircuitInputError(str(exc)) from None
+
+
+def run(args) -> int:
+    """Execute ``weightmirror circuit``; 0 on success."""
+    spec = spec_from_args(args)
+    data = None
+    if spec.phases.schedule != "mirror":
+        data = load_stimulus(spec, data_dir=args.data_dir)
+    try:
+        summary = run_circuit(spec, args.out, data=data, progress=not args.quiet)
+    except SpecError as exc:
+        raise CircuitInputError(str(exc)) from None
+    angles = ", ".join(f"{a:.1f}" for a in summary["angles_deg"])
+    line = (f"circuit {summary['rule']} {summary['neuron']} on {summary['device']}: "
+            f"{summary['simulated_seconds']:.3f} s simulated in {summary['wall_seconds']:.1f} s; "
+            f"angle(B, W^T) per layer {angles} deg")
+    if "predicted_angles_deg" in summary:
+        line += " (rate-mode prediction " + ", ".join(f"{a:.1f}" for a in summary["predicted_angles_deg"]) + ")"
+    if "test_error" in summary:
+        line += f"; test error {100 * summary['test_error']:.1f} %"
+    print(line)
+    print(f"results in {args.out}")
+    return 0
