@@ -4,7 +4,7 @@ A config is a nested dict, written in full to each run's ``config.toml``::
 
     rule = "wm"              # bp, fa, ss, usf, brsf, frsf, wm, kp
     model = "mlp"
-    data = "digits"          # digits, mnist, fashion-mnist, cifar10
+    data = "digits"          # digits, mnist, fashion-mnist, cifar10, imagenet32/64, imagenet (JPEG folders)
     data_dir = ""            # "" = the data set's default location
     epochs = 20
     batch_size = 128
@@ -14,7 +14,26 @@ A config is a nested dict, written in full to each run's ``config.toml``::
     [model_options]          # per model; mlp: hidden, activation
     [optim]                  # lr, momentum, nesterov, weight_decay, schedule, ...
     [wm] / [kp] / [ss]       # the learning rules' parameters (circuits.rules)
-    [run]                    # eval_batch_size, delta_batch_size, checkpoint_every
+    [run]                    # evaluation, checkpoints, ImageNet decoding, data parallel
+
+The ``[run]`` keys:
+
+``eval_batch_size``
+    samples per evaluation batch (the whole test/val set is evaluated);
+``delta_batch_size``
+    training samples on which angle(δ, δ_BP) is measured;
+``checkpoint_every``
+    epochs between checkpoints (the last epoch is always checkpointed);
+``checkpoint_every_steps``
+    also checkpoint every that many training steps, mid-epoch included
+    (0: only at epoch ends); an interruption checkpoints at its step anyway;
+``image_size``
+    side of the square crops of ``data = "imagenet"`` (the JPEG folder layout);
+``workers``
+    decoding processes of the ImageNet folder reader (0: decode in-process);
+``distributed``
+    data parallel over the ranks of an MPI launch (``mpirun -n K``): one
+    process per device, the global ``batch_size`` split across ranks.
 
 Every key is checked on load: an unknown key or a bad value raises
 ``ConfigError`` with one line naming the key and what is allowed.
@@ -69,7 +88,15 @@ DEFAULTS: dict[str, Any] = {
     "wm": _rule_defaults("wm"),
     "kp": _rule_defaults("kp"),
     "ss": _rule_defaults("ss"),
-    "run": {"eval_batch_size": 1000, "delta_batch_size": 256, "checkpoint_every": 1},
+    "run": {
+        "eval_batch_size": 1000,
+        "delta_batch_size": 256,
+        "checkpoint_every": 1,
+        "checkpoint_every_steps": 0,
+        "image_size": 224,
+        "workers": 4,
+        "distributed": False,
+    },
 }
 
 #: default [model_options] per model (the builders' own defaults otherwise)
@@ -157,8 +184,10 @@ def validate(cfg: dict) -> dict:
     if not all(isinstance(m, int) for m in o["milestones"]):
         raise ConfigError(f"config key optim.milestones: expected a list of integers, got {o['milestones']!r}")
     r = cfg["run"]
-    for key in ("eval_batch_size", "delta_batch_size", "checkpoint_every"):
+    for key in ("eval_batch_size", "delta_batch_size", "checkpoint_every", "image_size"):
         _positive(f"run.{key}", r[key])
+    for key in ("checkpoint_every_steps", "workers"):
+        _positive(f"run.{key}", r[key], strict=False)
     # the learning rules check their own parameters (every section, used or not)
     for section in ("wm", "kp", "ss"):
         try:

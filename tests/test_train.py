@@ -140,3 +140,103 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
     code = main(["train", "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "--device cuda" in err
+
+
+def _rows_without_times(out):
+    keep = ("epoch_seconds", "wall_seconds")
+    return [{k: v for k, v in r.items() if k not in keep} for r in _metrics(out)]
+
+
+def _checkpoint_meta(out):
+    arrays = results.load_arrays(Path(out) / results.CHECKPOINT)
+    return json.loads(str(arrays["__meta__"]))
+
+
+def test_mid_epoch_checkpoint_resumes_at_its_step(tmp_path, small_config):
+    """Stopped at a step inside epoch 2, resumed: the right step, the right epochs and rows.
+
+    digits: 1,437 training images, batch 64 -> 22 steps per epoch; stop after
+    30 steps = epoch 2, step 8. For bp no noise is drawn, so the resumed run
+    equals the uninterrupted one exactly; for wm the rest of the interrupted
+    epoch draws its noise from the (seed, purpose, epoch, step) stream.
+    """
+    base = config.load_toml(small_config)
+    for rule in ("bp", "wm"):
+        cfg = config.resolve(base, {"rule": rule, "epochs": 3})
+        whole = train(cfg, tmp_path / f"whole-{rule}", progress=False)
+        part_dir = tmp_path / f"part-{rule}"
+        lines = []
+        partial = train(cfg, part_dir, progress=False, stop_after_steps=30, log=lines.append)
+        assert partial["completed"] is False and partial["resume_from"] == {"epoch": 1, "step": 8}
+        assert not (part_dir / "summary.json").exists()
+        assert any("--resume" in line and "step 8/22" in line for line in lines), lines
+        meta = _checkpoint_meta(part_dir)
+        assert (meta["epoch"], meta["step"]) == (1, 8)
+        assert len(meta["partial"]["losses"]) == 8
+        assert [r["epoch"] for r in _metrics(part_dir)] == [0, 1]
+        resumed = train(None, part_dir, resume=True, progress=False, log=lines.append)
+        assert any("epoch 2/3, step 9/22" in line for line in lines), lines
+        assert resumed["completed"] is True and resumed["epochs"] == 3
+        a, b = _rows_without_times(tmp_path / f"whole-{rule}"), _rows_without_times(part_dir)
+        assert [r["epoch"] for r in b] == [0, 1, 2, 3]
+        assert a[:2] == b[:2]
+        if rule == "bp":
+            assert a == b, "without noise a mid-epoch resume is exact"
+            assert resumed["test_top1_error"] == whole["test_top1_error"]
+        else:
+            # same data order, other noise draws: close, not necessarily equal
+            assert abs(b[-1]["train_loss"] - a[-1]["train_loss"]) < 0.1
+            assert max(b[-1]["angles_deg"]) < 30
+        assert _checkpoint_meta(part_dir)["epoch"] == 3
+
+
+def test_checkpoint_every_steps(tmp_path, small_config, monkeypatch):
+    """run.checkpoint_every_steps writes a checkpoint at every N-th global step, atomically."""
+    saved = []
+    real_save = results.save_arrays
+
+    def spy(path, arrays):
+        meta = json.loads(str(arrays["__meta__"]))
+        saved.append((meta["epoch"], meta["step"]))
+        real_save(path, arrays)
+
+    monkeypatch.setattr(results, "save_arrays", spy)
+    cfg = config.resolve(config.load_toml(small_config), {"epochs": 2, "run": {"checkpoint_every_steps": 10}})
+    train(cfg, tmp_path / "run", progress=False)
+    # 22 steps per epoch: global steps 10, 20, (22 = epoch end), 30, 40, (44 = end)
+    assert saved == [(0, 10), (0, 20), (1, 0), (1, 8), (1, 18), (2, 0)]
+    assert not list((tmp_path / "run").glob(".*.tmp")), "no temporary files left"
+
+
+def test_warmup_and_label_smoothing_from_the_config(tmp_path, small_config, monkeypatch):
+    """optim.warmup_epochs and optim.label_smoothing reach the optimiser and the loss."""
+    import sims.train as train_mod
+    from models.optim import SGD
+
+    lrs, smoothing = [], set()
+    real_step, real_loss = SGD.step, train_mod.softmax_cross_entropy
+
+    def step(self, lr):
+        lrs.append(lr)
+        return real_step(self, lr)
+
+    def loss(logits, labels, xp, label_smoothing=0.0):
+        smoothing.add(label_smoothing)
+        return real_loss(logits, labels, xp, label_smoothing)
+
+    monkeypatch.setattr(SGD, "step", step)
+    monkeypatch.setattr(train_mod, "softmax_cross_entropy", loss)
+    path = tmp_path / "warm.toml"
+    path.write_text(SMALL.replace("epochs = 3", "epochs = 2")
+                    + "[optim]\nlr = 0.1\nwarmup_epochs = 1\nlabel_smoothing = 0.1\nschedule = 'constant'\n")
+    cfg = config.resolve(config.load_toml(path))
+    assert cfg["optim"]["warmup_epochs"] == 1.0 and cfg["optim"]["label_smoothing"] == 0.1
+    train(cfg, tmp_path / "run", progress=False)
+    assert 0.1 in smoothing  # the training loss is smoothed (evaluation is not)
+    assert len(lrs) == 44
+    # linear warm-up over the first epoch: lr·(step/22), then constant
+    for i, lr in enumerate(lrs[:22]):
+        assert lr == pytest.approx(0.1 * i / 22, abs=1e-9)
+    assert all(lr == pytest.approx(0.1) for lr in lrs[22:])
+    written = config.load_toml(tmp_path / "run" / "config.toml")
+    assert written["optim"]["warmup_epochs"] == 1.0 and written["optim"]["label_smoothing"] == 0.1
