@@ -118,7 +118,7 @@ def draw(source):
     ax.text(xf - w / 2 - 1.1, -0.75, text, ha="center", va="top", fontsize=7, color=style.NOISE_COLOR)
     if engaged:
         _arrow(ax, (xf, -h / 2 - 0.55), (xf, -h / 2), color="black", lw=1.2)
-        ax.text(xf, -h / 2 - 0.6, "stimulus $x$ (engaged mode)", ha="center", va="top", fontsize=7)
+        ax.text(xf + 0.1, -h / 2 - 0.3, "stimulus $x$\n(engaged mode)", ha="left", va="center", fontsize=7)
         ax.text(xb, L * dy + 0.55, f"engaged mode: $\\delta_{{{L}}} = y_{{{L}}} - t$ (target $t$)",
                 ha="center", va="bottom", fontsize=7)
     ax.text(xf, L * dy + 0.95, "forward pathway", ha="center", va="bottom", fontsize=9,

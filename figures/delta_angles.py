@@ -63,14 +63,15 @@ def draw(group, title: str | None = None):
                      marker=style.RULE_MARKERS.get(run.rule), markersize=3)
     ax2.set_xlabel("epoch (0 = before training)")
     ax2.set_ylabel("angle($\\delta$, $\\delta_{BP}$) (degrees)")
-    ax2.set_title("over training (line style = layer)")
+    ax2.set_title("over training")
     ax2.xaxis.get_major_locator().set_params(integer=True)
-    ax2.set_ylim(bottom=0)
+    ax2.set_ylim(0, max(105.0, ax2.get_ylim()[1] + 15))
     from matplotlib.lines import Line2D
 
     layer_handles = [Line2D([], [], color="0.3", linestyle=styles[l % len(styles)],
                             label=f"$\\delta_{{{l + 1}}}$") for l in range(hidden)]
-    ax2.legend(handles=layer_handles, frameon=False, title="layer", fontsize=7)
+    ax2.legend(handles=layer_handles, frameon=False, fontsize=7, loc="upper right", ncol=hidden,
+               title="line style = layer", title_fontsize=7)
     ax.legend(frameon=False, title="rule", ncol=2, fontsize=7, loc="upper right")
     fig.suptitle("angle between each rule's δ and backprop's δ on the same batch "
                  "(top layer: 0° for every rule; BP: 0°)\n" + (title or group_title(group)))

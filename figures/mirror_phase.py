@@ -87,8 +87,9 @@ def draw(run):
     layers = (run.summary or {}).get("layers") or (run.config or {}).get("layers") or []
     what = {"mirror": "mirror phase", "alternate": "alternating mirror and engaged modes"}.get(run.schedule,
                                                                                               run.schedule)
-    fig.suptitle(f"{what} in circuit mode: rule {run.rule} ({style.RULE_LONG.get(run.rule, run.rule)}), "
-                 f"{run.neuron} neurons, layers {'-'.join(map(str, layers))}")
+    note = "" if has_pred else " (no rate-mode prediction in this run)"
+    fig.suptitle(f"{what} in circuit mode{note}\nrule {run.rule} ({style.RULE_LONG.get(run.rule, run.rule)}), "
+                 f"{run.neuron} neurons, layers {'-'.join(map(str, layers))}, from {run.path.name}/")
     fig.tight_layout()
     return fig
 

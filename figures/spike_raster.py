@@ -93,10 +93,11 @@ def make(runs, out_dir: Path) -> dict:
             raise SkipFigure(str(exc)) from None
         panel(ax, arrays, a, b)
         layers = "-".join(map(str, (run.config or {}).get("layers", [])))
-        ax.set_title(f"{mode} mode — rule {run.rule}, layers {layers}\n{run.path.name}/", fontsize=8)
+        ax.set_title(f"{mode} mode, {b - a:g} s from t = {a:g} s\nrule {run.rule}, layers {layers}, "
+                     f"from {run.path.name}/", fontsize=8)
     missing = [m for m in ("mirror", "engaged") if m not in chosen]
     note = f" (no spiking run in {missing[0]} mode among the results)" if missing else ""
-    fig.suptitle(f"spikes of the first {MAX_NEURONS} neurons per population "
+    fig.suptitle(f"spikes of up to {MAX_NEURONS} recorded neurons per population "
                  f"(blue: forward $y_l$, red: feedback $\\delta_l$){note}")
     fig.tight_layout()
     made = style.save(fig, out_dir, NAME)

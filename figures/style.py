@@ -127,3 +127,12 @@ def percent_formatter():
     from matplotlib.ticker import FuncFormatter
 
     return FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def log_percent_axis(axis) -> None:
+    """Ticks at 1, 2, 5, 10, 20, 50, 100 ... labelled plainly, on a log axis of percentages."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(percent_formatter())
+    axis.set_minor_formatter(NullFormatter())

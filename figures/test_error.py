@@ -31,7 +31,7 @@ def draw(group, title: str | None = None):
     ax.set_ylabel("test top-1 error (%)")
     ax.set_title("test top-1 error (log scale)")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(style.percent_formatter())
+    style.log_percent_axis(ax.yaxis)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("training loss (cross-entropy, epoch mean)")
     ax2.set_title("training loss")
