@@ -1,0 +1,114 @@
+"""Training end to end on a tiny generated ImageNet folder layout (JPEGs through Pillow)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PIL", reason="Pillow is needed to write and decode test JPEGs")
+from PIL import Image  # noqa: E402
+
+from sims import config, results  # noqa: E402
+from sims.cli import main  # noqa: E402
+from sims.train import ImageFolderSource, load_data, train  # noqa: E402
+
+WNIDS = ("n01440764", "n01443537", "n01484850")
+
+
+def _jpeg(path: Path, rng: np.random.Generator, k: int, size=(40, 30)) -> None:
+    """A 40x30 JPEG whose dominant colour channel is the class ``k``."""
+    w, h = size
+    arr = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+    arr[..., k] += 150
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, "JPEG", quality=90)
+
+
+@pytest.fixture
+def imagenet_root(tmp_path) -> Path:
+    """train/<wnid>/ with 4 images per class plus one broken JPEG; val/<wnid>/ with 2 each."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imagenet"
+    for k, wnid in enumerate(WNIDS):
+        for i in range(4):
+            _jpeg(root / "train" / wnid / f"{wnid}_{i}.JPEG", rng, k)
+        for i in range(2):
+            _jpeg(root / "val" / wnid / f"ILSVRC2012_val_{k}{i}.JPEG", rng, k)
+    good = (root / "train" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG").read_bytes()
+    (root / "train" / WNIDS[1] / "broken.JPEG").write_bytes(good[: len(good) // 3])
+    return root
+
+
+def _cfg(root: Path, **over) -> dict:
+    values = {
+        "rule": "bp", "model": "convnet", "data": "imagenet", "data_dir": str(root),
+        "epochs": 1, "batch_size": 4, "seed": 0,
+        "model_options": {"channels": [4, 8], "hidden": 16},
+        "optim": {"lr": 0.05},
+        "run": {"image_size": 32, "workers": 0, "eval_batch_size": 4, "delta_batch_size": 6},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict):
+            values[key] = {**values.get(key, {}), **value}
+        else:
+            values[key] = value
+    return config.resolve(values)
+
+
+def test_imagenet_folder_trains_one_epoch_and_counts_skipped_images(tmp_path, imagenet_root):
+    out = tmp_path / "run"
+    summary = train(_cfg(imagenet_root), out, progress=False)
+    rows = results.read_metrics(out / results.METRICS)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for row in rows:
+        assert {"test_loss", "test_top1_error", "test_top5_error", "skipped_images",
+                "skipped_eval_images"} <= set(row)
+        assert row["test_top5_error"] == 0.0  # 3 classes: always among the top 5
+        assert 0.0 <= row["test_top1_error"] <= 100.0
+        # 6 val images: the error is a multiple of 1/6
+        assert round(row["test_top1_error"] * 6 / 100, 6) == round(row["test_top1_error"] * 6 / 100)
+    # 13 files, batch 4, drop_last: 3 steps over 12 of them; the broken file is among them
+    folders = load_data(_cfg(imagenet_root))
+    source = ImageFolderSource(folders, _cfg(imagenet_root))
+    seen = np.concatenate(source.train_loader.batch_indices(0))
+    broken = folders.train.paths.index(str(imagenet_root / "train" / WNIDS[1] / "broken.JPEG"))
+    assert broken in seen  # (seed 0) so the epoch meets it once
+    assert rows[1]["skipped_images"] == 1
+    assert rows[0]["skipped_images"] == 0 and rows[1]["skipped_eval_images"] == 0
+    assert summary["completed"] and summary["data"] == "imagenet"
+    assert summary["skipped_images"] == rows[1]["skipped_images"]
+    assert json.loads((out / "summary.json").read_text())["test_top5_error"] == 0.0
+    assert source.steps_per_epoch() == 3 and source.image_shape == (3, 32, 32)
+
+
+def test_imagenet_cli_with_workers_and_a_mid_epoch_resume(tmp_path, imagenet_root, capsys):
+    """Through the CLI with a decoding worker; 2 epochs, stopped after step 4 (epoch 2, step 1), resumed."""
+    cfg_path = tmp_path / "in.toml"
+    cfg_path.write_text(
+        "epochs = 2\nbatch_size = 4\nmodel = 'convnet'\n"
+        "[model_options]\nchannels = [4, 8]\nhidden = 16\n"
+        "[run]\nimage_size = 32\nworkers = 1\neval_batch_size = 4\ndelta_batch_size = 6\n"
+    )
+    whole = tmp_path / "whole"
+    assert main(["train", "--data", "imagenet", "--data-dir", str(imagenet_root), "--config", str(cfg_path),
+                 "--out", str(whole), "--quiet"]) == 0
+    cfg = config.load_toml(whole / "config.toml")
+    assert cfg["data"] == "imagenet" and cfg["run"]["image_size"] == 32
+    part = tmp_path / "part"
+    stopped = train(config.resolve(cfg), part, progress=False, stop_after_steps=4, log=lambda s: None)
+    assert stopped["resume_from"] == {"epoch": 1, "step": 1}
+    assert main(["train", "--resume", "--out", str(part), "--quiet"]) == 0
+    keep = ("epoch_seconds",)
+    a = [{k: v for k, v in r.items() if k not in keep} for r in results.read_metrics(whole / results.METRICS)]
+    b = [{k: v for k, v in r.items() if k not in keep} for r in results.read_metrics(part / results.METRICS)]
+    # bp draws no noise and the augmentation is seeded per sample: the resumed run is the same run
+    assert a == b
+    assert sum(r["skipped_images"] for r in b) == json.loads((part / "summary.json").read_text())["skipped_images"]
+
+
+def test_imagenet_needs_a_data_dir(tmp_path, capsys):
+    code = main(["train", "--data", "imagenet", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--data-dir" in err[0]
