@@ -68,6 +68,9 @@ def _add_common_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_nonnegative_int)
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    if p.prog.split()[-1] == "train":  # compare takes run.distributed from --config only
+        p.add_argument("--distributed", action="store_true",
+                       help="data parallel over the ranks of 'mpirun -n K weightmirror train ...' (run.distributed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,11 +137,21 @@ def cmd_train(args) -> int:
     from sims import train
 
     if args.resume:
-        overrides = {"epochs": args.epochs} if args.epochs else None
-        summary = train.train(overrides, args.out, resume=True, progress=not args.quiet)
+        overrides = {"epochs": args.epochs} if args.epochs else {}
+        if args.distributed:
+            overrides["run"] = {"distributed": True}
+        summary = train.train(overrides or None, args.out, resume=True, progress=not args.quiet)
     else:
         cfg = _training_config(args, args.rule)
+        if args.distributed:
+            cfg["run"]["distributed"] = True
         summary = train.train(cfg, args.out, progress=not args.quiet)
+    if summary.get("rank", 0) != 0:  # rank 0 reports for a data-parallel run
+        return 130 if not summary["completed"] else 0
+    if not summary["completed"]:  # SIGINT/SIGTERM: checkpointed at the current step
+        print(f"weightmirror: interrupted; continue with: weightmirror train --resume --out {args.out}",
+              file=sys.stderr)
+        return 130
     print(format_table([summary]))
     print(f"results: {Path(args.out)}")
     return 0

@@ -240,3 +240,38 @@ def test_warmup_and_label_smoothing_from_the_config(tmp_path, small_config, monk
     assert all(lr == pytest.approx(0.1) for lr in lrs[22:])
     written = config.load_toml(tmp_path / "run" / "config.toml")
     assert written["optim"]["warmup_epochs"] == 1.0 and written["optim"]["label_smoothing"] == 0.1
+
+
+def test_sigint_checkpoints_the_current_step_and_exits_130(tmp_path):
+    """A real SIGINT to ``weightmirror train``: checkpoint, exit 130, a resume hint; --resume finishes."""
+    import signal
+    import time
+
+    cfg = tmp_path / "long.toml"
+    cfg.write_text("epochs = 500\nbatch_size = 16\n[model_options]\nhidden = [16]\n[run]\ndelta_batch_size = 16\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "sims", "train", "--config", str(cfg), "--out", str(out),
+                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the loop runs (epoch 1 written)
+            metrics = out / results.METRICS
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "--resume --out" in stderr and "Traceback" not in stderr
+    meta = _checkpoint_meta(out)
+    assert meta["epoch"] >= 1 and 0 <= meta["step"] < 89  # 1,437 // 16 steps per epoch
+    assert len(meta["metrics"]) == meta["epoch"] + 1
+    assert not (out / "summary.json").exists()
+    finish = meta["epoch"] + 1
+    assert main(["train", "--resume", "--epochs", str(finish), "--out", str(out), "--quiet"]) == 0
+    assert [r["epoch"] for r in _metrics(out)] == list(range(finish + 1))
+    assert json.loads((out / "summary.json").read_text())["epochs"] == finish
