@@ -122,8 +122,10 @@ class LearningRule:
         return layer.B
 
     # -- plasticity -------------------------------------------------------
-    def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0) -> None:
-        """Called by the optimiser after ``W ← shrink·W + step`` at learning rate ``lr``.
+    def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0,
+                            progress: float | None = None) -> None:
+        """Called by the optimiser after ``W ← shrink·W + step`` at learning rate ``lr``
+        (``progress``: the fraction of training done, when the trainer says).
 
         ``step`` is the increment that the local product ``-η δ yᵀ`` (through
         the momentum trace) gave W, ``shrink = 1 - η λ_wd`` the decay. Only
@@ -413,27 +415,42 @@ class KolenPollack(LearningRule):
         rate), on top of the optimiser's weight decay. Alignment needs
         ``Σ_t η_t (λ_wd + λ_kp)`` of a few units over the run.
     decay : λ_c, a decay per step that does not follow the learning rate.
+    decay_until : fraction of training after which the rule's own decay
+        (λ_kp and λ_c) stops. The decay that aligns B also shrinks W; confined
+        to the start of training it wipes out the random initial difference
+        ``W₀ - B₀ᵀ`` while W is still mostly random, and leaves W free to grow
+        with learning afterwards.
     """
 
     name: ClassVar[str] = "kp"
     long_name: ClassVar[str] = "kolen_pollack"
     weight_decay: float = 0.0
     decay: float = 0.0
+    decay_until: float = 1.0
 
     def __post_init__(self):
         _check(self.weight_decay >= 0, self.name, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(0 <= self.decay < 1, self.name, f"decay must be in [0, 1), got {self.decay}")
+        _check(0 < self.decay_until <= 1, self.name, f"decay_until must be in (0, 1], got {self.decay_until}")
 
-    def decay_factor(self, lr: float) -> float:
-        """``(1 - η_t λ_kp)(1 - λ_c)``: the rule's own shrink of W and B this step."""
+    def decay_factor(self, lr: float, progress: float | None = None) -> float:
+        """``(1 - η_t λ_kp)(1 - λ_c)``: the rule's own shrink of W and B this step.
+
+        ``progress`` is the fraction of training done; past ``decay_until``
+        the rule's own decay stops (W - Bᵀ then stays where the decay took it,
+        while W is free to grow back with learning).
+        """
+        if progress is not None and progress >= self.decay_until:
+            return 1.0
         return (1.0 - lr * self.weight_decay) * (1.0 - self.decay)
 
-    def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0) -> None:
+    def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0,
+                            progress: float | None = None) -> None:
         B = layer.B
         if shrink != 1.0:
             B *= xp.float32(shrink)
         B += step
-        keep = self.decay_factor(lr)
+        keep = self.decay_factor(lr, progress)
         if keep != 1.0:
             B *= xp.float32(keep)
             layer.W *= xp.float32(keep)

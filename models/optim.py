@@ -82,7 +82,9 @@ class SGD:
         # preallocated step arrays: no allocation in the training loop
         self._steps = [{name: xp.empty_like(p) for name, p in m.params.items()} for m in self.modules]
 
-    def step(self, lr: float) -> None:
+    def step(self, lr: float, progress: float | None = None) -> None:
+        """One update at learning rate ``lr``; ``progress`` (fraction of training
+        done) is passed on to the rule."""
         xp = self.xp
         mu = self.momentum
         neg_lr = xp.float32(-lr)
@@ -108,7 +110,7 @@ class SGD:
                     p *= xp.float32(shrink)
                 p += step
                 if name == "W":
-                    self.rule.after_weight_update(module, step, shrink, xp, lr)
+                    self.rule.after_weight_update(module, step, shrink, xp, lr, progress)
 
     def state(self) -> dict:
         return {f"{i}.{name}": v for i, vel in enumerate(self.velocity) for name, v in vel.items()}
