@@ -833,7 +833,8 @@ def _train(cfg, out, resume, progress, log, source, stop_after, stop_after_steps
                     if n_local:
                         net.backward(dlogits, rng=noise_rng)
                 if n_total:
-                    opt.step(schedule(epoch + step / steps))
+                    # progress: the fraction of training done (KP's decay window uses it)
+                    opt.step(schedule(epoch + step / steps), progress=(epoch + step / steps) / cfg["epochs"])
                     rule.after_step(net.weight_layers, xp, noise_rng)
                     if sync_b:
                         _allreduce_mean_fused(comm, [layer.B for layer in net.weight_layers], xp)
