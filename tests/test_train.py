@@ -216,9 +216,9 @@ def test_warmup_and_label_smoothing_from_the_config(tmp_path, small_config, monk
     lrs, smoothing = [], set()
     real_step, real_loss = SGD.step, train_mod.softmax_cross_entropy
 
-    def step(self, lr):
+    def step(self, lr, progress=None):
         lrs.append(lr)
-        return real_step(self, lr)
+        return real_step(self, lr, progress)
 
     def loss(logits, labels, xp, label_smoothing=0.0):
         smoothing.add(label_smoothing)
