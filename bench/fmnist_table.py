@@ -46,6 +46,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "kp": ("kp", {}),  # kp.weight_decay = 0.05
     "kp-0.1": ("kp", {"kp": {"weight_decay": 0.1}}),
     "kp-0.2": ("kp", {"kp": {"weight_decay": 0.2}}),
+    # the rule's own decay confined to the first part of training (kp.decay_until)
+    "kp-0.15-u0.3": ("kp", {"kp": {"weight_decay": 0.15, "decay_until": 0.3}}),
+    "kp-0.2-u0.3": ("kp", {"kp": {"weight_decay": 0.2, "decay_until": 0.3}}),
+    "kp-0.1-u0.4": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 0.4}}),
+    "kp-0.1-u0.5": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 0.5}}),
+    "kp-0.2-u0.25": ("kp", {"kp": {"weight_decay": 0.2, "decay_until": 0.25}}),
+    "kp-0.3-u0.2": ("kp", {"kp": {"weight_decay": 0.3, "decay_until": 0.2}}),
+    "kp-0.4-u0.15": ("kp", {"kp": {"weight_decay": 0.4, "decay_until": 0.15}}),
+    "kp-0.3-u0.25": ("kp", {"kp": {"weight_decay": 0.3, "decay_until": 0.25}}),
 }
 
 

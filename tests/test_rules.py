@@ -202,3 +202,17 @@ def test_wm_layer_response_scales_by_mean_slope(rng):
     total = sum(wm.hebbian_estimate(layer, np, rng, batch_size=500) for _ in range(100)) / 100
     assert angle_degrees(total, layer.W) < 5.0
     assert np.linalg.norm(total) / np.linalg.norm(layer.W) == pytest.approx(0.5, abs=0.05)
+
+
+def test_kp_decay_window_stops_the_rules_own_decay(rng):
+    """Past decay_until, W - Bᵀ stays constant (only the shared local product acts)."""
+    layer = _layer(rng)
+    kp = make_rule("kp", weight_decay=0.5, decay_until=0.5)
+    layer.init_feedback(kp, np, rng)
+    opt = SGD([layer], kp, np, momentum=0.9)
+    for progress, expected in ((0.2, 1 - 0.1 * 0.5), (0.6, 1.0)):
+        before = np.linalg.norm((layer.W - layer.B).astype(np.float64))
+        layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32), "b": np.zeros(40, np.float32)}
+        opt.step(0.1, progress=progress)
+        after = np.linalg.norm((layer.W - layer.B).astype(np.float64))
+        assert after / before == pytest.approx(expected, rel=2e-5)
