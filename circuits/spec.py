@@ -63,6 +63,7 @@ __all__ = [
     "ACTIVATIONS",
     "SCHEDULES",
     "CIRCUIT_RULES",
+    "CIRCUIT_RULE_DEFAULTS",
     "NeuronModel",
     "Noise",
     "Phases",
@@ -84,6 +85,16 @@ ACTIVATIONS = ("relu", "linear")
 SCHEDULES = ("mirror", "engaged", "alternate")
 #: rules that circuit mode builds, by config/CLI value.
 CIRCUIT_RULES = ("wm", "kp", "fa")
+
+#: rule parameters that circuit mode uses unless a config sets them: a mirror
+#: phase of a few simulated seconds is like rate mode's fast initial phase
+#: (rate mode's running defaults, lr = decay = 0.001 per batch of 32, would
+#: need minutes of simulated time), and KP's decay is per presentation.
+CIRCUIT_RULE_DEFAULTS = {
+    "wm": {"lr": 0.05, "decay": 0.05, "mirror_batch_size": 8},
+    "kp": {"decay": 0.001},
+    "fa": {},
+}
 
 _UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0}
 
@@ -407,6 +418,7 @@ class CircuitSpec:
         name = params.pop("name")
         if name not in CIRCUIT_RULES:
             raise SpecError(f"rule.name must be one of {', '.join(CIRCUIT_RULES)}, got {name!r}")
+        params = {**CIRCUIT_RULE_DEFAULTS.get(name, {}), **params}
         try:
             kwargs["rule"] = make_rule(name, **params)
         except RuleError as exc:

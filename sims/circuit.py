@@ -12,7 +12,8 @@ results folder holds
     ``predicted_angles_deg`` (mirror runs: the rate-mode ``WeightMirror``
     math of ``circuits.rules`` on the same initial weights, with the same
     learning rate and number of noise samples), ``rates`` (mean activity
-    per population; ``rates_hz`` for spiking neurons), ``weight_norms``,
+    per population and ``rates_rms``, its root mean square, for rate
+    neurons; ``rates_hz`` for spiking neurons), ``weight_norms``,
     and for engaged intervals ``task_error``;
 ``summary.json``
     rule, layers, neuron, device, simulated_seconds, wall_seconds,
@@ -390,6 +391,7 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
                     row[key][name] = float(np.mean(vals[sel]))
                 else:
                     row[key][name] = float(np.mean(vals[:, sel]))
+                    row.setdefault("rates_rms", {})[name] = float(np.sqrt(np.mean(vals[:, sel] ** 2)))
         if r and "output" in rec and circuit.presented_labels is not None:
             T = spec.phases.presentation
             out_t = rec["output_t"]
