@@ -210,7 +210,11 @@ class Phases:
         ``mirror_duration`` and engaged blocks of ``engaged_duration``,
         starting with mirror, until ``duration``).
     duration : total simulated time (s).
-    presentation : time each input is shown in engaged mode (s).
+    presentation : time each input is shown in engaged mode (s). Its first
+        half must let the chain y_0 → … → y_L → δ_L → … → δ_1 settle (2L
+        neuron time constants plus one step per synaptic hop, several times
+        over), or W learns from the previous input's error: with τ = 1 ms and
+        two weight layers, 20 ms works and 10 ms does not.
     parity_period : in mirror mode the even- and odd-numbered layers take
         turns as noise sources (a source's forward input is silenced, so that
         every B sees exactly one layer's white noise and that layer's linear

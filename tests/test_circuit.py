@@ -334,13 +334,15 @@ def test_cuda_standalone_mirror_phase(tmp_path):
 def test_circuit_learns_digits_like_rate_mode(tmp_path):
     from sims.circuit import load_stimulus, rate_reference
 
-    phases = dict(duration=30.0, presentation=0.01, record_interval=5.0)
+    # 3000 presentations (about two epochs); 20 ms each, so that the forward and
+    # feedback chains settle within the first half of a presentation
+    phases = dict(duration=60.0, presentation=0.02, record_interval=10.0)
     specs = {
         "kp": CircuitSpec(layers=(64, 32, 10), rule=KolenPollack(decay=0.001), engaged_lr=0.01, device="cython",
                           phases=Phases(schedule="engaged", **phases)),
         "wm": CircuitSpec(layers=(64, 32, 10), rule=_wm(lr=0.02, decay=0.02, mirror_batch_size=8),
                           engaged_lr=0.01, device="cython",
-                          phases=Phases(schedule="alternate", mirror_duration=0.5, engaged_duration=5.0, **phases)),
+                          phases=Phases(schedule="alternate", mirror_duration=1.0, engaged_duration=10.0, **phases)),
         "fa": CircuitSpec(layers=(64, 32, 10), rule=FeedbackAlignment(), engaged_lr=0.01, device="cython",
                           phases=Phases(schedule="engaged", **phases)),
     }

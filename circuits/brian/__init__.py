@@ -1,0 +1,8 @@
+"""Circuit mode: a :class:`circuits.spec.CircuitSpec` built in Brian2.
+
+- :mod:`circuits.brian.network`: :class:`~circuits.brian.network.BrianCircuit`
+  (populations, synapses, gated plasticity, weights in and out as NumPy
+  matrices, monitors);
+- :mod:`circuits.brian.devices`: the ``--device`` values (runtime, cython,
+  cpp, cuda) chosen in one place.
+"""
