@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -256,7 +258,8 @@ def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, we
     progress : show a tqdm bar.
     weights : initial ``[(W, B)]`` (e.g. from rate mode); default: drawn
         from ``spec.seed``.
-    build_dir : standalone build directory (default ``out_dir/build``).
+    build_dir : standalone build directory, kept (default: a temporary one,
+        removed after the results are read out).
     """
     from circuits.brian.network import BrianCircuit, init_weights
 
@@ -280,8 +283,9 @@ def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, we
     w0 = [(np.array(W, dtype=np.float64), np.array(B, dtype=np.float64)) for W, B in w0]
     results.save_arrays(out / "weights_initial.npz", _weights_npz(w0))
 
-    if build_dir is None and spec.device in ("cpp", "cuda"):
-        build_dir = str(out / "build")
+    own_build_dir = build_dir is None and spec.device in ("cpp", "cuda")
+    if own_build_dir:
+        build_dir = tempfile.mkdtemp(prefix=f"weightmirror_{spec.device}_")
     wall0 = time.perf_counter()
     circuit = BrianCircuit(spec, weights=w0, stimulus=stimulus, directory=build_dir)
     try:
@@ -310,6 +314,8 @@ def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, we
         kappa = circuit.kappa
     finally:
         circuit.release()
+        if own_build_dir:
+            shutil.rmtree(build_dir, ignore_errors=True)
 
     rows = _metrics_rows(spec, circuit, w0, final, rec, segs)
     results.write_metrics(out / results.METRICS, rows)
@@ -352,9 +358,9 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
     Bs = [[B for _, B in w0]]
     if rec["weights_t"] is not None:
         for k, t in enumerate(rec["weights_t"]):
-            if t <= 1.5 * spec.dt or t >= circuit.simulated - 1e-9:
+            if t <= 0.5 * spec.dt or t >= circuit.simulated - 1e-9:
                 continue
-            times.append(float(t))
+            times.append(round(float(t), 9))
             Ws.append([rec["W"][l][k] for l in range(spec.n_weight_layers)])
             Bs.append([rec["B"][l][k] for l in range(spec.n_weight_layers)])
     times.append(circuit.simulated)

@@ -399,8 +399,11 @@ class BrianCircuit:
         self.mon_W, self.mon_B = [], []
         if self.record_weights:
             for l in range(L):
-                self.mon_W.append(StateMonitor(self.S_W[l], "w", record=True, dt=iv, when="end", name=f"W{l + 1}_mon"))
-                self.mon_B.append(StateMonitor(self.S_B[l], "b", record=True, dt=iv, when="end", name=f"B{l + 1}_mon"))
+                # at the start of the step t = k·iv: the weights as they are at time k·iv
+                self.mon_W.append(StateMonitor(self.S_W[l], "w", record=True, dt=iv, when="start", order=-10,
+                                               name=f"W{l + 1}_mon"))
+                self.mon_B.append(StateMonitor(self.S_B[l], "b", record=True, dt=iv, when="start", order=-10,
+                                               name=f"B{l + 1}_mon"))
         self.mon_rates = {}
         self.mon_spikes = {}
         if self.record_rates:
@@ -533,7 +536,7 @@ class BrianCircuit:
 
         out = {"weights_t": None, "W": [], "B": [], "rates": {}, "spikes": {}}
         if self.mon_W:
-            out["weights_t"] = np.asarray(self.mon_W[0].t / second) + self.spec.dt
+            out["weights_t"] = np.asarray(self.mon_W[0].t / second)
             for l, (mw, mb) in enumerate(zip(self.mon_W, self.mon_B), 1):
                 n_pre, n_post = self.spec.layers[l - 1], self.spec.layers[l]
                 w = np.asarray(mw.w)  # (n_syn, n_t)
