@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -609,12 +610,17 @@ def _check_out_dir(out: Path, resume: bool) -> None:
 class _Interrupt:
     """Turns SIGINT/SIGTERM into a flag, so the loop can checkpoint and stop.
 
-    A second signal raises ``KeyboardInterrupt`` at once.
+    A second signal raises ``KeyboardInterrupt`` at once.  Processes forked
+    while the handler is installed (the ImageNet decoding workers) inherit
+    it; in them SIGINT is ignored (the training process decides when to
+    stop, and a Ctrl-C reaches the whole process group) and SIGTERM
+    terminates as by default, so that ``Pool.terminate`` still ends them.
     """
 
     def __init__(self):
         self.hit = False
         self._old = {}
+        self._pid = os.getpid()
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -625,6 +631,13 @@ class _Interrupt:
         return self
 
     def _handler(self, signum, frame):
+        if os.getpid() != self._pid:  # a forked worker inherited the handler
+            if signum == signal.SIGINT:
+                signal.signal(signum, signal.SIG_IGN)
+            else:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
         if self.hit:  # second signal: give up at once
             raise KeyboardInterrupt
         self.hit = True
