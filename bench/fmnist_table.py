@@ -39,10 +39,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "usf": ("usf", {}),
     "brsf": ("brsf", {}),
     "frsf": ("frsf", {}),
-    "wm": ("wm", {}),  # lr = decay = 0.001, 32 noise samples per step
-    "wm-slow": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005}}),
-    "wm-64": ("wm", {"wm": {"lr": 0.002, "decay": 0.002, "mirror_batch_size": 64}}),
-    "wm-16u": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005, "mirror_batch_size": 16, "noise": "uniform"}}),
+    "wm": ("wm", {}),  # one batch of 64 uniform noise samples at a random quarter of the steps
+    "wm-16u": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005, "mirror_batch_size": 16, "mirror_batches": 1.0}}),
+    "wm-32g": ("wm", {"wm": {"lr": 0.001, "decay": 0.001, "mirror_batch_size": 32, "mirror_batches": 1.0, "noise": "gaussian"}}),
+    "wm-32g-slow": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005, "mirror_batch_size": 32, "mirror_batches": 1.0, "noise": "gaussian"}}),
+    "wm-64g": ("wm", {"wm": {"lr": 0.002, "decay": 0.002, "mirror_batch_size": 64, "mirror_batches": 1.0, "noise": "gaussian"}}),
     "kp": ("kp", {}),  # kp.weight_decay = 0.2 over the first quarter of training (decay_until 0.25)
     "kp-0.05-all": ("kp", {"kp": {"weight_decay": 0.05, "decay_until": 1.0}}),
     "kp-0.1-all": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 1.0}}),

@@ -132,6 +132,11 @@ class LearningRule:
         Kolen-Pollack uses it.
         """
 
+    def weight_decay_factor(self, lr: float, progress: float | None = None) -> float:
+        """An extra factor the optimiser folds into W's update, ``W ← k (shrink·W + step)``
+        (Kolen-Pollack's own decay; 1 for the other rules)."""
+        return 1.0
+
     def after_step(self, weight_layers, xp, rng) -> None:
         """Called once after every training step (weight mirror: mirror mode)."""
 
@@ -278,7 +283,11 @@ class WeightMirror(LearningRule):
     normalize : ``"none"`` or ``"match_w"``; ``match_w`` rescales B after each
         mirror batch to the Frobenius norm of W (norm control, no decay needed).
     mirror_batch_size : noise samples per mirror batch.
-    mirror_batches : mirror batches after every training step.
+    mirror_batches : mirror batches after every training step, on average: the
+        whole part every step, plus one more with probability equal to the
+        fractional part (0.25: one mirror batch at a random quarter of the
+        steps). Fewer, larger mirror batches cost less than many small ones
+        with the same number of noise samples: each batch rewrites B once.
     initial_mirror_steps : mirror batches before training starts.
     initial_mirror_batch_size : noise samples per batch in the initial phase.
     initial_decay : λ_B (and ``η_B = λ_B/σ²·lr/decay``) during the initial
@@ -297,7 +306,7 @@ class WeightMirror(LearningRule):
     decay: float = 0.001
     normalize: str = "none"
     mirror_batch_size: int = 32
-    mirror_batches: int = 1
+    mirror_batches: float = 1.0
     initial_mirror_steps: int = 300
     initial_mirror_batch_size: int = 256
     initial_decay: float = 0.01
@@ -378,7 +387,12 @@ class WeightMirror(LearningRule):
                 self.mirror_update(layer, xp, rng, lr, decay, m)
 
     def after_step(self, weight_layers, xp, rng) -> None:
-        self.mirror_phase(weight_layers, xp, rng, self.mirror_batches, self.lr, self.decay)
+        batches = int(self.mirror_batches)
+        frac = self.mirror_batches - batches
+        if frac and float(rng.random()) < frac:
+            batches += 1
+        if batches:
+            self.mirror_phase(weight_layers, xp, rng, batches, self.lr, self.decay)
 
     def initial_phase(self, weight_layers, xp, rng) -> None:
         if self.initial_mirror_steps == 0:
@@ -433,12 +447,14 @@ class KolenPollack(LearningRule):
         _check(0 <= self.decay < 1, self.name, f"decay must be in [0, 1), got {self.decay}")
         _check(0 < self.decay_until <= 1, self.name, f"decay_until must be in (0, 1], got {self.decay_until}")
 
-    def decay_factor(self, lr: float, progress: float | None = None) -> float:
+    def weight_decay_factor(self, lr: float, progress: float | None = None) -> float:
         """``(1 - η_t λ_kp)(1 - λ_c)``: the rule's own shrink of W and B this step.
 
         ``progress`` is the fraction of training done; past ``decay_until``
         the rule's own decay stops (W - Bᵀ then stays where the decay took it,
-        while W is free to grow back with learning).
+        while W is free to grow back with learning). The optimiser folds it
+        into W's update (no extra pass over W) and hands B the same ``shrink``
+        and ``step``.
         """
         if progress is not None and progress >= self.decay_until:
             return 1.0
@@ -446,14 +462,12 @@ class KolenPollack(LearningRule):
 
     def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0,
                             progress: float | None = None) -> None:
+        # ``shrink`` and ``step`` already include weight_decay_factor: B gets
+        # exactly W's update, so W - Bᵀ ← shrink · (W - Bᵀ).
         B = layer.B
         if shrink != 1.0:
             B *= xp.float32(shrink)
         B += step
-        keep = self.decay_factor(lr, progress)
-        if keep != 1.0:
-            B *= xp.float32(keep)
-            layer.W *= xp.float32(keep)
 
 
 #: config/CLI value -> (class, fixed parameters). The sign-symmetry variants

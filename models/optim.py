@@ -93,20 +93,25 @@ class SGD:
                 g = module.grads[name]
                 v = vel[name]
                 step = steps[name]
+                # the rule's own decay of W (Kolen-Pollack) folds into this update:
+                # W ← k (shrink·W + step), with no extra pass over W
+                k = self.rule.weight_decay_factor(lr, progress) if name == "W" else 1.0
+                scale = xp.float32(-lr * k)
                 if mu:
                     v *= xp.float32(mu)
                     v += g
                     if self.nesterov:
                         xp.multiply(v, xp.float32(mu), out=step)
                         step += g
-                        step *= neg_lr
+                        step *= scale
                     else:
-                        xp.multiply(v, neg_lr, out=step)
+                        xp.multiply(v, scale, out=step)
                 else:
-                    xp.multiply(g, neg_lr, out=step)
-                shrink = 1.0
+                    xp.multiply(g, scale, out=step)
+                shrink = k
                 if self.weight_decay and name in DECAYED:
-                    shrink = 1.0 - lr * self.weight_decay
+                    shrink *= 1.0 - lr * self.weight_decay
+                if shrink != 1.0:
                     p *= xp.float32(shrink)
                 p += step
                 if name == "W":
