@@ -60,7 +60,8 @@ NCCL for ``device = "cuda"``.  Per rule:
 * the weight mirror's noise is drawn by each rank from its own stream
   (:func:`sims.distributed.rank_seed`), and after ``rule.after_step`` the
   ranks' B arrays are averaged, so replicas stay identical (K ranks
-  together form one mirror batch K times as large);
+  together form one mirror batch K times as large; this costs a second
+  collective per step, of the size of the weights);
 * BatchNorm running statistics are averaged over ranks before every
   evaluation and checkpoint.
 
