@@ -66,7 +66,8 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | None, epochs: int | None) -> dict:
+def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | None, epochs: int | None,
+            seed: int | None = None) -> dict:
     from sims import config
     from sims.train import train
 
@@ -76,6 +77,8 @@ def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | Non
         values["data_dir"] = data_dir
     if epochs:
         values["epochs"] = epochs
+    if seed is not None:
+        values["seed"] = seed
     cfg = config.resolve(values)
     summary = train(cfg, Path(out) / name, progress=False, log=lambda s: None)
     summary["name"] = name
@@ -100,12 +103,13 @@ def main() -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--only", default=None, help="comma-separated run names (default: all)")
+    p.add_argument("--seed", type=int, default=None, help="seed for every run (default: the config's)")
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(VARIANTS)
     t0 = time.time()
     summaries = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(run_one, n, *VARIANTS[n], args.out, args.data_dir, args.epochs): n for n in names}
+        futures = {pool.submit(run_one, n, *VARIANTS[n], args.out, args.data_dir, args.epochs, args.seed): n for n in names}
         for fut in as_completed(futures):
             n = futures[fut]
             try:
