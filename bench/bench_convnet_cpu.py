@@ -11,7 +11,7 @@ Run it in an environment that has PyTorch (not a project dependency), with
 the OpenBLAS overrides that may be set on the machine removed::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
-        /root/.venvs/wm-bench/bin/python bench/bench_convnet_cpu.py
+        python3 bench/bench_convnet_cpu.py     # a Python with torch==2.13.0 installed
 
 ``--rule`` times a learning rule other than backprop on the NumPy side
 (``wm`` includes its mirror phase after every step).
