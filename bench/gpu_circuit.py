@@ -38,7 +38,7 @@ def _correctness_one(device: str, mode: str, out_json: str) -> None:
     """Run one small circuit on ``device`` and write its weights (own process)."""
     import numpy as np
 
-    from circuits.rules import KolenPollack, WeightMirror, angle_degrees
+    from circuits.rules import KolenPollack, WeightMirror
     from circuits.spec import CircuitSpec, Phases
     from sims.circuit import run_circuit
 

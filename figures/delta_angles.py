@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import style
-from .inputs import SkipFigure, group_suffix, group_title, group_training_runs, no_runs_reason, usable
+from .inputs import SkipFigure, group_title, make_per_training_group
 
 NAME = "delta_angles"
 NEEDS = "training runs (not BP) of a network with two or more weight layers, with delta_angles_deg"
@@ -80,17 +80,4 @@ def draw(group, title: str | None = None):
 
 
 def make(runs, out_dir: Path) -> dict:
-    ok, why = usable(runs, "train", "trained", "summary")
-    if not ok:
-        raise SkipFigure(no_runs_reason("train", why, ""))
-    groups = group_training_runs(ok)
-    made, skipped = [], {}
-    for g in groups:
-        name = NAME + group_suffix(g, len(groups))
-        try:
-            made += style.save(draw(g), out_dir, name)
-        except SkipFigure as exc:
-            skipped[name] = str(exc)
-    if not made:
-        raise SkipFigure("; ".join(skipped.values()))
-    return {"made": made, "skipped": skipped, "ignored": why}
+    return make_per_training_group(runs, out_dir, NAME, draw)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from . import style
-from .inputs import SkipFigure, group_suffix, group_title, group_training_runs, no_runs_reason, usable
+from .inputs import SkipFigure, group_title, make_per_training_group
 
 NAME = "feedback_angles"
 NEEDS = "training runs with metrics.jsonl (angles_deg, at least one trained epoch) and summary.json"
@@ -74,11 +74,4 @@ def draw(group, title: str | None = None):
 
 
 def make(runs, out_dir: Path) -> dict:
-    ok, why = usable(runs, "train", "trained", "summary")
-    if not ok:
-        raise SkipFigure(no_runs_reason("train", why, ""))
-    groups = group_training_runs(ok)
-    made = []
-    for g in groups:
-        made += style.save(draw(g), out_dir, NAME + group_suffix(g, len(groups)))
-    return {"made": made, "ignored": why}
+    return make_per_training_group(runs, out_dir, NAME, draw)

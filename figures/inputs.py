@@ -328,3 +328,27 @@ def group_title(group: list[Run]) -> str:
     epochs = sorted({int(x.summary.get("epochs", 0)) for x in group if x.summary})
     ep = "/".join(str(e) for e in epochs)
     return f"{r.data_description()}, {r.model_description()}, {ep} epochs"
+
+
+def make_per_training_group(runs: Iterable[Run], out_dir, name: str, draw) -> dict:
+    """One figure per group of comparable training runs (same data, model, epochs).
+
+    ``draw(group)`` returns a matplotlib figure or raises SkipFigure; the
+    figure is saved as ``name`` (plus a suffix when there are several groups).
+    """
+    from . import style
+
+    ok, why = usable(runs, "train", "trained", "summary")
+    if not ok:
+        raise SkipFigure(no_runs_reason("train", why, ""))
+    groups = group_training_runs(ok)
+    made, skipped = [], {}
+    for g in groups:
+        file_name = name + group_suffix(g, len(groups))
+        try:
+            made += style.save(draw(g), out_dir, file_name)
+        except SkipFigure as exc:
+            skipped[file_name] = str(exc)
+    if not made:
+        raise SkipFigure("; ".join(skipped.values()))
+    return {"made": made, "skipped": skipped, "ignored": why}

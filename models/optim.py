@@ -87,7 +87,6 @@ class SGD:
         done) is passed on to the rule."""
         xp = self.xp
         mu = self.momentum
-        neg_lr = xp.float32(-lr)
         for module, vel, steps in zip(self.modules, self.velocity, self._steps):
             for name, p in module.params.items():
                 g = module.grads[name]

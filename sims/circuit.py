@@ -37,17 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from circuits.rules import WeightMirror, angle_degrees, make_rule
+from circuits.rules import WeightMirror, angle_degrees
 from circuits.spec import (
     CIRCUIT_RULES,
     DEVICES,
     NEURON_KINDS,
     SCHEDULES,
     CircuitSpec,
-    NeuronModel,
-    Phases,
     SpecError,
-    parse_duration,
 )
 from sims import results
 
