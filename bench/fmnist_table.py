@@ -44,18 +44,20 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "wm-32g": ("wm", {"wm": {"lr": 0.001, "decay": 0.001, "mirror_batch_size": 32, "mirror_batches": 1.0, "noise": "gaussian"}}),
     "wm-32g-slow": ("wm", {"wm": {"lr": 0.0005, "decay": 0.0005, "mirror_batch_size": 32, "mirror_batches": 1.0, "noise": "gaussian"}}),
     "wm-64g": ("wm", {"wm": {"lr": 0.002, "decay": 0.002, "mirror_batch_size": 64, "mirror_batches": 1.0, "noise": "gaussian"}}),
-    "kp": ("kp", {}),  # kp.weight_decay = 0.2 over the first quarter of training (decay_until 0.25)
-    "kp-0.05-all": ("kp", {"kp": {"weight_decay": 0.05, "decay_until": 1.0}}),
-    "kp-0.1-all": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 1.0}}),
-    "kp-0.2-all": ("kp", {"kp": {"weight_decay": 0.2, "decay_until": 1.0}}),
-    # the rule's own decay confined to the first part of training (kp.decay_until)
-    "kp-0.15-u0.3": ("kp", {"kp": {"weight_decay": 0.15, "decay_until": 0.3}}),
-    "kp-0.2-u0.3": ("kp", {"kp": {"weight_decay": 0.2, "decay_until": 0.3}}),
-    "kp-0.1-u0.4": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 0.4}}),
-    "kp-0.1-u0.5": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 0.5}}),
-    "kp-0.3-u0.2": ("kp", {"kp": {"weight_decay": 0.3, "decay_until": 0.2}}),
-    "kp-0.4-u0.15": ("kp", {"kp": {"weight_decay": 0.4, "decay_until": 0.15}}),
-    "kp-0.3-u0.25": ("kp", {"kp": {"weight_decay": 0.3, "decay_until": 0.25}}),
+    "kp": ("kp", {}),  # B₀ = 0, kp.weight_decay = 0.15 over the first quarter of training
+    # random B₀, the rule's own decay all the time or in a window (kp.decay_until)
+    "kp-0.05-all": ("kp", {"kp": {"weight_decay": 0.05, "decay_until": 1.0, "feedback_init": "random"}}),
+    "kp-0.1-all": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 1.0, "feedback_init": "random"}}),
+    "kp-0.2-all": ("kp", {"kp": {"weight_decay": 0.2, "decay_until": 1.0, "feedback_init": "random"}}),
+    "kp-0.2-u0.25": ("kp", {"kp": {"weight_decay": 0.2, "decay_until": 0.25, "feedback_init": "random"}}),
+    "kp-0.15-u0.25": ("kp", {"kp": {"weight_decay": 0.15, "decay_until": 0.25, "feedback_init": "random"}}),
+    "kp-0.15-u0.3": ("kp", {"kp": {"weight_decay": 0.15, "decay_until": 0.3, "feedback_init": "random"}}),
+    "kp-0.2-u0.3": ("kp", {"kp": {"weight_decay": 0.2, "decay_until": 0.3, "feedback_init": "random"}}),
+    "kp-0.1-u0.4": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 0.4, "feedback_init": "random"}}),
+    "kp-0.1-u0.5": ("kp", {"kp": {"weight_decay": 0.1, "decay_until": 0.5, "feedback_init": "random"}}),
+    "kp-0.3-u0.2": ("kp", {"kp": {"weight_decay": 0.3, "decay_until": 0.2, "feedback_init": "random"}}),
+    "kp-0.4-u0.15": ("kp", {"kp": {"weight_decay": 0.4, "decay_until": 0.15, "feedback_init": "random"}}),
+    "kp-0.3-u0.25": ("kp", {"kp": {"weight_decay": 0.3, "decay_until": 0.25, "feedback_init": "random"}}),
 }
 
 

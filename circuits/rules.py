@@ -429,6 +429,11 @@ class KolenPollack(LearningRule):
         rate), on top of the optimiser's weight decay. Alignment needs
         ``Σ_t η_t (λ_wd + λ_kp)`` of a few units over the run.
     decay : λ_c, a decay per step that does not follow the learning rate.
+    feedback_init : ``"random"`` (B₀ drawn like FA's) or ``"zero"`` (the
+        feedback synapses start silent: no error reaches the hidden layers
+        until B has grown from the shared local products; on Fashion-MNIST
+        this trains better than a random start, whose FA-like early signals
+        the decay must then erase).
     decay_until : fraction of training after which the rule's own decay
         (λ_kp and λ_c) stops. The decay that aligns B also shrinks W; confined
         to the start of training it wipes out the random initial difference
@@ -441,11 +446,22 @@ class KolenPollack(LearningRule):
     weight_decay: float = 0.0
     decay: float = 0.0
     decay_until: float = 1.0
+    feedback_init: str = "random"
+
+    FEEDBACK_INITS: ClassVar[tuple[str, ...]] = ("random", "zero")
 
     def __post_init__(self):
+        _check(self.feedback_init in self.FEEDBACK_INITS, self.name,
+               f"feedback_init must be one of {', '.join(self.FEEDBACK_INITS)}, got {self.feedback_init!r}")
         _check(self.weight_decay >= 0, self.name, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(0 <= self.decay < 1, self.name, f"decay must be in [0, 1), got {self.decay}")
         _check(0 < self.decay_until <= 1, self.name, f"decay_until must be in (0, 1], got {self.decay_until}")
+
+    def init_feedback(self, W, xp, rng):
+        """Random like FA's (``random``), or silent feedback synapses (``zero``)."""
+        if self.feedback_init == "zero":
+            return xp.zeros_like(W)
+        return super().init_feedback(W, xp, rng)
 
     def weight_decay_factor(self, lr: float, progress: float | None = None) -> float:
         """``(1 - η_t λ_kp)(1 - λ_c)``: the rule's own shrink of W and B this step.

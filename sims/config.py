@@ -90,9 +90,10 @@ DEFAULTS: dict[str, Any] = {
     # batch); as accurate as 32 Gaussian samples every step, and cheaper (BENCHMARKS.md)
     "wm": {**_rule_defaults("wm"), "noise": "uniform", "mirror_batch_size": 64, "mirror_batches": 0.25,
            "lr": 0.002, "decay": 0.002},
-    # KP's own decay, confined to the first quarter of training: it wipes out the
-    # random W₀ - B₀ᵀ there and leaves W free to grow afterwards (see BENCHMARKS.md)
-    "kp": {**_rule_defaults("kp"), "weight_decay": 0.2, "decay_until": 0.25},
+    # KP's feedback synapses start silent, and its own decay is confined to the
+    # first quarter of training: it wipes out W₀ - B₀ᵀ there and leaves W free to
+    # grow afterwards (see BENCHMARKS.md §1)
+    "kp": {**_rule_defaults("kp"), "weight_decay": 0.15, "decay_until": 0.25, "feedback_init": "zero"},
     "ss": _rule_defaults("ss"),
     "run": {
         "eval_batch_size": 1000,

@@ -216,3 +216,19 @@ def test_kp_decay_window_stops_the_rules_own_decay(rng):
         opt.step(0.1, progress=progress)
         after = np.linalg.norm((layer.W - layer.B).astype(np.float64))
         assert after / before == pytest.approx(expected, rel=2e-5)
+
+
+def test_kp_zero_feedback_init_starts_silent_and_still_converges(rng):
+    layer = _layer(rng)
+    kp = make_rule("kp", weight_decay=0.5, feedback_init="zero")
+    layer.init_feedback(kp, np, rng)
+    assert not layer.B.any()
+    opt = SGD([layer], kp, np, momentum=0.9)
+    gap0 = np.linalg.norm(layer.W.astype(np.float64))  # W - B = W at the start
+    for _ in range(20):
+        layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32), "b": np.zeros(40, np.float32)}
+        opt.step(0.2)
+    gap = np.linalg.norm((layer.W - layer.B).astype(np.float64))
+    assert gap / gap0 == pytest.approx((1 - 0.2 * 0.5) ** 20, rel=1e-4)
+    with pytest.raises(rules.RuleError, match="random, zero"):
+        make_rule("kp", feedback_init="ones")
