@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy
+from .backend import array_module_of
 
 
 @dataclass
@@ -165,7 +165,7 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, x, train: bool = True):
-        xp = numpy if isinstance(x, numpy.ndarray) else __import__("cupy")
+        xp = array_module_of(x)
         y = xp.maximum(x, 0, out=x if self.inplace else None)
         if train:
             self._y = y
@@ -182,7 +182,7 @@ class Tanh(Module):
     """``φ(v) = tanh v``, ``φ'(v) = 1 - φ(v)²``."""
 
     def forward(self, x, train: bool = True):
-        xp = numpy if isinstance(x, numpy.ndarray) else __import__("cupy")
+        xp = array_module_of(x)
         y = xp.tanh(x)
         if train:
             self._y = y
@@ -197,7 +197,7 @@ class Sigmoid(Module):
     """``φ(v) = 1 / (1 + e^{-v})``, ``φ'(v) = φ(v)(1 - φ(v))``."""
 
     def forward(self, x, train: bool = True):
-        xp = numpy if isinstance(x, numpy.ndarray) else __import__("cupy")
+        xp = array_module_of(x)
         y = 1 / (1 + xp.exp(-x))
         if train:
             self._y = y

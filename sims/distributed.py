@@ -34,6 +34,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from models.backend import array_module_of
+
 __all__ = [
     "Communicator",
     "SingleProcess",
@@ -445,7 +447,7 @@ def average_gradients(comm: Communicator, modules: Iterable[Any]) -> None:
             groups.setdefault(np.dtype(g.dtype).str, []).append((m, name, g))
     for key in sorted(groups):
         items = groups[key]
-        xp = __import__("cupy") if _is_cupy(items[0][2]) else np
+        xp = array_module_of(items[0][2])
         flat = xp.concatenate([g.reshape(-1) for _, _, g in items])
         comm.allreduce_mean([flat])
         offset = 0
