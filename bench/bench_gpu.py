@@ -9,9 +9,14 @@ torchvision:
    the same network in PyTorch (float32), reported as seconds per epoch of 60,000.
 2. ResNet-18 at 224×224, batch 256 (ImageNet topology, 1000 classes): training
    images per second (forward, backward with the rule's feedback, SGD step, and
-   for WM its mirror batch) for BP, FA, WM, KP, and torchvision's ResNet-18
-   trained with PyTorch (float32; cuDNN with its default TF32 convolutions, and
-   with TF32 off); peak GPU memory of each.
+   for WM a mirror batch of 64 noise images through every layer at every step,
+   the most the default schedule ever does in one step) for BP, FA, WM, KP, and
+   torchvision's ResNet-18 trained with PyTorch (float32; cuDNN with its
+   default TF32 convolutions, and with TF32 off); peak GPU memory of each.
+   The engine runs in several configurations (``--configs``): convolutions
+   by im2col + cuBLAS only, or chosen per geometry by measurement between
+   im2col and cuDNN (``auto``), each in float32 or with TF32 allowed.
+   The per-geometry choices and timings go to ``--autotune-out``.
 
 Medians over ``--steps`` timed steps after warm-up; CUDA synchronised around
 each step. Writes a Markdown report to ``--out`` and prints it.
@@ -50,7 +55,7 @@ def engine_step_fn(model: str, rule_name: str, batch: int, input_shape, classes:
     from models.zoo import build_model
 
     rng = make_rng(cp, 0)
-    params = {"kp": {"weight_decay": 0.05}}.get(rule_name, {})
+    params = {"wm": {"mirror_batch_size": 64, "mirror_batches": 1.0}}.get(rule_name, {}) if model != "mlp" else {}
     rule = make_rule(rule_name, **params)
     options = {"hidden": [500, 500]} if model == "mlp" else {}
     net = build_model(model, input_shape, classes, rule, cp, rng, **options)
@@ -115,6 +120,10 @@ def main() -> int:
     p.add_argument("--resnet-batch", type=int, default=256)
     p.add_argument("--rules", default="bp,fa,wm,kp")
     p.add_argument("--skip-resnet", action="store_true")
+    p.add_argument("--skip-mlp", action="store_true")
+    p.add_argument("--configs", default="im2col-fp32:bp,auto-fp32:bp,fa,wm,kp,auto-tf32:bp,fa,wm,kp",
+                   help="engine configurations ALGO-PRECISION:rules, e.g. auto-tf32:bp,fa")
+    p.add_argument("--autotune-out", default=None, help="where to write the per-geometry choices (Markdown)")
     args = p.parse_args()
 
     import cupy as cp
@@ -130,14 +139,26 @@ def main() -> int:
         torch = None
     rules = args.rules.split(",")
 
+    from models import conv as conv_mod
+    from models import cudnn_conv, fused
+    from models.backend import set_tf32
+
+    lines.append(f"cuDNN convolutions: {'available' if cudnn_conv.available() else 'unavailable: ' + str(cudnn_conv.unavailable_reason())}"
+                 + (f" (frontend {cudnn_conv._STATE.get('version')})" if cudnn_conv.available() else ""))
+    print(lines[-1], flush=True)
+
     # 1. MLP
+    if args.skip_mlp:
+        rules_mlp = []
+    else:
+        rules_mlp = ["bp", "fa", "usf", "brsf", "frsf", "wm", "kp"]
     lines += ["", "### MLP 784-500-500-10, batch 128 (s per 60,000-image epoch, median step × 468)", "",
               "| what | s / epoch | ratio |", "|---|---:|---:|"]
     mlp = {}
-    for r in ["bp", "fa", "usf", "brsf", "frsf", "wm", "kp"]:
+    for r in rules_mlp:
         fn = engine_step_fn("mlp", r, 128, (1, 28, 28), 10, cp)
         mlp[r] = _median_step(fn, args.mlp_steps, 20, sync)
-    if torch is not None:
+    if torch is not None and mlp:
         t = _median_step(torch_mlp_fn(128, torch), args.mlp_steps, 20, torch.cuda.synchronize)
         lines.append(f"| PyTorch BP | {t * 468:.3f} | 1.00 |")
         lines.append(f"| engine BP | {mlp['bp'] * 468:.3f} | {mlp['bp'] / t:.2f} x PyTorch |")
@@ -150,32 +171,72 @@ def main() -> int:
     if not args.skip_resnet:
         b = args.resnet_batch
         lines += ["", f"### ResNet-18, 3×224×224, batch {b}, 1000 classes: training step", "",
-                  "| what | step (ms) | images/s | vs BP step | peak GPU memory (GiB) |", "|---|---:|---:|---:|---:|"]
-        res = {}
-        for r in rules:
-            pool.free_all_blocks()
-            try:
-                fn = engine_step_fn("resnet18", r, b, (3, 224, 224), 1000, cp)
-                res[r] = _median_step(fn, args.steps, 2, sync)
-                peak = pool.total_bytes() / 2**30
-                del fn
-            except Exception as exc:  # noqa: BLE001 - report and go on
-                lines.append(f"| engine {r} | failed: {type(exc).__name__}: {str(exc)[:80]} | | | |")
-                continue
-            rel = res[r] / res["bp"] if "bp" in res else float("nan")
-            lines.append(f"| engine {r} | {res[r] * 1e3:.0f} | {b / res[r]:.0f} | {rel:.2f} | {peak:.1f} |")
-            print(lines[-1], flush=True)
+                  "| what | step (ms) | images/s | vs BP step (same configuration) | peak GPU memory (GiB) |",
+                  "|---|---:|---:|---:|---:|"]
+        engine_bp = {}
+        # parse "ALGO-PREC:r1,r2,ALGO-PREC:r3" into [(config, [rules])]
+        parsed = []
+        for token in args.configs.split(","):
+            if ":" in token:
+                config, r = token.split(":")
+                parsed.append((config, [r]))
+            else:
+                parsed[-1][1].append(token)
+        for config, config_rules in parsed:
+            algo, prec = config.split("-")
+            conv_mod.set_conv_algorithm(algo)
+            set_tf32(prec == "tf32")
+            for r in config_rules:
+                pool.free_all_blocks()
+                label = f"engine {r.upper()}, convolutions {algo}, {'TF32' if prec == 'tf32' else 'float32'}"
+                try:
+                    fn = engine_step_fn("resnet18", r, b, (3, 224, 224), 1000, cp)
+                    t = _median_step(fn, args.steps, 2, sync)
+                    peak = pool.total_bytes() / 2**30
+                    del fn
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    lines.append(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:120]} | | | |")
+                    print(lines[-1], flush=True)
+                    continue
+                if r == "bp":
+                    engine_bp[config] = t
+                rel = t / engine_bp[config] if config in engine_bp else float("nan")
+                lines.append(f"| {label} | {t * 1e3:.1f} | {b / t:.0f} | {rel:.2f} | {peak:.1f} |")
+                print(lines[-1], flush=True)
+        set_tf32(False)
+        conv_mod.set_conv_algorithm("auto")
         pool.free_all_blocks()
+        lines.append(f"\nFused BN/ReLU kernels: {'on' if fused.enabled() else 'off (' + str(fused.failure()) + ')'}")
+        if args.autotune_out:
+            rows = conv_mod.autotune_table()
+            text = ["| C_in | C_out | kernel | stride | input | TF32 | chosen | im2col (ms) | cuDNN (ms) | note |",
+                    "|---:|---:|---|---:|---|---|---|---:|---:|---|"]
+            for row in rows:
+                c = "" if row["cudnn_s"] is None else f"{row['cudnn_s'] * 1e3:.2f}"
+                text.append(f"| {row['c_in']} | {row['c_out']} | {row['kernel'][0]}x{row['kernel'][1]} | {row['stride']} | "
+                            f"{'x'.join(map(str, row['input_shape']))} | {row['tf32']} | {row['algorithm']} | "
+                            f"{row['im2col_s'] * 1e3:.2f} | {c} | {row['note'][:100]} |")
+            Path(args.autotune_out).write_text("\n".join(text) + "\n")
+        torch_t = {}
         if torch is not None:
             for tf32 in (True, False):
-                torch.cuda.reset_peak_memory_stats()
-                t = _median_step(torch_resnet_fn(b, torch, tf32), args.steps, 3, torch.cuda.synchronize)
+                try:
+                    torch.cuda.reset_peak_memory_stats()
+                    t = _median_step(torch_resnet_fn(b, torch, tf32), args.steps, 3, torch.cuda.synchronize)
+                except Exception as exc:  # noqa: BLE001 - e.g. a CPU-only PyTorch
+                    lines.append(f"PyTorch (TF32 {tf32}) failed: {type(exc).__name__}: {str(exc)[:120]}")
+                    continue
+                torch_t[tf32] = t
                 peak = torch.cuda.max_memory_allocated() / 2**30
-                lines.append(f"| torchvision ResNet-18, PyTorch (TF32 {'on' if tf32 else 'off'}) | {t * 1e3:.0f} | "
-                             f"{b / t:.0f} | | {peak:.1f} |")
-                if not tf32 and "bp" in res:
-                    lines.append(f"\nengine BP images/s / PyTorch (TF32 off): {t / res['bp']:.2f}x")
+                lines.insert(len(lines) - 1, f"| torchvision ResNet-18, PyTorch (TF32 {'on, its default' if tf32 else 'off'}) | "
+                             f"{t * 1e3:.1f} | {b / t:.0f} | | {peak:.1f} |")
+                print(lines[-2], flush=True)
                 torch.cuda.empty_cache()
+            lines.append("")
+            for config, t in engine_bp.items():
+                for tf32, tt in torch_t.items():
+                    lines.append(f"- engine BP ({config}) images/s ÷ PyTorch (TF32 {'on' if tf32 else 'off'}): "
+                                 f"**{tt / t:.2f}**")
     report = "\n".join(lines)
     Path(args.out).write_text(report + "\n")
     print(report)

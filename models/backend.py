@@ -69,3 +69,33 @@ def synchronize(xp) -> None:
     """Wait for queued GPU work (a no-op on NumPy); used by timers."""
     if xp is not numpy:
         xp.cuda.Device().synchronize()
+
+
+_TF32 = {"enabled": False}
+
+
+def set_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TF32 tensor-core math for float32 products on the GPU.
+
+    TF32 rounds the inputs of a product to a 10-bit mantissa and accumulates
+    in float32: about 3 decimal digits per input, several times the float32
+    throughput on Ampere and later GPUs. It is PyTorch's default for cuDNN
+    convolutions. It applies to CuPy's matrix products (cuBLAS compute type)
+    and to cuDNN convolutions (``models.cudnn_conv``); NumPy is unaffected.
+    Off by default: float32 throughout.
+    """
+    _TF32["enabled"] = bool(enabled)
+    try:
+        import cupy
+        from cupy._core import _routines_linalg as linalg
+    except Exception:  # no CuPy: nothing else to switch
+        return
+    if not cuda_available():  # cuBLAS's compute type is per device
+        return
+    kind = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+    linalg.set_compute_type(cupy.float32, kind)
+
+
+def tf32_enabled() -> bool:
+    """Whether ``set_tf32(True)`` is in force."""
+    return _TF32["enabled"]

@@ -26,14 +26,27 @@ layer's input and output images
 ``∂L/∂W = δ_mat · Xᵀ``    (``hebbian(pre=x, post=δ)``),
 
 which is also the weight mirror's Hebbian product when ``x`` is noise.
+
+On a GPU the same three operations can instead run as cuDNN convolutions
+(``models.cudnn_conv``: forward, backward-data with ``F``, weight gradient).
+Which of the two a layer uses is chosen by measurement: with the algorithm
+``"auto"`` (``set_conv_algorithm``), the first time a geometry (layer shape
+and input shape) is seen, both are timed on the real input and the faster
+one is kept for that geometry (``autotune_table()`` lists the choices).
+NumPy always uses im2col.
 """
 from __future__ import annotations
 
 import math
+import time
 
 from .layers import BackwardContext, Module, ReLU, WeightLayer
 
 __all__ = [
+    "CONV_ALGORITHMS",
+    "set_conv_algorithm",
+    "conv_algorithm",
+    "autotune_table",
     "conv_output_size",
     "Conv2d",
     "BatchNorm2d",
@@ -53,6 +66,59 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
             f"input extent {size} is too small for kernel {kernel}, stride {stride}, padding {padding}"
         )
     return out
+
+
+#: how a convolution on the GPU is computed: measured choice, or forced
+CONV_ALGORITHMS = ("auto", "im2col", "cudnn")
+_ALGORITHM = {"name": "auto"}
+#: geometry key -> (choice, seconds with im2col, seconds with cuDNN or None, note)
+_AUTOTUNE: dict = {}
+
+
+def set_conv_algorithm(name: str) -> None:
+    """Choose how GPU convolutions run: ``"auto"`` (default: time im2col+cuBLAS
+    and cuDNN once per geometry, keep the faster), ``"im2col"`` or ``"cudnn"``
+    (forced; ``"cudnn"`` fails if the frontend or library is missing)."""
+    if name not in CONV_ALGORITHMS:
+        raise ValueError(f"unknown convolution algorithm {name!r}; allowed: {', '.join(CONV_ALGORITHMS)}")
+    _ALGORITHM["name"] = name
+
+
+def conv_algorithm() -> str:
+    """The setting of ``set_conv_algorithm``."""
+    return _ALGORITHM["name"]
+
+
+def autotune_table() -> list[dict]:
+    """One row per geometry decided so far: the layer and input shape, the
+    algorithm used, and the measured seconds of one forward + weight-gradient
+    + backward-data pass with each (``None`` where not measured)."""
+    rows = []
+    for key, (choice, t_im2col, t_cudnn, note) in _AUTOTUNE.items():
+        c_in, c_out, kh, kw, stride, padding, x_shape, tf32 = key
+        rows.append(dict(c_in=c_in, c_out=c_out, kernel=(kh, kw), stride=stride, padding=padding,
+                         input_shape=x_shape, tf32=tf32, algorithm=choice, im2col_s=t_im2col,
+                         cudnn_s=t_cudnn, note=note))
+    return rows
+
+
+def _use_fused(xp) -> bool:
+    """Whether to run the fused GPU kernels of ``models.fused`` (CuPy only)."""
+    if xp.__name__ == "numpy":
+        return False
+    from . import fused
+
+    return fused.enabled()
+
+
+def _fused_failed(exc: Exception) -> None:
+    import warnings
+
+    from . import fused
+
+    fused.disable(f"{type(exc).__name__}: {exc}")
+    warnings.warn(f"fused GPU kernels switched off, plain CuPy operations used instead: {fused.failure()}",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -126,7 +192,90 @@ class Conv2d(WeightLayer):
             self.params["b"] = xp.zeros(c_out, dtype=dtype)
         self.input_hw = None if input_hw is None else _pair(input_hw)
         self._cols = None
+        self._x = None  # the kept input (cuDNN path)
         self._x_shape = None
+
+    # -- algorithm ---------------------------------------------------------
+    def _uses_cudnn(self, x) -> bool:
+        """Whether this input shape runs through cuDNN (decided once per geometry)."""
+        xp = self.xp
+        if xp.__name__ == "numpy" or self.dtype != xp.float32:
+            return False
+        name = _ALGORITHM["name"]
+        if name == "im2col":
+            return False
+        from . import cudnn_conv
+        from .backend import BackendError, tf32_enabled
+
+        if name == "cudnn":
+            if not cudnn_conv.available():
+                raise BackendError(f"convolution algorithm 'cudnn': {cudnn_conv.unavailable_reason()}")
+            return True
+        key = (self.c_in, self.c_out, self.kh, self.kw, self.stride, self.padding, tuple(x.shape), tf32_enabled())
+        hit = _AUTOTUNE.get(key)
+        if hit is None:
+            hit = _AUTOTUNE[key] = self._autotune(x)
+        return hit[0] == "cudnn"
+
+    def _autotune(self, x):
+        """Time one forward + weight-gradient + backward-data pass both ways."""
+        from . import cudnn_conv
+        from .backend import synchronize
+
+        xp = self.xp
+        ho, wo = self.output_hw(x.shape[2:])
+        dy = xp.ones((x.shape[0], self.c_out, ho, wo), dtype=xp.float32)
+
+        def timed(fn, reps=3):
+            fn()
+            synchronize(xp)
+            t = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            synchronize(xp)
+            return (time.perf_counter() - t) / reps
+
+        def im2col_pass():
+            cols, geom = self._columns(x)
+            self._matmul_out(cols, geom, bias=False)
+            self._delta_matrix(dy) @ cols.T
+            self._col2im(self.params["W"].reshape(self.c_out, -1).T @ self._delta_matrix(dy), tuple(x.shape))
+
+        t_im2col = timed(im2col_pass)
+        if not cudnn_conv.available():
+            return ("im2col", t_im2col, None, cudnn_conv.unavailable_reason())
+        xc = xp.ascontiguousarray(x)
+
+        def cudnn_pass():
+            self._cudnn_fprop(xc)
+            self._cudnn_wgrad(xc, dy)
+            self._cudnn_dgrad(dy, self.params["W"], tuple(x.shape))
+
+        try:
+            t_cudnn = timed(cudnn_pass)
+        except Exception as exc:  # noqa: BLE001 - an unsupported geometry keeps im2col
+            return ("im2col", t_im2col, None, f"cuDNN failed: {type(exc).__name__}: {str(exc)[:200]}")
+        return ("cudnn" if t_cudnn < t_im2col else "im2col", t_im2col, t_cudnn, "")
+
+    def _cudnn_fprop(self, xc):
+        from . import cudnn_conv
+
+        ho, wo = self.output_hw(xc.shape[2:])
+        out = self.xp.empty((xc.shape[0], self.c_out, ho, wo), dtype=self.xp.float32)
+        return cudnn_conv.fprop(xc, self.params["W"], out, self.stride, self.padding)
+
+    def _cudnn_wgrad(self, xc, dy):
+        from . import cudnn_conv
+
+        out = self.xp.empty(self.params["W"].shape, dtype=self.xp.float32)
+        return cudnn_conv.wgrad(xc, self.xp.ascontiguousarray(dy), out, self.stride, self.padding)
+
+    def _cudnn_dgrad(self, dy, F, x_shape):
+        from . import cudnn_conv
+
+        out = self.xp.empty(x_shape, dtype=self.xp.float32)
+        return cudnn_conv.dgrad(self.xp.ascontiguousarray(dy), self.xp.ascontiguousarray(F), out,
+                                self.stride, self.padding)
 
     # -- geometry ----------------------------------------------------------
     def output_hw(self, hw) -> tuple[int, int]:
@@ -226,7 +375,19 @@ class Conv2d(WeightLayer):
         """``v = W ⋆ x + b`` for ``x`` of shape ``(N, C_in, H, W)``."""
         if self.input_hw is None:
             self.input_hw = (int(x.shape[2]), int(x.shape[3]))
+        if x.shape[1] != self.c_in:
+            raise ValueError(f"Conv2d: expected {self.c_in} input channels, got {x.shape[1]} (input {tuple(x.shape)})")
+        if self._uses_cudnn(x):
+            xc = self.xp.ascontiguousarray(x)
+            v = self._cudnn_fprop(xc)
+            if "b" in self.params:
+                v += self.params["b"][:, None, None]
+            self._cols = None
+            self._x = xc if train else None
+            self._x_shape = tuple(x.shape)
+            return v
         cols, geom = self._columns(x)
+        self._x = None
         if train:
             self._cols = cols
             self._x_shape = tuple(x.shape)
@@ -236,6 +397,8 @@ class Conv2d(WeightLayer):
 
     def linear_response(self, x):
         """``W ⋆ x`` (no bias) for a batch of images: the forward drive."""
+        if self._uses_cudnn(x):
+            return self._cudnn_fprop(self.xp.ascontiguousarray(x))
         cols, geom = self._columns(x)
         return self._matmul_out(cols, geom, bias=False)
 
@@ -250,6 +413,8 @@ class Conv2d(WeightLayer):
         the weight gradient ``∂L/∂W`` when ``post = δ``, the weight mirror's
         Hebbian product when ``pre`` is noise and ``post`` its response.
         """
+        if self._uses_cudnn(pre):
+            return self._cudnn_wgrad(self.xp.ascontiguousarray(pre), post)
         cols, _ = self._columns(pre)
         return (self._delta_matrix(post) @ cols.T).reshape(self.params["W"].shape)
 
@@ -257,6 +422,15 @@ class Conv2d(WeightLayer):
         """Gradients of W (and b) from ``δ = dy``; returns ``col2im(Fᵀ δ)``."""
         if ctx.record is not None:
             ctx.record.append(dy)
+        if self._x is not None:  # the forward pass ran through cuDNN
+            dyc = self.xp.ascontiguousarray(dy)
+            self.grads["W"] = self._cudnn_wgrad(self._x, dyc)
+            if "b" in self.params:
+                self.grads["b"] = dyc.sum(axis=(0, 2, 3))
+            if not self.needs_input_grad:
+                return None
+            F = self.params["W"] if ctx.use_backprop else ctx.rule.feedback(self, ctx.xp, ctx.rng)
+            return self._cudnn_dgrad(dyc, F, self._x_shape)
         d = self._delta_matrix(dy)
         self.grads["W"] = (d @ self._cols.T).reshape(self.params["W"].shape)
         if "b" in self.params:
@@ -306,24 +480,49 @@ class BatchNorm2d(Module):
             shift = (beta - self.buffers["running_mean"] * scale).astype(x.dtype)
             return x * scale[:, None, None] + shift[:, None, None]
         m = x.shape[0] * x.shape[2] * x.shape[3]
+        if _use_fused(xp):
+            try:
+                from . import fused
+
+                y, xhat, mean, var, inv = fused.batchnorm_train(x, gamma, beta, self.eps)
+            except Exception as exc:  # noqa: BLE001 - fall back to plain CuPy for good
+                _fused_failed(exc)
+            else:
+                self._update_running(mean, var, m)
+                self._xhat, self._inv = xhat, inv.astype(x.dtype, copy=False)
+                return y
         mean = x.mean(axis=(0, 2, 3))
         xc = x - mean[:, None, None]
         var = (xc * xc).mean(axis=(0, 2, 3))
         inv = (1.0 / xp.sqrt(var + self.eps)).astype(x.dtype)
         xhat = xc
         xhat *= inv[:, None, None]
+        self._update_running(mean, var, m)
+        self._xhat, self._inv = xhat, inv
+        return xhat * gamma[:, None, None] + beta[:, None, None]
+
+    def _update_running(self, mean, var, m: int) -> None:
         mom = self.momentum
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         rm *= 1 - mom
         rm += mom * mean
         rv *= 1 - mom
         rv += (mom * m / max(m - 1, 1)) * var
-        self._xhat, self._inv = xhat, inv
-        return xhat * gamma[:, None, None] + beta[:, None, None]
 
     def backward(self, dy, ctx: BackwardContext):
         xhat, inv = self._xhat, self._inv
         m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
+        if _use_fused(self.xp):
+            try:
+                from . import fused
+
+                dx, dgamma, dbeta = fused.batchnorm_backward(dy, xhat, self.params["gamma"], inv,
+                                                             need_dx=self.needs_input_grad)
+            except Exception as exc:  # noqa: BLE001 - fall back to plain CuPy for good
+                _fused_failed(exc)
+            else:
+                self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+                return dx
         dbeta = dy.sum(axis=(0, 2, 3))
         dgamma = (dy * xhat).sum(axis=(0, 2, 3))
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
