@@ -121,8 +121,9 @@ def main() -> int:
     p.add_argument("--rules", default="bp,fa,wm,kp")
     p.add_argument("--skip-resnet", action="store_true")
     p.add_argument("--skip-mlp", action="store_true")
-    p.add_argument("--configs", default="im2col-fp32:bp,auto-fp32:bp,fa,wm,kp,auto-tf32:bp,fa,wm,kp",
-                   help="engine configurations ALGO-PRECISION:rules, e.g. auto-tf32:bp,fa")
+    p.add_argument("--configs", default="auto-fp32:bp,fa,wm,kp,auto-tf32:bp,fa,wm,kp,auto-tf32-heuristic:bp,im2col-fp32:bp",
+                   help="engine configurations ALGO-PRECISION[-PLANS]:rules, e.g. auto-tf32:bp,fa "
+                        "(ALGO auto|im2col|cudnn, PRECISION fp32|tf32, PLANS measure|heuristic: cuDNN plan choice)")
     p.add_argument("--autotune-out", default=None, help="where to write the per-geometry choices (Markdown)")
     args = p.parse_args()
 
@@ -183,12 +184,14 @@ def main() -> int:
             else:
                 parsed[-1][1].append(token)
         for config, config_rules in parsed:
-            algo, prec = config.split("-")
+            algo, prec, *plans = config.split("-")
             conv_mod.set_conv_algorithm(algo)
             set_tf32(prec == "tf32")
+            cudnn_conv.set_plan_search(plans[0] if plans else "measure")
             for r in config_rules:
                 pool.free_all_blocks()
-                label = f"engine {r.upper()}, convolutions {algo}, {'TF32' if prec == 'tf32' else 'float32'}"
+                label = (f"engine {r.upper()}, convolutions {algo}, {'TF32' if prec == 'tf32' else 'float32'}"
+                         + (f", cuDNN plans: {plans[0] if plans else 'measure'}" if algo != "im2col" else ""))
                 try:
                     fn = engine_step_fn("resnet18", r, b, (3, 224, 224), 1000, cp)
                     t = _median_step(fn, args.steps, 2, sync)
@@ -209,12 +212,12 @@ def main() -> int:
         lines.append(f"\nFused BN/ReLU kernels: {'on' if fused.enabled() else 'off (' + str(fused.failure()) + ')'}")
         if args.autotune_out:
             rows = conv_mod.autotune_table()
-            text = ["| C_in | C_out | kernel | stride | input | TF32 | chosen | im2col (ms) | cuDNN (ms) | note |",
-                    "|---:|---:|---|---:|---|---|---|---:|---:|---|"]
+            text = ["| C_in | C_out | kernel | stride | input | TF32 | cuDNN plans | chosen | im2col (ms) | cuDNN (ms) | note |",
+                    "|---:|---:|---|---:|---|---|---|---|---:|---:|---|"]
             for row in rows:
                 c = "" if row["cudnn_s"] is None else f"{row['cudnn_s'] * 1e3:.2f}"
                 text.append(f"| {row['c_in']} | {row['c_out']} | {row['kernel'][0]}x{row['kernel'][1]} | {row['stride']} | "
-                            f"{'x'.join(map(str, row['input_shape']))} | {row['tf32']} | {row['algorithm']} | "
+                            f"{'x'.join(map(str, row['input_shape']))} | {row['tf32']} | {row['cudnn_plans']} | {row['algorithm']} | "
                             f"{row['im2col_s'] * 1e3:.2f} | {c} | {row['note'][:100]} |")
             Path(args.autotune_out).write_text("\n".join(text) + "\n")
         torch_t = {}

@@ -10,7 +10,8 @@
 # seconds (default 420):
 #   1. a probe: can models.cudnn_conv build cuDNN convolutions here (and why not);
 #   2. the gpu-marked rate-mode tests (cuDNN vs im2col vs NumPy, fused kernels, CuPy rules);
-#   3. bench/bench_gpu.py: ResNet-18 224², batch 256, BP/FA/WM/KP in this engine
+#   3. bench/profile_resnet_gpu.py: where a BP step goes, layer type by layer type;
+#   4. bench/bench_gpu.py: ResNet-18 224², batch 256, BP/FA/WM/KP in this engine
 #      (im2col only, and measured choice of im2col/cuDNN, float32 and TF32) beside
 #      torchvision's ResNet-18 in PyTorch; the per-geometry choices to autotune.md.
 set -u
@@ -55,6 +56,9 @@ if cudnn_conv.available():
 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider -rs \
   tests/test_gpu_conv.py tests/test_fused.py tests/test_gpu_rate.py > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests exit $? at $((SECONDS - start)) s" >> "$OUT/gpu_tests.log"
+
+timeout 90 python3 bench/profile_resnet_gpu.py --tf32 > "$OUT/profile_tf32.md" 2>&1
+echo "profile exit $? at $((SECONDS - start)) s" >> "$OUT/profile_tf32.md"
 
 timeout $(( $(left) - 10 )) python3 bench/bench_gpu.py --skip-mlp --steps 5 --out "$OUT/gpu_bench.md" \
   --autotune-out "$OUT/autotune.md" > "$OUT/gpu_bench.log" 2>&1

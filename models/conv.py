@@ -95,9 +95,9 @@ def autotune_table() -> list[dict]:
     + backward-data pass with each (``None`` where not measured)."""
     rows = []
     for key, (choice, t_im2col, t_cudnn, note) in _AUTOTUNE.items():
-        c_in, c_out, kh, kw, stride, padding, x_shape, tf32 = key
+        c_in, c_out, kh, kw, stride, padding, x_shape, tf32, plans = key
         rows.append(dict(c_in=c_in, c_out=c_out, kernel=(kh, kw), stride=stride, padding=padding,
-                         input_shape=x_shape, tf32=tf32, algorithm=choice, im2col_s=t_im2col,
+                         input_shape=x_shape, tf32=tf32, cudnn_plans=plans, algorithm=choice, im2col_s=t_im2col,
                          cudnn_s=t_cudnn, note=note))
     return rows
 
@@ -211,7 +211,8 @@ class Conv2d(WeightLayer):
             if not cudnn_conv.available():
                 raise BackendError(f"convolution algorithm 'cudnn': {cudnn_conv.unavailable_reason()}")
             return True
-        key = (self.c_in, self.c_out, self.kh, self.kw, self.stride, self.padding, tuple(x.shape), tf32_enabled())
+        key = (self.c_in, self.c_out, self.kh, self.kw, self.stride, self.padding, tuple(x.shape), tf32_enabled(),
+               cudnn_conv.plan_search())
         hit = _AUTOTUNE.get(key)
         if hit is None:
             hit = _AUTOTUNE[key] = self._autotune(x)

@@ -31,10 +31,30 @@ import glob
 import os
 import sys
 
-__all__ = ["available", "unavailable_reason", "fprop", "dgrad", "wgrad", "clear_cache"]
+__all__ = ["available", "unavailable_reason", "fprop", "dgrad", "wgrad", "clear_cache",
+           "PLAN_SEARCHES", "set_plan_search", "plan_search"]
 
 _STATE: dict = {}
 _GRAPHS: dict = {}
+
+#: how a graph's execution plan is picked: cuDNN's heuristic first choice, or
+#: the fastest of its first ``_MEASURED_PLANS`` candidates, timed on the real
+#: buffers when the graph is built (as PyTorch's ``cudnn.benchmark``)
+PLAN_SEARCHES = ("heuristic", "measure")
+_PLAN_SEARCH = {"name": "measure"}
+_MEASURED_PLANS = 4
+
+
+def set_plan_search(name: str) -> None:
+    """``"measure"`` (default) or ``"heuristic"``; applies to graphs built afterwards."""
+    if name not in PLAN_SEARCHES:
+        raise ValueError(f"unknown plan search {name!r}; allowed: {', '.join(PLAN_SEARCHES)}")
+    _PLAN_SEARCH["name"] = name
+
+
+def plan_search() -> str:
+    """The setting of ``set_plan_search``."""
+    return _PLAN_SEARCH["name"]
 
 
 def _find_cudnn_library() -> None:
@@ -92,7 +112,7 @@ def _elements(a) -> list[int]:
     return [int(s) // a.itemsize for s in a.strides]
 
 
-def _build(kind: str, a, b, out, stride: int, padding: int, tf32: bool):
+def _build(kind: str, a, b, out, stride: int, padding: int, tf32: bool, search: str | None = None):
     """A built single-node graph for ``kind`` with the arrays' geometry."""
     st = _init()
     cudnn, cp = st["cudnn"], st["cupy"]
@@ -120,16 +140,54 @@ def _build(kind: str, a, b, out, stride: int, padding: int, tf32: bool):
         g.deselect_numeric_notes([cudnn.numerical_note.TENSOR_CORE, cudnn.numerical_note.DOWN_CONVERT_INPUTS])
     g.check_support()
     g.build_plans()
+    if (search or _PLAN_SEARCH["name"]) == "measure":
+        try:
+            found = _select_fastest_plan(g, {ta: a.data.ptr, tb: b.data.ptr, to: out.data.ptr})
+        except Exception:  # noqa: BLE001 - fall back to a fresh graph with the heuristic's plan
+            found = False
+        if not found:
+            return _build(kind, a, b, out, stride, padding, tf32, search="heuristic")
     size = int(g.get_workspace_size())
     workspace = cp.empty(max(size, 1), dtype=cp.uint8)
     return g, ta, tb, to, workspace
+
+
+def _select_fastest_plan(g, pack) -> None:
+    """Time the first few candidate plans on the real buffers; keep the fastest.
+
+    Any candidate that does not build or run is skipped. Returns False when
+    none could be timed (the caller then rebuilds with the heuristic's plan).
+    """
+    st = _STATE
+    cp = st["cupy"]
+    timings = []
+    for index in range(min(int(g.get_execution_plan_count()), _MEASURED_PLANS)):
+        try:
+            g.build_plan_at_index(index)
+            ws = cp.empty(max(int(g.get_workspace_size_plan_at_index(index)), 1), dtype=cp.uint8)
+            g.execute_plan_at_index(pack, ws.data.ptr, index, st["handle"])
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            start.record()
+            for _ in range(3):
+                g.execute_plan_at_index(pack, ws.data.ptr, index, st["handle"])
+            stop.record()
+            stop.synchronize()
+            timings.append((cp.cuda.get_elapsed_time(start, stop), index))
+        except Exception:  # noqa: BLE001 - a candidate that fails is not a candidate
+            continue
+    if not timings:
+        return False
+    g.select_plan(min(timings)[1])
+    g.build_plans()
+    return True
 
 
 def _run(kind: str, a, b, out, stride: int, padding: int):
     from .backend import tf32_enabled
 
     tf32 = tf32_enabled()
-    key = (kind, a.shape, a.strides, b.shape, b.strides, out.shape, out.strides, stride, padding, tf32)
+    key = (kind, a.shape, a.strides, b.shape, b.strides, out.shape, out.strides, stride, padding, tf32,
+           _PLAN_SEARCH["name"])
     entry = _GRAPHS.get(key)
     if entry is None:
         entry = _GRAPHS[key] = _build(kind, a, b, out, stride, padding, tf32)

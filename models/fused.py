@@ -11,7 +11,10 @@ or reduction) with the same equations as the NumPy code in ``models.conv`` and
     sqrt(σ²_c + ε)`` and ``y = γ_c x̂ + β_c``;
 ``batchnorm_backward``:  ``Σ δ`` and ``Σ δ x̂`` per channel, then ONE pass
     ``dx = γ_c / sqrt(σ²_c + ε) · (δ - Σδ/M - x̂ Σδx̂ / M)``;
-``relu_backward``:  ``dx = δ · [y > 0]`` in one pass.
+``relu_backward``:  ``dx = δ · [y > 0]`` in one pass;
+``sgd_update``:  the optimiser's whole update of one parameter in one pass,
+    ``v ← μ v + g``, ``s = -η (g + μ v)`` (Nesterov) or ``-η v``, ``p ← k p + s``
+    (in place on v, p and the kept step array s).
 
 Per-channel sums run over a contiguous view: ``(N, C, H·W)`` for NCHW arrays
 (reduced over the last axis, then over N), ``(C, N·H·W)`` for channel-major
@@ -27,7 +30,7 @@ from __future__ import annotations
 from .backend import array_module_of
 
 __all__ = ["enabled", "failure", "disable", "channel_sum", "batchnorm_train",
-           "batchnorm_backward", "relu_backward"]
+           "batchnorm_backward", "relu_backward", "sgd_update"]
 
 _STATE = {"enabled": True, "failure": None}
 _KERNELS: dict = {}
@@ -64,6 +67,15 @@ def _kernels():
     _KERNELS["bn_backward"] = cupy.ElementwiseKernel(
         "T dy, T xhat, T scale, T db, T dg", "T dx",
         "dx = scale * (dy - db - xhat * dg)", "wm_bn_backward")
+    _KERNELS["sgd"] = cupy.ElementwiseKernel(
+        "T g, T mu, T scale, T shrink, int32 nesterov", "T v, T p, T step",
+        """
+        T vn = g;
+        if (mu != (T)0) { vn = mu * v + g; v = vn; }
+        T s = nesterov ? scale * (g + mu * vn) : scale * vn;
+        step = s;
+        p = shrink * p + s;
+        """, "wm_sgd_update")
     _KERNELS["relu_backward"] = cupy.ElementwiseKernel(
         "T dy, T y", "T dx", "dx = y > (T)0 ? dy : (T)0", "wm_relu_backward")
     return _KERNELS
@@ -152,3 +164,13 @@ def batchnorm_backward(dy, xhat, gamma, inv, need_dx: bool = True):
 def relu_backward(dy, y):
     """``dy · [y > 0]`` in one pass (shapes must match)."""
     return _kernels()["relu_backward"](dy, y)
+
+
+def sgd_update(g, v, p, step, mu: float, scale: float, shrink: float, nesterov: bool) -> None:
+    """One SGD update of parameter ``p`` in place (see ``models.optim``).
+
+    ``scale = -η_t·k`` and ``shrink = k·(1 - η_t λ_wd)`` as in ``SGD.step``;
+    with ``mu = 0`` the trace is left alone and ``s = scale·g``.
+    """
+    t = p.dtype.type
+    _kernels()["sgd"](g, t(mu), t(scale), t(shrink), int(bool(nesterov)), v, p, step)

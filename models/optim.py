@@ -87,6 +87,7 @@ class SGD:
         done) is passed on to the rule."""
         xp = self.xp
         mu = self.momentum
+        fused = self._fused()
         for module, vel, steps in zip(self.modules, self.velocity, self._steps):
             for name, p in module.params.items():
                 g = module.grads[name]
@@ -96,6 +97,17 @@ class SGD:
                 # W ← k (shrink·W + step), with no extra pass over W
                 k = self.rule.weight_decay_factor(lr, progress) if name == "W" else 1.0
                 scale = xp.float32(-lr * k)
+                shrink = k * (1.0 - lr * self.weight_decay) if self.weight_decay and name in DECAYED else k
+                if fused is not None:
+                    try:
+                        fused.sgd_update(g, v, p, step, mu, -lr * k, shrink, self.nesterov)
+                    except Exception as exc:  # noqa: BLE001 - plain CuPy from now on
+                        fused.disable(f"{type(exc).__name__}: {exc}")
+                        fused = None
+                    else:
+                        if name == "W":
+                            self.rule.after_weight_update(module, step, shrink, xp, lr, progress)
+                        continue
                 if mu:
                     v *= xp.float32(mu)
                     v += g
@@ -107,14 +119,19 @@ class SGD:
                         xp.multiply(v, scale, out=step)
                 else:
                     xp.multiply(g, scale, out=step)
-                shrink = k
-                if self.weight_decay and name in DECAYED:
-                    shrink *= 1.0 - lr * self.weight_decay
                 if shrink != 1.0:
                     p *= xp.float32(shrink)
                 p += step
                 if name == "W":
                     self.rule.after_weight_update(module, step, shrink, xp, lr, progress)
+
+    def _fused(self):
+        """``models.fused`` when the one-pass GPU update applies (CuPy, float32)."""
+        if self.xp.__name__ == "numpy":
+            return None
+        from . import fused
+
+        return fused if fused.enabled() else None
 
     def state(self) -> dict:
         return {f"{i}.{name}": v for i, vel in enumerate(self.velocity) for name, v in vel.items()}

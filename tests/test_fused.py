@@ -25,7 +25,16 @@ def _numpy_kernels():
         xhat = (x - mean) * inv
         return xhat, xhat * gamma + beta
 
+    def sgd(g, mu, scale, shrink, nesterov, v, p, step):
+        vn = g
+        if mu != 0:
+            v[...] = mu * v + g
+            vn = v
+        step[...] = scale * (g + mu * vn) if nesterov else scale * vn
+        p[...] = shrink * p + step
+
     return {
+        "sgd": sgd,
         "sum_sq_dev": reduction(lambda x, m: (x - m) * (x - m)),
         "sum_prod": reduction(lambda x, z: x * z),
         "bn_forward": bn_forward,
@@ -115,3 +124,28 @@ def test_fused_kernels_on_gpu_match_numpy():
     y = cp.asarray(x - 2)
     np.testing.assert_array_equal(cp.asnumpy(fused.relu_backward(cp.asarray(dy), y)), np.where(x - 2 > 0, dy, 0))
     assert fused.enabled(), fused.failure()
+
+
+@pytest.mark.parametrize("rule_name,momentum,nesterov,wd", [
+    ("bp", 0.9, False, 1e-3), ("kp", 0.9, True, 1e-3), ("fa", 0.0, False, 0.0), ("kp", 0.0, False, 1e-2)])
+def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, momentum, nesterov, wd):
+    from circuits.rules import make_rule
+    from models.mlp import build_mlp
+    from models.optim import SGD
+
+    results = []
+    for use_fused in (False, True):
+        rule = make_rule(rule_name)
+        net = build_mlp([6, 5, 3], rule, np, make_rng(np, 0))
+        opt = SGD(net.parameter_modules(), rule, np, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+        monkeypatch.setattr(SGD, "_fused", (lambda self: fused) if use_fused else (lambda self: None))
+        rng = np.random.default_rng(5)
+        for t in range(3):
+            for m in net.parameter_modules():
+                for name, prm in m.params.items():
+                    m.grads[name] = rng.standard_normal(prm.shape).astype(prm.dtype)
+            opt.step(0.1, progress=t / 10)
+        results.append([l.W.copy() for l in net.weight_layers] + [l.B.copy() for l in net.weight_layers if l.B is not None]
+                       + [v.copy() for vel in opt.velocity for v in vel.values()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
