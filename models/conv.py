@@ -50,6 +50,7 @@ __all__ = [
     "conv_output_size",
     "Conv2d",
     "BatchNorm2d",
+    "BatchNorm1d",
     "MaxPool2d",
     "GlobalAvgPool",
     "Flatten",
@@ -485,11 +486,12 @@ class BatchNorm2d(Module):
             try:
                 from . import fused
 
-                y, xhat, mean, var, inv = fused.batchnorm_train(x, gamma, beta, self.eps)
+                y, xhat, mean, var, inv = fused.batchnorm_train(
+                    x, gamma, beta, self.eps, self.buffers["running_mean"], self.buffers["running_var"],
+                    self.momentum)
             except Exception as exc:  # noqa: BLE001 - fall back to plain CuPy for good
                 _fused_failed(exc)
             else:
-                self._update_running(mean, var, m)
                 self._xhat, self._inv = xhat, inv.astype(x.dtype, copy=False)
                 return y
         mean = x.mean(axis=(0, 2, 3))
@@ -537,6 +539,20 @@ class BatchNorm2d(Module):
         return dx
 
 
+class BatchNorm1d(BatchNorm2d):
+    """Batch normalisation of ``(N, C)`` activations (a fully connected layer's),
+    per unit over the batch: ``BatchNorm2d`` on ``(N, C, 1, 1)``, same equations."""
+
+    def forward(self, x, train: bool = True):
+        n, c = x.shape
+        return super().forward(x.reshape(n, c, 1, 1), train).reshape(n, c)
+
+    def backward(self, dy, ctx: BackwardContext):
+        n, c = dy.shape
+        dx = super().backward(dy.reshape(n, c, 1, 1), ctx)
+        return None if dx is None else dx.reshape(n, c)
+
+
 class MaxPool2d(Module):
     """Max pooling ``y[n,c,i,j] = max_{a,e} x_pad[n, c, s·i + a, s·j + e]``.
 
@@ -577,6 +593,19 @@ class MaxPool2d(Module):
     def forward(self, x, train: bool = True):
         xp = self._xp(x)
         n, c, h, w = x.shape
+        if _use_fused(xp):
+            k, s, p = self.k, self.stride, self.padding
+            ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
+            try:
+                from . import fused
+
+                y, arg = fused.maxpool_forward(x, k, s, p, ho, wo)
+            except Exception as exc:  # noqa: BLE001 - fall back to plain CuPy for good
+                _fused_failed(exc)
+            else:
+                self._arg, self._greater, self._x_shape = (arg if train else None), None, (n, c, h, w)
+                return y
+        self._arg = None
         _, wins = self._windows(x, xp)
         out = xp.array(wins[0])  # channel-major copy
         greater = []  # g_t = [window t beats windows 0..t-1]: first maximum wins
@@ -596,6 +625,14 @@ class MaxPool2d(Module):
         xp = self._xp(dy)
         n, c, h, w = self._x_shape
         k, s, p = self.k, self.stride, self.padding
+        if getattr(self, "_arg", None) is not None:
+            from . import fused
+
+            try:
+                return fused.maxpool_backward(dy, self._arg, self._x_shape, k, s, p)
+            except Exception as exc:  # noqa: BLE001 - the same routing from the stored taps
+                _fused_failed(exc)
+                return self._backward_from_taps(dy, xp)
         greater = self._greater
         ho, wo = dy.shape[2], dy.shape[3]
         hs, ws = s * (ho - 1) + 1, s * (wo - 1) + 1
@@ -623,6 +660,19 @@ class MaxPool2d(Module):
         if p:
             dxpad = dxpad[:, :, p:p + h, p:p + w]
         return dxpad.transpose(1, 0, 2, 3)
+
+
+    def _backward_from_taps(self, dy, xp):
+        """``dx`` from the stored index of each window's winning tap (``_arg``)."""
+        n, c, h, w = self._x_shape
+        k, s, p = self.k, self.stride, self.padding
+        ho, wo = dy.shape[2], dy.shape[3]
+        hs, ws = s * (ho - 1) + 1, s * (wo - 1) + 1
+        dxpad = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=dy.dtype)
+        for t in range(k * k):
+            a, e = divmod(t, k)
+            dxpad[:, :, a:a + hs:s, e:e + ws:s] += dy * (self._arg == t)
+        return dxpad[:, :, p:p + h, p:p + w]
 
 
 class GlobalAvgPool(Module):

@@ -12,6 +12,10 @@ or reduction) with the same equations as the NumPy code in ``models.conv`` and
 ``batchnorm_backward``:  ``Σ δ`` and ``Σ δ x̂`` per channel, then ONE pass
     ``dx = γ_c / sqrt(σ²_c + ε) · (δ - Σδ/M - x̂ Σδx̂ / M)``;
 ``relu_backward``:  ``dx = δ · [y > 0]`` in one pass;
+``maxpool_forward`` / ``maxpool_backward``:  max pooling in one pass each: the
+    forward writes the maximum and the index of the first maximal tap of every
+    window (one byte); the backward, one thread per input unit, gathers the
+    errors of the windows whose maximum it was (no atomics, any overlap);
 ``sgd_update``:  the optimiser's whole update of one parameter in one pass,
     ``v ← μ v + g``, ``s = -η (g + μ v)`` (Nesterov) or ``-η v``, ``p ← k p + s``
     (in place on v, p and the kept step array s).
@@ -30,7 +34,7 @@ from __future__ import annotations
 from .backend import array_module_of
 
 __all__ = ["enabled", "failure", "disable", "channel_sum", "batchnorm_train",
-           "batchnorm_backward", "relu_backward", "sgd_update"]
+           "batchnorm_backward", "relu_backward", "sgd_update", "maxpool_forward", "maxpool_backward"]
 
 _STATE = {"enabled": True, "failure": None}
 _KERNELS: dict = {}
@@ -65,8 +69,52 @@ def _kernels():
         "T x, T mean, T inv, T gamma, T beta", "T xhat, T y",
         "xhat = (x - mean) * inv; y = xhat * gamma + beta", "wm_bn_forward")
     _KERNELS["bn_backward"] = cupy.ElementwiseKernel(
-        "T dy, T xhat, T scale, T db, T dg", "T dx",
-        "dx = scale * (dy - db - xhat * dg)", "wm_bn_backward")
+        "T dy, T xhat, T gamma, T inv, T dbeta, T dgamma, T m", "T dx",
+        "dx = gamma * inv * (dy - dbeta / m - xhat * dgamma / m)", "wm_bn_backward")
+    _KERNELS["bn_stats"] = cupy.ElementwiseKernel(
+        "T s2, T mean, T m, T eps, T mom, T unbias", "T var, T inv, T rmean, T rvar",
+        """
+        var = s2 / m;
+        inv = (T)1 / sqrt(var + eps);
+        rmean = ((T)1 - mom) * rmean + mom * mean;
+        rvar = ((T)1 - mom) * rvar + mom * unbias * var;
+        """, "wm_bn_stats")
+    _KERNELS["maxpool_forward"] = cupy.ElementwiseKernel(
+        "raw T x, int32 H, int32 W, int32 Ho, int32 Wo, int32 k, int32 s, int32 p", "T y, uint8 arg",
+        """
+        long long wo = i % Wo, t = i / Wo, ho = t % Ho, nc = t / Ho;
+        const long long base = nc * H * W;
+        T best = 0; int bi = 0; bool found = false;
+        for (int a = 0; a < k; ++a) {
+            long long h = ho * s - p + a;
+            if (h < 0 || h >= H) continue;
+            for (int e = 0; e < k; ++e) {
+                long long w = wo * s - p + e;
+                if (w < 0 || w >= W) continue;
+                T v = x[base + h * W + w];
+                if (!found || v > best) { best = v; bi = a * k + e; found = true; }
+            }
+        }
+        y = best; arg = bi;
+        """, "wm_maxpool_forward")
+    _KERNELS["maxpool_backward"] = cupy.ElementwiseKernel(
+        "raw T dy, raw uint8 arg, int32 H, int32 W, int32 Ho, int32 Wo, int32 k, int32 s, int32 p", "T dx",
+        """
+        long long w = i % W, t = i / W, h = t % H, nc = t / H;
+        long long h0 = h + p - k + 1, w0 = w + p - k + 1;
+        long long hmin = h0 <= 0 ? 0 : (h0 + s - 1) / s, wmin = w0 <= 0 ? 0 : (w0 + s - 1) / s;
+        long long hmax = (h + p) / s, wmax = (w + p) / s;
+        if (hmax > Ho - 1) hmax = Ho - 1;
+        if (wmax > Wo - 1) wmax = Wo - 1;
+        T acc = 0;
+        for (long long ho = hmin; ho <= hmax; ++ho) {
+            for (long long wo = wmin; wo <= wmax; ++wo) {
+                long long o = (nc * Ho + ho) * Wo + wo;
+                if (arg[o] == (h - (ho * s - p)) * k + (w - (wo * s - p))) acc += dy[o];
+            }
+        }
+        dx = acc;
+        """, "wm_maxpool_backward")
     _KERNELS["sgd"] = cupy.ElementwiseKernel(
         "T g, T mu, T scale, T shrink, int32 nesterov", "T v, T p, T step",
         """
@@ -121,20 +169,23 @@ def _channel_param(v, kind):
     return v.reshape(1, -1, 1) if kind == "nchw" else v.reshape(-1, 1)
 
 
-def batchnorm_train(x, gamma, beta, eps: float):
-    """Batch statistics and the normalised output.
+def batchnorm_train(x, gamma, beta, eps: float, running_mean, running_var, momentum: float):
+    """Batch statistics, the running statistics' update and the normalised output.
 
     Returns ``(y, xhat, mean, var, inv)`` with ``inv = 1/sqrt(var + eps)``;
-    ``y`` and ``xhat`` have x's logical shape.
+    ``y`` and ``xhat`` have x's logical shape. ``running_mean`` and
+    ``running_var`` move in place: ``r ← (1-m) r + m μ``, ``v ← (1-m) v + m σ² M/(M-1)``.
     """
     xp = array_module_of(x)
     k = _kernels()
     n, c, h, w = x.shape
     m = n * h * w
+    t = x.dtype.type
     view, kind = _channel_view(x)
     mean = _per_channel(None, kind, view) / m
-    var = _per_channel(k["sum_sq_dev"], kind, view, _channel_param(mean, kind)) / m
-    inv = 1.0 / xp.sqrt(var + eps)
+    s2 = _per_channel(k["sum_sq_dev"], kind, view, _channel_param(mean, kind))
+    var, inv = xp.empty_like(mean), xp.empty_like(mean)
+    k["bn_stats"](s2, mean, t(m), t(eps), t(momentum), t(m / max(m - 1, 1)), var, inv, running_mean, running_var)
     p = lambda v: _channel_param(v.astype(x.dtype, copy=False), kind)  # noqa: E731
     xhat, y = k["bn_forward"](view, p(mean), p(inv), p(gamma), p(beta))
     if kind == "nchw":
@@ -155,7 +206,7 @@ def batchnorm_backward(dy, xhat, gamma, inv, need_dx: bool = True):
     if not need_dx:
         return None, dgamma, dbeta
     p = lambda v: _channel_param(v.astype(dy.dtype, copy=False), kind)  # noqa: E731
-    dx = k["bn_backward"](dview, xview, p(gamma * inv), p(dbeta / m), p(dgamma / m))
+    dx = k["bn_backward"](dview, xview, p(gamma), p(inv), p(dbeta), p(dgamma), dy.dtype.type(m))
     if kind == "nchw":
         return dx.reshape(n, c, h, w), dgamma, dbeta
     return dx.reshape(c, n, h, w).transpose(1, 0, 2, 3), dgamma, dbeta
@@ -174,3 +225,23 @@ def sgd_update(g, v, p, step, mu: float, scale: float, shrink: float, nesterov: 
     """
     t = p.dtype.type
     _kernels()["sgd"](g, t(mu), t(scale), t(shrink), int(bool(nesterov)), v, p, step)
+
+
+def maxpool_forward(x, k: int, s: int, p: int, ho: int, wo: int):
+    """``(y, arg)``: window maxima (NCHW) and the tap index ``a·k + e`` of the first maximum."""
+    xp = array_module_of(x)
+    n, c, h, w = x.shape
+    xc = xp.ascontiguousarray(x)
+    y = xp.empty((n, c, ho, wo), dtype=x.dtype)
+    arg = xp.empty((n, c, ho, wo), dtype=xp.uint8)
+    _kernels()["maxpool_forward"](xc, h, w, ho, wo, k, s, p, y, arg)
+    return y, arg
+
+
+def maxpool_backward(dy, arg, x_shape, k: int, s: int, p: int):
+    """``dx[n, c, h, w] = Σ`` over the windows whose first maximum is (h, w) of their error."""
+    xp = array_module_of(dy)
+    n, c, h, w = x_shape
+    dx = xp.empty((n, c, h, w), dtype=dy.dtype)
+    _kernels()["maxpool_backward"](xp.ascontiguousarray(dy), arg, h, w, dy.shape[2], dy.shape[3], k, s, p, dx)
+    return dx

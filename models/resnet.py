@@ -27,7 +27,7 @@ mirror can run before the first training batch.
 """
 from __future__ import annotations
 
-from .conv import BasicBlock, BatchNorm2d, Bottleneck, Conv2d, Flatten, GlobalAvgPool, MaxPool2d
+from .conv import BasicBlock, BatchNorm1d, BatchNorm2d, Bottleneck, Conv2d, Flatten, GlobalAvgPool, MaxPool2d
 from .layers import Linear, Network, ReLU
 
 __all__ = ["RESNET_STAGES", "build_resnet", "build_resnet20", "build_convnet"]
@@ -121,12 +121,20 @@ def build_resnet20(input_shape, num_classes: int, rule, xp, rng, zero_init_resid
     return _finish(modules, rule, xp, rng, (c, h, w))
 
 
-def build_convnet(input_shape, num_classes: int, rule, xp, rng, channels=(32, 64), hidden: int = 128) -> Network:
+def build_convnet(input_shape, num_classes: int, rule, xp, rng, channels=(32, 64), hidden: int = 128,
+                  batchnorm: bool = False) -> Network:
     """Small convnet: for each entry of ``channels``, conv3x3 (pad 1) + ReLU +
     maxpool 2x2 (computed as maxpool then ReLU, which is the same function and
     gradient since both are monotone); then flatten, linear(``hidden``) + ReLU (omitted when
     ``hidden`` is 0), linear(``num_classes``). For 1x28x28 and the defaults:
     conv32, pool → 14x14, conv64, pool → 7x7, 3136 → 128 → classes.
+
+    ``batchnorm=True`` puts batch normalisation after every convolution and
+    after the hidden linear layer (their biases are then dropped), as in the
+    ResNets: each layer's output no longer depends on the scale of its
+    weights, which keeps the rules with approximate feedback stable at the
+    learning rates backprop uses, and makes Kolen-Pollack's decay of W free
+    for those layers.
     """
     c, h, w = _check_image_shape(input_shape, "convnet")
     if not channels or any(int(k) < 1 for k in channels):
@@ -136,22 +144,28 @@ def build_convnet(input_shape, num_classes: int, rule, xp, rng, channels=(32, 64
     modules = []
     c_in, hw = c, (h, w)
     for k in channels:
-        conv = Conv2d(c_in, int(k), 3, xp, rng, stride=1, padding=1, bias=True, input_hw=hw)
+        conv = Conv2d(c_in, int(k), 3, xp, rng, stride=1, padding=1, bias=not batchnorm, input_hw=hw)
         act = ReLU()
-        conv.mirror_activation = act
         # max pooling commutes with the ReLU (max(maxpool v, 0) = maxpool max(v, 0),
         # with the same gradient): pooling first runs the ReLU on a quarter of the units
-        modules += [conv, MaxPool2d(2, xp=xp), act]
+        if batchnorm:
+            modules += [conv, BatchNorm2d(int(k), xp), MaxPool2d(2, xp=xp), act]
+        else:
+            conv.mirror_activation = act
+            modules += [conv, MaxPool2d(2, xp=xp), act]
         c_in, hw = int(k), (hw[0] // 2, hw[1] // 2)
         if min(hw) < 1:
             raise ValueError(f"convnet: input {tuple(input_shape)} is too small for {len(channels)} poolings")
     modules.append(Flatten())
     n_in = c_in * hw[0] * hw[1]
     if hidden:
-        fc = Linear(n_in, int(hidden), xp, rng, init="he")
+        fc = Linear(n_in, int(hidden), xp, rng, init="he", bias=not batchnorm)
         act = ReLU()
-        fc.mirror_activation = act
-        modules += [fc, act]
+        if batchnorm:
+            modules += [fc, BatchNorm1d(int(hidden), xp), act]
+        else:
+            fc.mirror_activation = act
+            modules += [fc, act]
         n_in = int(hidden)
     modules.append(Linear(n_in, num_classes, xp, rng, init="lecun"))
     return _finish(modules, rule, xp, rng, (c, h, w))

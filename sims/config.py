@@ -220,6 +220,8 @@ def _check_model_options(model: str, options: dict) -> None:
         if key in options and not (isinstance(options[key], list) and all(
                 isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in options[key])):
             raise ConfigError(f"config key model_options.{key}: expected a list of integers >= 1, got {options[key]!r}")
+    if model == "convnet" and "batchnorm" in options and not isinstance(options["batchnorm"], bool):
+        raise ConfigError(f"config key model_options.batchnorm: expected true or false, got {options['batchnorm']!r}")
     if model == "convnet" and "hidden" in options:
         h = options["hidden"]
         if not isinstance(h, int) or isinstance(h, bool) or h < 1:

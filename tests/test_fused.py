@@ -33,12 +33,39 @@ def _numpy_kernels():
         step[...] = scale * (g + mu * vn) if nesterov else scale * vn
         p[...] = shrink * p + step
 
+    def bn_stats(s2, mean, m, eps, mom, unbias, var, inv, rmean, rvar):
+        var[...] = s2 / m
+        inv[...] = 1 / np.sqrt(var + eps)
+        rmean[...] = (1 - mom) * rmean + mom * mean
+        rvar[...] = (1 - mom) * rvar + mom * unbias * var
+
+    def maxpool_forward(x, H, W, Ho, Wo, k, s, p, y, arg):
+        xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
+        y[...] = -np.inf
+        for t in range(k * k):  # raster order, strictly greater: the first maximum wins
+            a, e = divmod(t, k)
+            win = xpad[:, :, a:a + s * (Ho - 1) + 1:s, e:e + s * (Wo - 1) + 1:s]
+            better = win > y
+            y[better] = win[better]
+            arg[better] = t
+
+    def maxpool_backward(dy, arg, H, W, Ho, Wo, k, s, p, dx):
+        n, c = dy.shape[:2]
+        dxpad = np.zeros((n, c, H + 2 * p, W + 2 * p), dy.dtype)
+        for t in range(k * k):
+            a, e = divmod(t, k)
+            dxpad[:, :, a:a + s * (Ho - 1) + 1:s, e:e + s * (Wo - 1) + 1:s] += dy * (arg == t)
+        dx[...] = dxpad[:, :, p:p + H, p:p + W]
+
     return {
+        "bn_stats": bn_stats,
+        "maxpool_forward": maxpool_forward,
+        "maxpool_backward": maxpool_backward,
         "sgd": sgd,
         "sum_sq_dev": reduction(lambda x, m: (x - m) * (x - m)),
         "sum_prod": reduction(lambda x, z: x * z),
         "bn_forward": bn_forward,
-        "bn_backward": lambda dy, xhat, scale, db, dg: scale * (dy - db - xhat * dg),
+        "bn_backward": lambda dy, xhat, gamma, inv, db, dg, m: gamma * inv * (dy - db / m - xhat * dg / m),
         "relu_backward": lambda dy, y: np.where(y > 0, dy, 0).astype(dy.dtype),
     }
 
@@ -66,8 +93,11 @@ def test_fused_batchnorm_matches_plain_batchnorm(numpy_kernels, layout):
     ref_dx = bn.backward(dy.copy(), BackwardContext(None, np, None))
     ref_dgamma, ref_dbeta = bn.grads["gamma"].copy(), bn.grads["beta"].copy()
 
-    y, xhat, mean, var, inv = fused.batchnorm_train(x, bn.params["gamma"], bn.params["beta"], bn.eps)
+    rm, rv = np.zeros(5), np.ones(5)
+    y, xhat, mean, var, inv = fused.batchnorm_train(x, bn.params["gamma"], bn.params["beta"], bn.eps, rm, rv, bn.momentum)
     np.testing.assert_allclose(y, ref_y, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rm, bn.buffers["running_mean"], rtol=1e-12)
+    np.testing.assert_allclose(rv, bn.buffers["running_var"], rtol=1e-12)
     np.testing.assert_allclose(mean, base.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(var, base.var(axis=(0, 2, 3)), rtol=1e-10)
     dx, dgamma, dbeta = fused.batchnorm_backward(dy, xhat, bn.params["gamma"], inv)
@@ -84,9 +114,9 @@ def test_fused_batchnorm_gradient_matches_finite_differences(numpy_kernels):
     w = rng.standard_normal(x.shape)  # loss = Σ w · y
 
     def loss(v):
-        return float((w * fused.batchnorm_train(v, gamma, beta, 1e-5)[0]).sum())
+        return float((w * fused.batchnorm_train(v, gamma, beta, 1e-5, np.zeros(3), np.ones(3), 0.1)[0]).sum())
 
-    _, xhat, _, _, inv = fused.batchnorm_train(x, gamma, beta, 1e-5)
+    _, xhat, _, _, inv = fused.batchnorm_train(x, gamma, beta, 1e-5, np.zeros(3), np.ones(3), 0.1)
     dx = fused.batchnorm_backward(w, xhat, gamma, inv)[0]
     h = 1e-6
     for idx in [(0, 0, 0, 0), (1, 2, 1, 2), (0, 1, 2, 1)]:
@@ -117,7 +147,10 @@ def test_fused_kernels_on_gpu_match_numpy():
     dy = rng.standard_normal(x.shape).astype(np.float32)
     ref_dx = bn.backward(dy.copy(), BackwardContext(None, np, None))
     for xg in (cp.asarray(x), cp.ascontiguousarray(cp.asarray(x).transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)):
-        y, xhat, mean, var, inv = fused.batchnorm_train(xg, cp.ones(6, cp.float32), cp.zeros(6, cp.float32), 1e-5)
+        rm, rv = cp.zeros(6, cp.float32), cp.ones(6, cp.float32)
+        y, xhat, mean, var, inv = fused.batchnorm_train(xg, cp.ones(6, cp.float32), cp.zeros(6, cp.float32), 1e-5,
+                                                        rm, rv, 0.1)
+        np.testing.assert_allclose(cp.asnumpy(rv), bn.buffers["running_var"], rtol=1e-4)
         np.testing.assert_allclose(cp.asnumpy(y), ref_y, rtol=1e-4, atol=1e-5)
         dx = fused.batchnorm_backward(cp.asarray(dy), xhat, cp.ones(6, cp.float32), inv)[0]
         np.testing.assert_allclose(cp.asnumpy(dx), ref_dx, rtol=1e-3, atol=1e-4)
@@ -149,3 +182,47 @@ def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, mome
                        + [v.copy() for vel in opt.velocity for v in vel.values()])
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+
+def _maxpool_pair(k, s, p, x):
+    from models.conv import MaxPool2d
+
+    ref, fast = MaxPool2d(k, s, p, xp=np), MaxPool2d(k, s, p, xp=np)
+    y_ref = ref.forward(x.copy())
+    dy = np.random.default_rng(7).standard_normal(y_ref.shape)
+    dx_ref = ref.backward(dy.copy(), BackwardContext(None, np, None))
+    return ref, fast, y_ref, dy, dx_ref
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 2, 0)])
+def test_fused_maxpool_matches_plain_maxpool(numpy_kernels, monkeypatch, k, s, p):
+    import models.conv as conv_mod
+
+    rng = np.random.default_rng(3)
+    # ReLU-like input: many ties at 0, where the first maximal tap must win
+    x = np.maximum(rng.standard_normal((2, 3, 9, 10)), 0)
+    _, fast, y_ref, dy, dx_ref = _maxpool_pair(k, s, p, x)
+    monkeypatch.setattr(conv_mod, "_use_fused", lambda xp: True)
+    np.testing.assert_array_equal(fast.forward(x.copy()), y_ref)
+    np.testing.assert_allclose(fast.backward(dy.copy(), BackwardContext(None, np, None)), dx_ref, rtol=1e-12)
+    # the plain routing from the stored taps (used if the backward kernel fails)
+    np.testing.assert_allclose(fast._backward_from_taps(dy, np), dx_ref, rtol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_fused_maxpool_on_gpu_matches_numpy(k, s, p):
+    cp = pytest.importorskip("cupy")
+    if not cp.is_available():
+        pytest.skip("no CUDA GPU")
+    from models.conv import MaxPool2d
+
+    rng = np.random.default_rng(4)
+    x = np.maximum(rng.standard_normal((2, 3, 11, 12)), 0).astype(np.float32)
+    _, _, y_ref, dy, dx_ref = _maxpool_pair(k, s, p, x)
+    g = MaxPool2d(k, s, p, xp=cp)
+    np.testing.assert_array_equal(cp.asnumpy(g.forward(cp.asarray(x))), y_ref)
+    assert g._arg is not None, "the fused kernel was not used"
+    np.testing.assert_allclose(cp.asnumpy(g.backward(cp.asarray(dy, dtype=cp.float32), BackwardContext(None, cp, None))),
+                               dx_ref, rtol=1e-5, atol=1e-6)
+    assert fused.enabled(), fused.failure()

@@ -149,3 +149,46 @@ def test_backward_can_run_twice_after_one_forward(name, shape):
     for a, b in zip(first, third):
         assert np.array_equal(a, b)
     assert not np.array_equal(first[-1], second[-1])  # FA's δ differs from backprop's below the top
+
+
+def test_convnet_with_batchnorm_structure_and_input_gradient():
+    from models.conv import BatchNorm1d, BatchNorm2d
+
+    rng = np.random.default_rng(3)
+    net = build_model("convnet", (1, 12, 12), 4, make_rule("bp"), np, rng, channels=(3, 5), hidden=6, batchnorm=True)
+    mods = [m for _, m in net.named_modules()]
+    assert sum(isinstance(m, BatchNorm2d) and not isinstance(m, BatchNorm1d) for m in mods) == 2
+    assert sum(isinstance(m, BatchNorm1d) for m in mods) == 1
+    # batch norm follows every layer but the last: those drop their bias
+    assert ["b" in layer.params for layer in net.weight_layers] == [False, False, False, True]
+    assert n_params(net) == 3 * 9 + 5 * 3 * 9 + 45 * 6 + 6 * 4 + 4 + 2 * (3 + 5 + 6)
+    # the network's input gradient (conv, BN2d, pool, BN1d chained) against finite differences
+    for layer in net.weight_layers:
+        for k in layer.params:
+            layer.params[k] = layer.params[k].astype(np.float64)
+    for m in mods:
+        for k in m.params:
+            m.params[k] = m.params[k].astype(np.float64)
+    x = rng.standard_normal((4, 1, 12, 12))
+    y = np.array([0, 1, 2, 3])
+    loss, d = softmax_cross_entropy(net.forward(x), y, np)
+    net.backward(d)
+    g = net.weight_layers[2].grads["W"]
+    W = net.weight_layers[2].params["W"]
+    for idx in [(0, 0), (3, 17), (5, 44)]:
+        old = W[idx]
+        W[idx] = old + 1e-6
+        lp = softmax_cross_entropy(net.forward(x), y, np)[0]
+        W[idx] = old - 1e-6
+        lm = softmax_cross_entropy(net.forward(x), y, np)[0]
+        W[idx] = old
+        assert g[idx] == pytest.approx((lp - lm) / 2e-6, rel=1e-4, abs=1e-9)
+
+
+def test_convnet_batchnorm_option_is_validated():
+    from sims import config
+
+    with pytest.raises(config.ConfigError, match="model_options.batchnorm: expected true or false"):
+        config.resolve({"model": "convnet", "data": "digits", "model_options": {"batchnorm": "yes"}})
+    cfg = config.resolve({"model": "convnet", "data": "digits", "model_options": {"batchnorm": True}})
+    assert cfg["model_options"]["batchnorm"] is True
