@@ -33,7 +33,13 @@ The ``[run]`` keys:
     decoding processes of the ImageNet folder reader (0: decode in-process);
 ``distributed``
     data parallel over the ranks of an MPI launch (``mpirun -n K``): one
-    process per device, the global ``batch_size`` split across ranks.
+    process per device, the global ``batch_size`` split across ranks;
+``tf32``
+    on a GPU, let float32 matrix products and cuDNN convolutions use TF32
+    tensor cores (PyTorch's default for convolutions; off: float32 throughout);
+``conv_algorithm``
+    how GPU convolutions run: ``auto`` (the faster of im2col + cuBLAS and
+    cuDNN, measured per layer geometry), ``im2col`` or ``cudnn``.
 
 Every key is checked on load: an unknown key or a bad value raises
 ``ConfigError`` with one line naming the key and what is allowed.
@@ -47,6 +53,7 @@ from typing import Any
 
 from circuits import rules as rules_mod
 from models.backend import DEVICES
+from models.conv import CONV_ALGORITHMS
 from models.optim import SCHEDULES
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet", "imagenet32", "imagenet64")
@@ -103,6 +110,8 @@ DEFAULTS: dict[str, Any] = {
         "image_size": 224,
         "workers": 4,
         "distributed": False,
+        "tf32": False,
+        "conv_algorithm": "auto",
     },
 }
 
@@ -195,6 +204,7 @@ def validate(cfg: dict) -> dict:
         _positive(f"run.{key}", r[key])
     for key in ("checkpoint_every_steps", "workers"):
         _positive(f"run.{key}", r[key], strict=False)
+    _choice("run.conv_algorithm", r["conv_algorithm"], CONV_ALGORITHMS)
     # the learning rules check their own parameters (every section, used or not)
     for section in ("wm", "kp", "ss"):
         try:

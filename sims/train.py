@@ -83,7 +83,8 @@ from typing import Callable, Iterator, Optional, Union
 import numpy as np
 
 from circuits.rules import LearningRule, angle_degrees
-from models.backend import get_array_module, make_rng, synchronize, to_numpy
+from models.backend import get_array_module, make_rng, set_tf32, synchronize, to_numpy
+from models.conv import set_conv_algorithm
 from models.layers import softmax_cross_entropy
 from models.optim import SGD, Schedule
 from sims import results
@@ -718,6 +719,9 @@ def train(cfg: dict | None, out_dir: str | Path, resume: bool = False, progress:
         progress = False
         log = _silent
     xp = get_array_module(cfg["device"])
+    # GPU-only numerics and kernels (no effect on NumPy)
+    set_tf32(cfg["run"]["tf32"])
+    set_conv_algorithm(cfg["run"]["conv_algorithm"])
     data = data if data is not None else load_data(cfg)
     source = make_batch_source(cfg, data, comm.rank, comm.size)
     try:

@@ -103,6 +103,8 @@ def test_existing_run_is_not_overwritten(tmp_path, small_config, capsys):
     ("[wm]\nsigma = 0\n", "[wm]: rule wm: sigma must be > 0"),
     ("[model_options]\nhidden = [10, 0]\n", "model_options.hidden"),
     ("epochs = [\n", "not valid TOML"),
+    ("[run]\nconv_algorithm = 'fft'\n", "run.conv_algorithm: 'fft' is not allowed; allowed: auto, im2col, cudnn"),
+    ("[run]\ntf32 = 1\n", "run.tf32: expected true/false"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, toml, needle, capsys):
     path = tmp_path / "bad.toml"
