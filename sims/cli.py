@@ -67,9 +67,9 @@ def _add_common_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_nonnegative_int)
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    if p.prog.split()[-1] == "train":  # compare takes run.distributed from --config only
-        p.add_argument("--distributed", action="store_true",
-                       help="data parallel over the ranks of 'mpirun -n K weightmirror train ...' (run.distributed)")
+    p.add_argument("--distributed", action="store_true",
+                   help=f"data parallel over the ranks of 'mpirun -n K weightmirror {p.prog.split()[-1]} ...' "
+                        "(run.distributed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,12 +164,20 @@ def cmd_compare(args) -> int:
     if bad or not rules:
         raise UsageError(f"--rules: unknown rule(s) {', '.join(bad) or '(none given)'}; allowed: {', '.join(RULE_NAMES)}")
     configs = [_training_config(args, rule) for rule in rules]  # validate all before training any
+    for cfg in configs:
+        if args.distributed:
+            cfg["run"]["distributed"] = True
     data = train.load_data(configs[0])
     summaries = []
     for rule, cfg in zip(rules, configs):
         summaries.append(train.train(cfg, Path(args.out) / rule, progress=not args.quiet, data=data,
                                      log=(lambda s: None) if args.quiet else print))
-    print(format_table(summaries))
+        if not summaries[-1]["completed"]:
+            print(f"weightmirror: interrupted during rule {rule}; continue it with: "
+                  f"weightmirror train --resume --out {Path(args.out) / rule}", file=sys.stderr)
+            return 130
+    if all(s.get("rank", 0) == 0 for s in summaries):  # rank 0 reports for a data-parallel run
+        print(format_table(summaries))
     return 0
 
 

@@ -101,6 +101,19 @@ def test_two_ranks_train_like_one_process_and_keep_identical_replicas(tmp_path):
             assert max(summary["angles_deg"]) < 45
 
 
+def test_compare_distributed_writes_each_rule_once_and_prints_one_table(tmp_path):
+    _need_mpi()
+    out = tmp_path / "cmp"
+    proc = _mpirun(2, ["-c", "import sys; from sims.cli import main; sys.exit(main(sys.argv[1:]))",
+                       "compare", "--rules", "bp,kp", "--epochs", "1", "--batch-size", "64", "--distributed",
+                       "--quiet", "--out", str(out)])
+    assert proc.stdout.count("| rule | test top-1 error") == 1, proc.stdout
+    for rule in ("bp", "kp"):
+        summary = json.loads((out / rule / "summary.json").read_text())
+        assert summary["world_size"] == 2 and summary["completed"] and summary["rule"] == rule
+        assert summary["test_top1_error"] < 50
+
+
 def _rank_main(out: str) -> int:
     """Each rank: train every rule distributed, then save this replica's arrays."""
     import sims.train as train_mod
