@@ -12,8 +12,10 @@ are; WM and KP also run with a few settings of their own parameters (listed
 in VARIANTS), which is the sensitivity Kunin et al. (2020) asked about.
 
 ``--model convnet``: base configuration ``bench/configs/fmnist_convnet.toml``
-(conv32-pool-conv64-pool-fc128-fc10, same optimiser and schedule) and the
-runs in CONV_VARIANTS (BP, FA, uSF, WM, KP).
+(conv32-pool-conv64-pool-fc128-fc10 with batch norm, same optimiser and
+schedule) and the runs in CONV_VARIANTS (BP, FA, uSF, WM, KP);
+``--model resnet20``: ``bench/configs/fmnist_resnet20.toml``, the same runs
+(best on a GPU: ``--device cuda``, all runs share it).
 
 Each run writes a results folder ``OUT/<name>/``; the table (test error,
 per-layer angle(B, Wᵀ), angle to backprop's δ) goes to ``OUT/table.md`` and
@@ -29,6 +31,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
@@ -38,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BASES = {"mlp": ROOT / "bench" / "configs" / "fmnist_mlp.toml",
-         "convnet": ROOT / "bench" / "configs" / "fmnist_convnet.toml"}
+         "convnet": ROOT / "bench" / "configs" / "fmnist_convnet.toml",
+         "resnet20": ROOT / "bench" / "configs" / "fmnist_resnet20.toml"}
 
 #: run name -> (rule, overrides of the base config)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -76,7 +80,13 @@ CONV_VARIANTS: dict[str, tuple[str, dict]] = {
     "wm": ("wm", {}),
     "kp": ("kp", {}),
 }
-TABLES = {"mlp": VARIANTS, "convnet": CONV_VARIANTS}
+#: ResNet-20: the same, and KP also from a random B₀ (with 19 layers, silent
+#: initial feedback reaches the first layers only as the B above them grow)
+RESNET_VARIANTS: dict[str, tuple[str, dict]] = {
+    **CONV_VARIANTS,
+    "kp-b0": ("kp", {"kp": {"feedback_init": "random"}}),
+}
+TABLES = {"mlp": VARIANTS, "convnet": CONV_VARIANTS, "resnet20": RESNET_VARIANTS}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -87,7 +97,7 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | None, epochs: int | None,
-            seed: int | None = None, model: str = "mlp") -> dict:
+            seed: int | None = None, model: str = "mlp", device: str | None = None) -> dict:
     from sims import config
     from sims.train import train
 
@@ -99,6 +109,8 @@ def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | Non
         values["epochs"] = epochs
     if seed is not None:
         values["seed"] = seed
+    if device:
+        values["device"] = device
     cfg = config.resolve(values)
     summary = train(cfg, Path(out) / name, progress=False, log=lambda s: None)
     summary["name"] = name
@@ -125,6 +137,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--only", default=None, help="comma-separated run names (default: all)")
     p.add_argument("--seed", type=int, default=None, help="seed for every run (default: the config's)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: the config's (cpu)")
     args = p.parse_args()
     variants = TABLES[args.model]
     names = args.only.split(",") if args.only else list(variants)
@@ -133,8 +146,11 @@ def main() -> int:
         p.error(f"--only: unknown run(s) {', '.join(unknown)}; allowed: {', '.join(variants)}")
     t0 = time.time()
     summaries = {}
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(run_one, n, *variants[n], args.out, args.data_dir, args.epochs, args.seed, args.model): n for n in names}
+    # CUDA does not survive fork: GPU runs start their workers fresh
+    context = multiprocessing.get_context("spawn" if args.device == "cuda" else None)
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+        futures = {pool.submit(run_one, n, *variants[n], args.out, args.data_dir, args.epochs, args.seed, args.model,
+                               args.device): n for n in names}
         for fut in as_completed(futures):
             n = futures[fut]
             try:
