@@ -22,25 +22,7 @@ export PYTHONUNBUFFERED=1
 start=$SECONDS
 left() { echo $(( BUDGET - (SECONDS - start) )); }
 
-SITE=/tmp/wm_site
-mkdir -p "$SITE"
-wheels=$(ls .whl/gpu/nvidia_cudnn_frontend-*.whl 2>/dev/null)
-python3 -c "import cuda.bindings.driver" 2>/dev/null || wheels="$wheels $(ls .whl/gpu/cuda_bindings-*.whl .whl/gpu/cuda_pathfinder-*.whl 2>/dev/null)"
-if [ -n "$wheels" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" $wheels \
-    > "$OUT/install.log" 2>&1 || echo "wheel install failed" >> "$OUT/install.log"
-fi
-export PYTHONPATH=$SITE:$PWD
-# libcudnn: the nvidia/cudnn/lib folder of the pip wheel PyTorch depends on
-CUDNN_LIB=$(python3 -c "
-import glob, os, sys
-hits = [d for p in sys.path for d in glob.glob(os.path.join(p or '.', 'nvidia', 'cudnn', 'lib')) if glob.glob(d + '/libcudnn.so*')]
-print(hits[0] if hits else '')")
-if [ -z "$CUDNN_LIB" ]; then
-  found=$(find / -name 'libcudnn.so.9' -not -path '/proc/*' 2>/dev/null | head -1)
-  [ -n "$found" ] && CUDNN_LIB=$(dirname "$found")
-fi
-[ -n "$CUDNN_LIB" ] && export LD_LIBRARY_PATH=$CUDNN_LIB:${LD_LIBRARY_PATH:-}
+. bench/gpu_env.sh
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 --version
   echo "cudnn lib: $CUDNN_LIB"; echo "wheels: $wheels"

@@ -13,16 +13,7 @@ OUT=${OUT:-$PWD/gpu_out}
 BUDGET=${BUDGET:-300}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-SITE=/tmp/wm_site
-mkdir -p "$SITE"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
-  .whl/gpu/nvidia_cudnn_frontend-*.whl > "$OUT/install.log" 2>&1
-export PYTHONPATH=$SITE:$PWD
-CUDNN_LIB=$(python3 -c "
-import glob, os, sys
-hits = [d for p in sys.path for d in glob.glob(os.path.join(p or '.', 'nvidia', 'cudnn', 'lib')) if glob.glob(d + '/libcudnn.so*')]
-print(hits[0] if hits else '')")
-[ -n "$CUDNN_LIB" ] && export LD_LIBRARY_PATH=$CUDNN_LIB:${LD_LIBRARY_PATH:-}
+. bench/gpu_env.sh
 timeout "$BUDGET" python3 bench/fmnist_table.py --model resnet20 --device cuda --jobs 6 \
   --epochs "${EPOCHS:-10}" --out /tmp/r20 --data-dir .data/fashion-mnist > "$OUT/resnet20.log" 2>&1
 echo "exit $? after $SECONDS s" >> "$OUT/resnet20.log"
