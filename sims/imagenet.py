@@ -857,13 +857,21 @@ class ImageNetLoader:
             job.wait()
         self._inflight = []
 
-    def epoch(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(self, epoch: int = 0, start: int = 0,
+              keep_empty: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Iterate over this rank's batches of ``epoch``.
 
         Parameters
         ----------
         epoch : int
             Epoch number: selects the permutation and the per-sample draws.
+        start : int
+            First batch to decode (resuming mid-epoch: the batches before it
+            are skipped without being read).
+        keep_empty : bool
+            Yield a batch whose every file was unreadable as an empty batch
+            (``n = 0``) instead of leaving it out, so that every rank of a
+            data-parallel run takes the same number of steps.
 
         Yields
         ------
@@ -881,7 +889,7 @@ class ImageNetLoader:
         self._generation += 1
         generation = self._generation
         self._drain()
-        batches = deque(self.batch_indices(epoch))
+        batches = deque(self.batch_indices(epoch)[int(start):])
         nslots = self.prefetch + 1
         counter = 0
         pending: deque = deque()
@@ -903,6 +911,8 @@ class ImageNetLoader:
             batch = self._collect(job)
             if batch is not None:
                 yield batch
+            elif keep_empty:
+                yield (np.empty((0, 3, self.size, self.size), dtype=np.float32), np.empty((0,), dtype=np.int64))
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self.epoch(0)

@@ -276,38 +276,6 @@ class ArraySource(BatchSource):
         return self.data.x_train[:n], self.data.y_train[:n]
 
 
-def _loader_class():
-    """``ImageNetLoader`` that starts an epoch at a given batch and yields empty batches.
-
-    An empty batch (every file of this rank's shard unreadable) is yielded,
-    not dropped, so the step count stays the same on every rank.
-    """
-    from sims.imagenet import ImageNetLoader
-
-    class _StepLoader(ImageNetLoader):
-        start_batch = 0
-
-        def batch_indices(self, epoch):
-            return super().batch_indices(epoch)[self.start_batch:]
-
-        def _collect(self, pending):
-            out = super()._collect(pending)
-            if out is None:
-                return (np.empty((0, 3, self.size, self.size), dtype=np.float32),
-                        np.empty((0,), dtype=np.int64))
-            return out
-
-        def epoch_from(self, epoch: int, start: int = 0):
-            """Like :meth:`epoch`, from global batch ``start`` on."""
-            self.start_batch = int(start)
-            try:
-                yield from self.epoch(epoch)
-            finally:
-                self.start_batch = 0
-
-    return _StepLoader
-
-
 class ImageFolderSource(BatchSource):
     """Batches decoded from the ImageNet JPEG folder layout.
 
@@ -335,7 +303,8 @@ class ImageFolderSource(BatchSource):
     counts_skips = True
 
     def __init__(self, folders: ImageNetFolders, cfg: dict, rank: int = 0, world_size: int = 1):
-        loader = _loader_class()
+        from sims.imagenet import ImageNetLoader as loader
+
         self.folders = folders
         self.size = int(cfg["run"]["image_size"])
         self.workers = int(cfg["run"]["workers"])
@@ -363,24 +332,25 @@ class ImageFolderSource(BatchSource):
         return len(self.train_loader)
 
     def train_batches(self, epoch: int, start_step: int = 0):
-        return self.train_loader.epoch_from(epoch, start_step)
+        # empty batches (every file unreadable) are kept: each rank takes the same steps
+        return self.train_loader.epoch(epoch, start=start_step, keep_empty=True)
 
     def eval_batches(self):
         try:
-            yield from self.val_loader.epoch(0)
+            yield from self.val_loader.epoch(0, keep_empty=True)
         finally:
             self.val_loader.close()  # its workers are idle until the next evaluation
 
     def metric_batch(self, n: int):
-        from sims.imagenet import ImageFolder
+        from sims.imagenet import ImageFolder, ImageNetLoader
 
         split = self.folders.train
         n = min(int(n), len(split))
         pick = np.unique(np.linspace(0, len(split) - 1, n).round().astype(np.int64))
         sub = ImageFolder(root=split.root, paths=tuple(split.paths[i] for i in pick),
                           labels=split.labels[pick], classes=split.classes)
-        with _loader_class()(sub, len(pick), train=False, size=self.size, seed=self.seed,
-                             workers=min(self.workers, 1)) as loader:
+        with ImageNetLoader(sub, len(pick), train=False, size=self.size, seed=self.seed,
+                            workers=min(self.workers, 1)) as loader:
             batches = list(loader.epoch(0))
         x = np.concatenate([b[0] for b in batches]) if batches else np.empty((0, *self.image_shape), np.float32)
         y = np.concatenate([b[1] for b in batches]) if batches else np.empty((0,), np.int64)

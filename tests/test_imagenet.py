@@ -372,3 +372,23 @@ def test_loader_abandoned_epoch_does_not_corrupt_the_next(imagenet_root):
     assert all(np.array_equal(a, b) for a, b in zip(reference, again))
     first = reference[0].copy()
     assert np.array_equal(reference[0], first), "yielded batches are not overwritten later"
+
+
+def test_loader_start_skips_batches_and_keep_empty_keeps_unreadable_batches(tmp_path):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "imagenet"
+    for i in range(2):
+        _jpeg(root / "train" / WNIDS[0] / f"good_{i}.JPEG", rng)
+    (root / "train" / WNIDS[1]).mkdir(parents=True)
+    (root / "train" / WNIDS[1] / "bad_0.JPEG").write_bytes(b"not a jpeg" * 10)
+    (root / "train" / WNIDS[1] / "bad_1.JPEG").write_bytes(b"nor this" * 10)
+    split = scan_imagenet_split(root, "train")
+    # eval order is the sorted file order: batch 0 = the two good images, batch 1 = the two broken
+    with ImageNetLoader(split, 2, train=False, size=16, workers=0) as loader:
+        plain = list(loader.epoch(0))
+        kept = list(loader.epoch(0, keep_empty=True))
+        late = list(loader.epoch(0, start=1, keep_empty=True))
+    assert [len(y) for _, y in plain] == [2]
+    assert [len(y) for _, y in kept] == [2, 0] and kept[1][0].shape == (0, 3, 16, 16)
+    assert [len(y) for _, y in late] == [0]
+    assert loader.skipped == 6  # two broken files, in each of the three epochs
