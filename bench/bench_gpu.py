@@ -118,7 +118,6 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--mlp-steps", type=int, default=200)
     p.add_argument("--resnet-batch", type=int, default=256)
-    p.add_argument("--rules", default="bp,fa,wm,kp")
     p.add_argument("--skip-resnet", action="store_true")
     p.add_argument("--skip-mlp", action="store_true")
     p.add_argument("--configs", default="auto-fp32:bp,fa,wm,kp,auto-tf32:bp,fa,wm,kp,auto-tf32-heuristic:bp,im2col-fp32:bp",
@@ -138,35 +137,31 @@ def main() -> int:
         lines[0] += f"; PyTorch {torch.__version__}"
     except ImportError:
         torch = None
-    rules = args.rules.split(",")
 
     from models import conv as conv_mod
     from models import cudnn_conv, fused
     from models.backend import set_tf32
 
-    lines.append(f"cuDNN convolutions: {'available' if cudnn_conv.available() else 'unavailable: ' + str(cudnn_conv.unavailable_reason())}"
-                 + (f" (frontend {cudnn_conv._STATE.get('version')})" if cudnn_conv.available() else ""))
+    lines.append(f"cuDNN convolutions: available (frontend {cudnn_conv.version()})" if cudnn_conv.available()
+                 else f"cuDNN convolutions: unavailable: {cudnn_conv.unavailable_reason()}")
     print(lines[-1], flush=True)
 
     # 1. MLP
-    if args.skip_mlp:
-        rules_mlp = []
-    else:
-        rules_mlp = ["bp", "fa", "usf", "brsf", "frsf", "wm", "kp"]
-    lines += ["", "### MLP 784-500-500-10, batch 128 (s per 60,000-image epoch, median step × 468)", "",
-              "| what | s / epoch | ratio |", "|---|---:|---:|"]
-    mlp = {}
-    for r in rules_mlp:
-        fn = engine_step_fn("mlp", r, 128, (1, 28, 28), 10, cp)
-        mlp[r] = _median_step(fn, args.mlp_steps, 20, sync)
-    if torch is not None and mlp:
-        t = _median_step(torch_mlp_fn(128, torch), args.mlp_steps, 20, torch.cuda.synchronize)
-        lines.append(f"| PyTorch BP | {t * 468:.3f} | 1.00 |")
-        lines.append(f"| engine BP | {mlp['bp'] * 468:.3f} | {mlp['bp'] / t:.2f} x PyTorch |")
-    for r, v in mlp.items():
-        if r != "bp":
-            lines.append(f"| engine {r} | {v * 468:.3f} | {v / mlp['bp']:.2f} x BP |")
-    print("\n".join(lines), flush=True)
+    if not args.skip_mlp:
+        lines += ["", "### MLP 784-500-500-10, batch 128 (s per 60,000-image epoch, median step × 468)", "",
+                  "| what | s / epoch | ratio |", "|---|---:|---:|"]
+        mlp = {}
+        for r in ["bp", "fa", "usf", "brsf", "frsf", "wm", "kp"]:
+            fn = engine_step_fn("mlp", r, 128, (1, 28, 28), 10, cp)
+            mlp[r] = _median_step(fn, args.mlp_steps, 20, sync)
+        if torch is not None:
+            t = _median_step(torch_mlp_fn(128, torch), args.mlp_steps, 20, torch.cuda.synchronize)
+            lines.append(f"| PyTorch BP | {t * 468:.3f} | 1.00 |")
+            lines.append(f"| engine BP | {mlp['bp'] * 468:.3f} | {mlp['bp'] / t:.2f} x PyTorch |")
+        for r, v in mlp.items():
+            if r != "bp":
+                lines.append(f"| engine {r} | {v * 468:.3f} | {v / mlp['bp']:.2f} x BP |")
+        print("\n".join(lines), flush=True)
 
     # 2. ResNet-18
     if not args.skip_resnet:
@@ -209,7 +204,26 @@ def main() -> int:
         set_tf32(False)
         conv_mod.set_conv_algorithm("auto")
         pool.free_all_blocks()
-        lines.append(f"\nFused BN/ReLU kernels: {'on' if fused.enabled() else 'off (' + str(fused.failure()) + ')'}")
+        torch_t = {}
+        for tf32 in ((True, False) if torch is not None else ()):
+            try:
+                torch.cuda.reset_peak_memory_stats()
+                t = _median_step(torch_resnet_fn(b, torch, tf32), args.steps, 3, torch.cuda.synchronize)
+            except Exception as exc:  # noqa: BLE001 - e.g. a CPU-only PyTorch
+                lines.append(f"| PyTorch (TF32 {tf32}) | failed: {type(exc).__name__}: {str(exc)[:120]} | | | |")
+                continue
+            torch_t[tf32] = t
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            lines.append(f"| torchvision ResNet-18, PyTorch (TF32 {'on, its default' if tf32 else 'off'}) | "
+                         f"{t * 1e3:.1f} | {b / t:.0f} | | {peak:.1f} |")
+            print(lines[-1], flush=True)
+            torch.cuda.empty_cache()
+        lines.append(f"\nFused GPU kernels (BN, ReLU, max pooling, SGD): "
+                     f"{'on' if fused.enabled() else 'off (' + str(fused.failure()) + ')'}\n")
+        for config, t in engine_bp.items():
+            for tf32, tt in torch_t.items():
+                lines.append(f"- engine BP ({config}) images/s ÷ PyTorch (TF32 {'on' if tf32 else 'off'}): "
+                             f"**{tt / t:.2f}**")
         if args.autotune_out:
             rows = conv_mod.autotune_table()
             text = ["| C_in | C_out | kernel | stride | input | TF32 | cuDNN plans | chosen | im2col (ms) | cuDNN (ms) | note |",
@@ -220,26 +234,6 @@ def main() -> int:
                             f"{'x'.join(map(str, row['input_shape']))} | {row['tf32']} | {row['cudnn_plans']} | {row['algorithm']} | "
                             f"{row['im2col_s'] * 1e3:.2f} | {c} | {row['note'][:100]} |")
             Path(args.autotune_out).write_text("\n".join(text) + "\n")
-        torch_t = {}
-        if torch is not None:
-            for tf32 in (True, False):
-                try:
-                    torch.cuda.reset_peak_memory_stats()
-                    t = _median_step(torch_resnet_fn(b, torch, tf32), args.steps, 3, torch.cuda.synchronize)
-                except Exception as exc:  # noqa: BLE001 - e.g. a CPU-only PyTorch
-                    lines.append(f"PyTorch (TF32 {tf32}) failed: {type(exc).__name__}: {str(exc)[:120]}")
-                    continue
-                torch_t[tf32] = t
-                peak = torch.cuda.max_memory_allocated() / 2**30
-                lines.insert(len(lines) - 1, f"| torchvision ResNet-18, PyTorch (TF32 {'on, its default' if tf32 else 'off'}) | "
-                             f"{t * 1e3:.1f} | {b / t:.0f} | | {peak:.1f} |")
-                print(lines[-2], flush=True)
-                torch.cuda.empty_cache()
-            lines.append("")
-            for config, t in engine_bp.items():
-                for tf32, tt in torch_t.items():
-                    lines.append(f"- engine BP ({config}) images/s ÷ PyTorch (TF32 {'on' if tf32 else 'off'}): "
-                                 f"**{tt / t:.2f}**")
     report = "\n".join(lines)
     Path(args.out).write_text(report + "\n")
     print(report)

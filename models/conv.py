@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 import time
 
+from . import cudnn_conv, fused
+from .backend import BackendError, synchronize, tf32_enabled
 from .layers import BackwardContext, Module, ReLU, WeightLayer
 
 __all__ = [
@@ -101,25 +103,6 @@ def autotune_table() -> list[dict]:
                          input_shape=x_shape, tf32=tf32, cudnn_plans=plans, algorithm=choice, im2col_s=t_im2col,
                          cudnn_s=t_cudnn, note=note))
     return rows
-
-
-def _use_fused(xp) -> bool:
-    """Whether to run the fused GPU kernels of ``models.fused`` (CuPy only)."""
-    if xp.__name__ == "numpy":
-        return False
-    from . import fused
-
-    return fused.enabled()
-
-
-def _fused_failed(exc: Exception) -> None:
-    import warnings
-
-    from . import fused
-
-    fused.disable(f"{type(exc).__name__}: {exc}")
-    warnings.warn(f"fused GPU kernels switched off, plain CuPy operations used instead: {fused.failure()}",
-                  RuntimeWarning, stacklevel=3)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -198,16 +181,19 @@ class Conv2d(WeightLayer):
 
     # -- algorithm ---------------------------------------------------------
     def _uses_cudnn(self, x) -> bool:
-        """Whether this input shape runs through cuDNN (decided once per geometry)."""
+        """Whether input ``x`` runs through cuDNN (decided once per geometry).
+
+        Every entry point (forward, linear response, Hebbian product) asks
+        this first, so it is also where x's channel count is checked.
+        """
+        if x.shape[1] != self.c_in:
+            raise ValueError(f"Conv2d: expected {self.c_in} input channels, got {x.shape[1]} (input {tuple(x.shape)})")
         xp = self.xp
         if xp.__name__ == "numpy" or self.dtype != xp.float32:
             return False
         name = _ALGORITHM["name"]
         if name == "im2col":
             return False
-        from . import cudnn_conv
-        from .backend import BackendError, tf32_enabled
-
         if name == "cudnn":
             if not cudnn_conv.available():
                 raise BackendError(f"convolution algorithm 'cudnn': {cudnn_conv.unavailable_reason()}")
@@ -221,9 +207,6 @@ class Conv2d(WeightLayer):
 
     def _autotune(self, x):
         """Time one forward + weight-gradient + backward-data pass both ways."""
-        from . import cudnn_conv
-        from .backend import synchronize
-
         xp = self.xp
         ho, wo = self.output_hw(x.shape[2:])
         dy = xp.ones((x.shape[0], self.c_out, ho, wo), dtype=xp.float32)
@@ -260,21 +243,15 @@ class Conv2d(WeightLayer):
         return ("cudnn" if t_cudnn < t_im2col else "im2col", t_im2col, t_cudnn, "")
 
     def _cudnn_fprop(self, xc):
-        from . import cudnn_conv
-
         ho, wo = self.output_hw(xc.shape[2:])
         out = self.xp.empty((xc.shape[0], self.c_out, ho, wo), dtype=self.xp.float32)
         return cudnn_conv.fprop(xc, self.params["W"], out, self.stride, self.padding)
 
     def _cudnn_wgrad(self, xc, dy):
-        from . import cudnn_conv
-
         out = self.xp.empty(self.params["W"].shape, dtype=self.xp.float32)
         return cudnn_conv.wgrad(xc, self.xp.ascontiguousarray(dy), out, self.stride, self.padding)
 
     def _cudnn_dgrad(self, dy, F, x_shape):
-        from . import cudnn_conv
-
         out = self.xp.empty(x_shape, dtype=self.xp.float32)
         return cudnn_conv.dgrad(self.xp.ascontiguousarray(dy), self.xp.ascontiguousarray(F), out,
                                 self.stride, self.padding)
@@ -322,8 +299,6 @@ class Conv2d(WeightLayer):
         """
         xp = self.xp
         n, c, h, w = x.shape
-        if c != self.c_in:
-            raise ValueError(f"Conv2d: expected {self.c_in} input channels, got {c} (input {tuple(x.shape)})")
         ho, wo = self.output_hw((h, w))
         s, p, kh, kw = self.stride, self.padding, self.kh, self.kw
         xt = x.transpose(1, 0, 2, 3)  # (C, N, H, W): free for channel-major inputs
@@ -377,8 +352,6 @@ class Conv2d(WeightLayer):
         """``v = W ⋆ x + b`` for ``x`` of shape ``(N, C_in, H, W)``."""
         if self.input_hw is None:
             self.input_hw = (int(x.shape[2]), int(x.shape[3]))
-        if x.shape[1] != self.c_in:
-            raise ValueError(f"Conv2d: expected {self.c_in} input channels, got {x.shape[1]} (input {tuple(x.shape)})")
         if self._uses_cudnn(x):
             xc = self.xp.ascontiguousarray(x)
             v = self._cudnn_fprop(xc)
@@ -482,15 +455,13 @@ class BatchNorm2d(Module):
             shift = (beta - self.buffers["running_mean"] * scale).astype(x.dtype)
             return x * scale[:, None, None] + shift[:, None, None]
         m = x.shape[0] * x.shape[2] * x.shape[3]
-        if _use_fused(xp):
+        if fused.active(xp):
             try:
-                from . import fused
-
                 y, xhat, mean, var, inv = fused.batchnorm_train(
                     x, gamma, beta, self.eps, self.buffers["running_mean"], self.buffers["running_var"],
                     self.momentum)
             except Exception as exc:  # noqa: BLE001 - fall back to plain CuPy for good
-                _fused_failed(exc)
+                fused.disable(exc)
             else:
                 self._xhat, self._inv = xhat, inv.astype(x.dtype, copy=False)
                 return y
@@ -515,14 +486,12 @@ class BatchNorm2d(Module):
     def backward(self, dy, ctx: BackwardContext):
         xhat, inv = self._xhat, self._inv
         m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
-        if _use_fused(self.xp):
+        if fused.active(self.xp):
             try:
-                from . import fused
-
                 dx, dgamma, dbeta = fused.batchnorm_backward(dy, xhat, self.params["gamma"], inv,
                                                              need_dx=self.needs_input_grad)
             except Exception as exc:  # noqa: BLE001 - fall back to plain CuPy for good
-                _fused_failed(exc)
+                fused.disable(exc)
             else:
                 self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
                 return dx
@@ -568,6 +537,7 @@ class MaxPool2d(Module):
         self.stride = int(stride) if stride is not None else self.k
         self.padding = int(padding)
         self.xp = xp
+        self._arg = None  # per-window winning tap, when the fused kernel ran
 
     def _xp(self, x):
         if self.xp is not None:
@@ -593,15 +563,13 @@ class MaxPool2d(Module):
     def forward(self, x, train: bool = True):
         xp = self._xp(x)
         n, c, h, w = x.shape
-        if _use_fused(xp):
+        if fused.active(xp):
             k, s, p = self.k, self.stride, self.padding
             ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
             try:
-                from . import fused
-
                 y, arg = fused.maxpool_forward(x, k, s, p, ho, wo)
             except Exception as exc:  # noqa: BLE001 - fall back to plain CuPy for good
-                _fused_failed(exc)
+                fused.disable(exc)
             else:
                 self._arg, self._greater, self._x_shape = (arg if train else None), None, (n, c, h, w)
                 return y
@@ -625,13 +593,11 @@ class MaxPool2d(Module):
         xp = self._xp(dy)
         n, c, h, w = self._x_shape
         k, s, p = self.k, self.stride, self.padding
-        if getattr(self, "_arg", None) is not None:
-            from . import fused
-
+        if self._arg is not None:
             try:
                 return fused.maxpool_backward(dy, self._arg, self._x_shape, k, s, p)
             except Exception as exc:  # noqa: BLE001 - the same routing from the stored taps
-                _fused_failed(exc)
+                fused.disable(exc)
                 return self._backward_from_taps(dy, xp)
         greater = self._greater
         ho, wo = dy.shape[2], dy.shape[3]
@@ -660,7 +626,6 @@ class MaxPool2d(Module):
         if p:
             dxpad = dxpad[:, :, p:p + h, p:p + w]
         return dxpad.transpose(1, 0, 2, 3)
-
 
     def _backward_from_taps(self, dy, xp):
         """``dx`` from the stored index of each window's winning tap (``_arg``)."""

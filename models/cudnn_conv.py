@@ -31,7 +31,7 @@ import glob
 import os
 import sys
 
-__all__ = ["available", "unavailable_reason", "fprop", "dgrad", "wgrad", "clear_cache",
+__all__ = ["available", "unavailable_reason", "version", "fprop", "dgrad", "wgrad",
            "PLAN_SEARCHES", "set_plan_search", "plan_search"]
 
 _STATE: dict = {}
@@ -103,9 +103,9 @@ def unavailable_reason() -> str | None:
     return _init()["error"]
 
 
-def clear_cache() -> None:
-    """Forget every built graph (their workspaces are freed with them)."""
-    _GRAPHS.clear()
+def version() -> str | None:
+    """The cuDNN frontend's version (None when ``available()`` is False)."""
+    return _init().get("version")
 
 
 def _elements(a) -> list[int]:

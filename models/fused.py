@@ -24,16 +24,16 @@ Per-channel sums run over a contiguous view: ``(N, C, H·W)`` for NCHW arrays
 (reduced over the last axis, then over N), ``(C, N·H·W)`` for channel-major
 ones. Everything else falls back to a contiguous copy.
 
-Kernels compile on first use. If compiling or launching one fails, the
-callers in ``models`` switch back to their plain CuPy operations for the rest
-of the process (``enabled()`` turns False and ``failure()`` says why), so a
-toolchain problem costs speed, never a run.
+Kernels compile on first use. Callers ask ``active(xp)``; if compiling or
+launching a kernel fails they call ``disable(exc)`` (one warning) and use
+their plain CuPy operations for the rest of the process (``failure()`` says
+why), so a toolchain problem costs speed, never a run.
 """
 from __future__ import annotations
 
 from .backend import array_module_of
 
-__all__ = ["enabled", "failure", "disable", "channel_sum", "batchnorm_train",
+__all__ = ["active", "enabled", "failure", "disable", "batchnorm_train",
            "batchnorm_backward", "relu_backward", "sgd_update", "maxpool_forward", "maxpool_backward"]
 
 _STATE = {"enabled": True, "failure": None}
@@ -45,13 +45,27 @@ def enabled() -> bool:
     return _STATE["enabled"]
 
 
+def active(xp) -> bool:
+    """Whether arrays of module ``xp`` go through the fused kernels (CuPy, while enabled)."""
+    return xp.__name__ != "numpy" and _STATE["enabled"]
+
+
 def failure() -> str | None:
     """Why the kernels were switched off, if they were."""
     return _STATE["failure"]
 
 
-def disable(reason: str = "disabled by the caller") -> None:
-    """Switch the fused kernels off for the rest of the process."""
+def disable(why) -> None:
+    """Switch the fused kernels off for the rest of the process, with one warning.
+
+    ``why`` is the exception a kernel raised (or a message).
+    """
+    import warnings
+
+    reason = f"{type(why).__name__}: {why}" if isinstance(why, BaseException) else str(why)
+    if _STATE["enabled"]:
+        warnings.warn(f"fused GPU kernels switched off, plain CuPy operations used instead: {reason}",
+                      RuntimeWarning, stacklevel=3)
     _STATE["enabled"] = False
     _STATE["failure"] = reason
 
@@ -147,12 +161,6 @@ def _per_channel(kernel, kind, *views):
         partial = views[0].sum(axis=2) if kernel is None else kernel(*views, axis=2)
         return partial.sum(axis=0)
     return views[0].sum(axis=1) if kernel is None else kernel(*views, axis=1)
-
-
-def channel_sum(x):
-    """``Σ_{n,h,w} x[n, c, h, w]`` for every channel c."""
-    view, kind = _channel_view(x)
-    return _per_channel(None, kind, view)
 
 
 def _like_view(a, kind):

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from . import fused
 from .backend import array_module_of
 
 
@@ -172,14 +173,11 @@ class ReLU(Module):
         return y
 
     def backward(self, dy, ctx: BackwardContext):
-        if array_module_of(dy).__name__ != "numpy" and dy.shape == self._y.shape:
-            from . import fused
-
-            if fused.enabled():
-                try:
-                    return fused.relu_backward(dy, self._y)
-                except Exception as exc:  # noqa: BLE001 - plain CuPy from now on
-                    fused.disable(f"{type(exc).__name__}: {exc}")
+        if fused.active(array_module_of(dy)) and dy.shape == self._y.shape:
+            try:
+                return fused.relu_backward(dy, self._y)
+            except Exception as exc:  # noqa: BLE001 - plain CuPy from now on
+                fused.disable(exc)
         if self.inplace:
             dy *= self._y > 0
             return dy

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from . import fused
+
 #: parameter names that weight decay applies to
 DECAYED = ("W",)
 
@@ -87,7 +89,7 @@ class SGD:
         done) is passed on to the rule."""
         xp = self.xp
         mu = self.momentum
-        fused = self._fused()
+        use_fused = fused.active(xp)
         for module, vel, steps in zip(self.modules, self.velocity, self._steps):
             for name, p in module.params.items():
                 g = module.grads[name]
@@ -98,12 +100,12 @@ class SGD:
                 k = self.rule.weight_decay_factor(lr, progress) if name == "W" else 1.0
                 scale = xp.float32(-lr * k)
                 shrink = k * (1.0 - lr * self.weight_decay) if self.weight_decay and name in DECAYED else k
-                if fused is not None:
+                if use_fused:
                     try:
                         fused.sgd_update(g, v, p, step, mu, -lr * k, shrink, self.nesterov)
                     except Exception as exc:  # noqa: BLE001 - plain CuPy from now on
-                        fused.disable(f"{type(exc).__name__}: {exc}")
-                        fused = None
+                        fused.disable(exc)
+                        use_fused = False
                     else:
                         if name == "W":
                             self.rule.after_weight_update(module, step, shrink, xp, lr, progress)
@@ -124,14 +126,6 @@ class SGD:
                 p += step
                 if name == "W":
                     self.rule.after_weight_update(module, step, shrink, xp, lr, progress)
-
-    def _fused(self):
-        """``models.fused`` when the one-pass GPU update applies (CuPy, float32)."""
-        if self.xp.__name__ == "numpy":
-            return None
-        from . import fused
-
-        return fused if fused.enabled() else None
 
     def state(self) -> dict:
         return {f"{i}.{name}": v for i, vel in enumerate(self.velocity) for name, v in vel.items()}

@@ -299,3 +299,12 @@ def test_maxpool_routes_ties_to_the_first_maximum():
             a, e = np.unravel_index(np.argmax(win), win.shape)
             ref[0, 0, a, j * pool.stride + e] += 1
         np.testing.assert_array_equal(dx, ref)
+
+
+def test_every_conv_entry_point_checks_the_channel_count():
+    c = Conv2d(3, 4, 3, np, np.random.default_rng(0), padding=1)
+    x = np.ones((1, 2, 5, 5), np.float32)
+    for call in (lambda: c.forward(x), lambda: c.linear_response(x),
+                 lambda: c.hebbian(x, np.ones((1, 4, 5, 5), np.float32))):
+        with pytest.raises(ValueError, match="expected 3 input channels, got 2"):
+            call()

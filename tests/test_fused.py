@@ -125,13 +125,14 @@ def test_fused_batchnorm_gradient_matches_finite_differences(numpy_kernels):
         assert dx[idx] == pytest.approx((loss(x + e) - loss(x - e)) / (2 * h), rel=1e-5, abs=1e-8)
 
 
-def test_channel_sum_any_layout():
+def test_per_channel_sums_any_layout():
     rng = np.random.default_rng(2)
     base = rng.standard_normal((2, 4, 3, 5))
     views = [base, np.ascontiguousarray(base.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
              base[:, :, ::-1, :]]
     for v in views:
-        np.testing.assert_allclose(fused.channel_sum(v), v.sum(axis=(0, 2, 3)), rtol=1e-12)
+        view, kind = fused._channel_view(v)
+        np.testing.assert_allclose(fused._per_channel(None, kind, view), v.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
 @pytest.mark.gpu
@@ -171,7 +172,7 @@ def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, mome
         rule = make_rule(rule_name)
         net = build_mlp([6, 5, 3], rule, np, make_rng(np, 0))
         opt = SGD(net.parameter_modules(), rule, np, momentum=momentum, nesterov=nesterov, weight_decay=wd)
-        monkeypatch.setattr(SGD, "_fused", (lambda self: fused) if use_fused else (lambda self: None))
+        monkeypatch.setattr(fused, "active", lambda xp, on=use_fused: on)
         rng = np.random.default_rng(5)
         for t in range(3):
             for m in net.parameter_modules():
@@ -196,14 +197,13 @@ def _maxpool_pair(k, s, p, x):
 
 @pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 2, 0)])
 def test_fused_maxpool_matches_plain_maxpool(numpy_kernels, monkeypatch, k, s, p):
-    import models.conv as conv_mod
-
     rng = np.random.default_rng(3)
     # ReLU-like input: many ties at 0, where the first maximal tap must win
     x = np.maximum(rng.standard_normal((2, 3, 9, 10)), 0)
     _, fast, y_ref, dy, dx_ref = _maxpool_pair(k, s, p, x)
-    monkeypatch.setattr(conv_mod, "_use_fused", lambda xp: True)
+    monkeypatch.setattr(fused, "active", lambda xp: True)
     np.testing.assert_array_equal(fast.forward(x.copy()), y_ref)
+    assert fast._arg is not None, "the fused path did not run"
     np.testing.assert_allclose(fast.backward(dy.copy(), BackwardContext(None, np, None)), dx_ref, rtol=1e-12)
     # the plain routing from the stored taps (used if the backward kernel fails)
     np.testing.assert_allclose(fast._backward_from_taps(dy, np), dx_ref, rtol=1e-12)
