@@ -60,8 +60,8 @@ def guess(name: str) -> float:
 
 
 def make_spec(width: int, device: str, threads: int, duration: float):
-    from circuits.rules import WeightMirror
-    from circuits.spec import CircuitSpec, Phases
+    from weightmirror.circuits.rules import WeightMirror
+    from weightmirror.circuits.spec import CircuitSpec, Phases
 
     return CircuitSpec(layers=(width, width), rule=WeightMirror(lr=0.01, decay=0.01, mirror_batch_size=8),
                        device=device, threads=threads,
@@ -83,7 +83,7 @@ def run_one(name: str, width: int, duration: float, build_root: str) -> dict:
     """One measurement (in this process)."""
     import numpy as np
 
-    from circuits.brian.network import BrianCircuit
+    from weightmirror.circuits.brian.network import BrianCircuit
 
     device, threads = device_of(name)
     warm = 0.01 if device in ("runtime", "cython") else 0.0

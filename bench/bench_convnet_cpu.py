@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
-from circuits.rules import make_rule  # noqa: E402
-from models.layers import softmax_cross_entropy  # noqa: E402
-from models.zoo import build_model  # noqa: E402
-from sims.data import load_dataset  # noqa: E402
+from weightmirror.circuits.rules import make_rule  # noqa: E402
+from weightmirror.models.layers import softmax_cross_entropy  # noqa: E402
+from weightmirror.models.zoo import build_model  # noqa: E402
+from weightmirror.sims.data import load_dataset  # noqa: E402
 
 
 def numpy_side(data, batch, rule_name, lr, seed):

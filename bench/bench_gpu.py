@@ -48,11 +48,11 @@ def _median_step(fn, steps: int, warmup: int, sync) -> float:
 
 
 def engine_step_fn(model: str, rule_name: str, batch: int, input_shape, classes: int, cp):
-    from circuits.rules import make_rule
-    from models.backend import make_rng
-    from models.layers import softmax_cross_entropy
-    from models.optim import SGD
-    from models.zoo import build_model
+    from weightmirror.circuits.rules import make_rule
+    from weightmirror.models.backend import make_rng
+    from weightmirror.models.layers import softmax_cross_entropy
+    from weightmirror.models.optim import SGD
+    from weightmirror.models.zoo import build_model
 
     rng = make_rng(cp, 0)
     params = {"wm": {"mirror_batch_size": 64, "mirror_batches": 1.0}}.get(rule_name, {}) if model != "mlp" else {}
@@ -138,9 +138,9 @@ def main() -> int:
     except ImportError:
         torch = None
 
-    from models import conv as conv_mod
-    from models import cudnn_conv, fused
-    from models.backend import set_tf32
+    from weightmirror.models import conv as conv_mod
+    from weightmirror.models import cudnn_conv, fused
+    from weightmirror.models.backend import set_tf32
 
     lines.append(f"cuDNN convolutions: available (frontend {cudnn_conv.version()})" if cudnn_conv.available()
                  else f"cuDNN convolutions: unavailable: {cudnn_conv.unavailable_reason()}")

@@ -59,7 +59,7 @@ def make_folder(root: Path, n_images: int, width: int, height: int, classes: int
 
 def time_loader(folder, train: bool, workers: int, batch_size: int, epochs: int, size: int) -> float:
     """Images per second over ``epochs`` epochs (the pool started beforehand)."""
-    from sims.imagenet import ImageNetLoader
+    from weightmirror.sims.imagenet import ImageNetLoader
 
     with ImageNetLoader(
         folder, batch_size, train=train, size=size, seed=0, workers=workers, prefetch=2
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="reuse/create the JPEG folder here")
     args = parser.parse_args(argv)
 
-    from sims.imagenet import scan_imagenet_split
+    from weightmirror.sims.imagenet import scan_imagenet_split
 
     tmp = None
     root = args.dir

@@ -48,7 +48,7 @@ def flops_per_step(sizes, batch) -> float:
 def load_inputs(random: bool):
     if not random:
         try:
-            from sims.data import load_dataset
+            from weightmirror.sims.data import load_dataset
 
             d = load_dataset("fashion-mnist")
             return d.x_train, d.y_train
@@ -59,12 +59,12 @@ def load_inputs(random: bool):
 
 
 def engine_stepper(rule_name: str, x, y, seed=0):
-    from circuits.rules import make_rule
-    from models.layers import softmax_cross_entropy
-    from models.mlp import build_mlp
-    from models.optim import SGD
+    from weightmirror.circuits.rules import make_rule
+    from weightmirror.models.layers import softmax_cross_entropy
+    from weightmirror.models.mlp import build_mlp
+    from weightmirror.models.optim import SGD
 
-    from sims.config import DEFAULTS
+    from weightmirror.sims.config import DEFAULTS
 
     rng = np.random.default_rng(seed)
     # the rules as the training config has them (bench/configs/fmnist_mlp.toml)

@@ -98,8 +98,8 @@ def _merge(a: dict, b: dict) -> dict:
 
 def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | None, epochs: int | None,
             seed: int | None = None, model: str = "mlp", device: str | None = None) -> dict:
-    from sims import config
-    from sims.train import train
+    from weightmirror.sims import config
+    from weightmirror.sims.train import train
 
     values = _merge(config.load_toml(BASES[model]), overrides)
     values["rule"] = rule

@@ -38,9 +38,9 @@ def _correctness_one(device: str, mode: str, out_json: str) -> None:
     """Run one small circuit on ``device`` and write its weights (own process)."""
     import numpy as np
 
-    from circuits.rules import KolenPollack, WeightMirror
-    from circuits.spec import CircuitSpec, Phases
-    from sims.circuit import run_circuit
+    from weightmirror.circuits.rules import KolenPollack, WeightMirror
+    from weightmirror.circuits.spec import CircuitSpec, Phases
+    from weightmirror.sims.circuit import run_circuit
 
     rng = np.random.default_rng(0)
     if mode == "engaged":
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     if not args.out:
         p.error("the report path is required")
 
-    from circuits.brian.devices import brian2cuda_available
+    from weightmirror.circuits.brian.devices import brian2cuda_available
 
     lines = ["# Circuit mode on the GPU (cuda_standalone)", ""]
     dut = args.device_under_test

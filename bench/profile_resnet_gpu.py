@@ -30,12 +30,12 @@ def main() -> int:
     import cupy as cp
     import numpy as np
 
-    from circuits.rules import make_rule
-    from models import conv as conv_mod
-    from models.backend import make_rng, set_tf32
-    from models.layers import softmax_cross_entropy
-    from models.optim import SGD
-    from models.zoo import build_model
+    from weightmirror.circuits.rules import make_rule
+    from weightmirror.models import conv as conv_mod
+    from weightmirror.models.backend import make_rng, set_tf32
+    from weightmirror.models.layers import softmax_cross_entropy
+    from weightmirror.models.optim import SGD
+    from weightmirror.models.zoo import build_model
 
     set_tf32(args.tf32)
     conv_mod.set_conv_algorithm(args.algorithm)

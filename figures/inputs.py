@@ -3,10 +3,10 @@
 A results folder is recognised by the files ``weightmirror train``,
 ``weightmirror compare`` (one folder per rule) and ``weightmirror circuit``
 write: ``summary.json``, ``metrics.jsonl``, ``config.toml`` (see
-:mod:`sims.results`). A path given by the user is either such a folder or a
+:mod:`weightmirror.results`). A path given by the user is either such a folder or a
 folder of them (searched a few levels down).
 
-Only :mod:`sims.results` (file readers), the standard library and NumPy are
+Only :mod:`weightmirror.results` (file readers), the standard library and NumPy are
 imported here.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from sims import results
+from weightmirror import results
 
 RUN_FILES = (results.SUMMARY, results.METRICS, results.CONFIG)
 MAX_DEPTH = 4

@@ -7,7 +7,7 @@ writes PNG (dpi 150) and PDF (the results table: Markdown and LaTeX).
 
 Python use::
 
-    from figures.make import make_all
+    from weightmirror.figures.make import make_all
     report = make_all(["runs/compare", "runs/circuit-wm"], "figs")
     report["made"]     # PNG (or .md) path per figure made; the PDF/.tex sits beside it
     report["skipped"]  # figure name -> why it was not made
@@ -30,7 +30,7 @@ FIGURES = ("circuit_diagram", "mirror_phase", "spike_raster", "feedback_angles",
 
 
 def figure_modules():
-    return [importlib.import_module(f"figures.{name}") for name in FIGURES]
+    return [importlib.import_module(f".{name}", __package__) for name in FIGURES]
 
 
 def make_all(result_dirs, out_dir) -> dict:

@@ -24,7 +24,7 @@ def segments(run) -> list[tuple[str, float, float]]:
     phases = (run.config or {}).get("phases")
     if phases:
         try:
-            from circuits.spec import Phases  # the declaration's own schedule (no Brian2 import)
+            from weightmirror.circuits.spec import Phases  # the declaration's own schedule (no Brian2 import)
 
             return Phases(**phases).segments()
         except Exception:  # an older or foreign config: fall back on the rows

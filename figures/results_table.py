@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 
-from sims import results
+from weightmirror import results
 
 from . import style
 from .inputs import SkipFigure, group_training_runs, no_runs_reason, usable

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sims import results
+from weightmirror import results
 
 from . import style
 from .inputs import SkipFigure, no_runs_reason

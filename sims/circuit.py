@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from circuits.rules import WeightMirror, angle_degrees
-from circuits.spec import (
+from weightmirror.circuits.rules import WeightMirror, angle_degrees
+from weightmirror.circuits.spec import (
     CIRCUIT_RULES,
     DEVICES,
     NEURON_KINDS,
@@ -46,7 +46,7 @@ from circuits.spec import (
     CircuitSpec,
     SpecError,
 )
-from sims import results
+from weightmirror import results
 
 __all__ = ["CircuitInputError", "add_parser", "run", "run_circuit", "spec_from_args", "rate_reference",
            "presentation_order",
@@ -120,7 +120,7 @@ def _downsample(x: np.ndarray, image_shape, factor: int) -> np.ndarray:
 
 def load_stimulus(spec: CircuitSpec, data_dir=None):
     """``(x_train, y_train, x_test, y_test)`` flattened, standardised, downsampled."""
-    from sims.data import DataError, load_dataset
+    from weightmirror.sims.data import DataError, load_dataset
 
     try:
         ds = load_dataset(spec.data, data_dir=data_dir, flatten=True, seed=spec.seed)
@@ -181,7 +181,7 @@ def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1) -> dict
     ``plastic time / τ_ξ`` noise samples through ``WeightMirror.mirror_update``.
     Returns ``{"weights", "test_error", "train_error", "angles_deg"}``.
     """
-    from circuits.brian.network import init_weights
+    from weightmirror.circuits.brian.network import init_weights
 
     xtr, ytr, xte, yte = data
     rule = spec.rule
@@ -258,7 +258,7 @@ def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, we
     build_dir : standalone build directory, kept (default: a temporary one,
         removed after the results are read out).
     """
-    from circuits.brian.network import BrianCircuit, init_weights
+    from weightmirror.circuits.brian.network import BrianCircuit, init_weights
 
     out = Path(out_dir)
     if not overwrite and ((out / results.SUMMARY).exists() or (out / results.METRICS).exists()):

@@ -1,4 +1,4 @@
-"""The ``weightmirror`` command (also ``python -m sims``).
+"""The ``weightmirror`` command (also ``python -m weightmirror``).
 
 Sub-commands
 ------------
@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuits.rules import RULE_NAMES
+from weightmirror.circuits.rules import RULE_NAMES
 
 EXIT_USAGE = 2
 
@@ -55,7 +55,7 @@ _nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _add_common_training_flags(p: argparse.ArgumentParser) -> None:
-    from sims.config import DATASETS, MODELS
+    from weightmirror.sims.config import DATASETS, MODELS
 
     p.add_argument("--model", choices=MODELS, help="architecture (default: the config's, else mlp)")
     p.add_argument("--data", choices=DATASETS, help="data set (default: the config's, else digits)")
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder; each rule writes OUT/<rule>/")
 
     try:
-        from sims import circuit
+        from weightmirror.sims import circuit
     except ImportError:  # circuit mode not installed in this checkout
         circuit = None
     if circuit is not None and hasattr(circuit, "add_parser"):
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
 
     try:
-        from figures import make as figures_make
+        from weightmirror.figures import make as figures_make
     except ImportError:
         figures_make = None
     if figures_make is not None and hasattr(figures_make, "add_parser"):
@@ -119,7 +119,7 @@ def _overrides(args, *names) -> dict:
 
 
 def _training_config(args, rule: str | None):
-    from sims import config
+    from weightmirror.sims import config
 
     file_values = config.load_toml(args.config) if args.config else {}
     flags = _overrides(args, "model", "data", "epochs", "seed", "device", "batch_size")
@@ -133,7 +133,7 @@ def _training_config(args, rule: str | None):
 
 
 def cmd_train(args) -> int:
-    from sims import train
+    from weightmirror.sims import train
 
     if args.resume:
         overrides = {"epochs": args.epochs} if args.epochs else {}
@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sims import train
+    from weightmirror.sims import train
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     bad = [r for r in rules if r not in RULE_NAMES]
@@ -193,26 +193,26 @@ def format_table(summaries: list[dict]) -> str:
 
 
 def cmd_demo(args) -> int:
-    from sims import demo
+    from weightmirror.sims import demo
 
     return demo.run(args.out, quick=args.quick, progress=not args.quiet)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input: reported in one line, exit status 2."""
-    from circuits.rules import RuleError
-    from models.backend import BackendError
-    from sims.config import ConfigError
-    from sims.data import DataError
-    from sims.results import ResultsError
-    from sims.train import RunExistsError
+    from weightmirror.circuits.rules import RuleError
+    from weightmirror.models.backend import BackendError
+    from weightmirror.sims.config import ConfigError
+    from weightmirror.sims.data import DataError
+    from weightmirror.results import ResultsError
+    from weightmirror.sims.train import RunExistsError
 
     errors: list[type[BaseException]] = [
         ConfigError, DataError, RuleError, BackendError, ResultsError, RunExistsError, UsageError,
         FileNotFoundError, NotADirectoryError, PermissionError,
     ]
-    for module, name in (("sims.circuit", "CircuitInputError"), ("circuits.spec", "SpecError"),
-                         ("figures.make", "FigureInputError")):
+    for module, name in (("weightmirror.sims.circuit", "CircuitInputError"), ("weightmirror.circuits.spec", "SpecError"),
+                         ("weightmirror.figures.make", "FigureInputError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -228,11 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in handlers:
             return handlers[args.command](args)
         if args.command == "circuit":
-            from sims import circuit
+            from weightmirror.sims import circuit
 
             return circuit.run(args)
         if args.command == "figures":
-            from figures import make
+            from weightmirror.figures import make
 
             return make.run(args)
         parser.error(f"unknown command {args.command}")

@@ -51,10 +51,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from circuits import rules as rules_mod
-from models.backend import DEVICES
-from models.conv import CONV_ALGORITHMS
-from models.optim import SCHEDULES
+from weightmirror.circuits import rules as rules_mod
+from weightmirror.models.backend import DEVICES
+from weightmirror.models.conv import CONV_ALGORITHMS
+from weightmirror.models.optim import SCHEDULES
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet", "imagenet32", "imagenet64")
 MODELS = ("mlp", "convnet", "resnet20", "resnet18", "resnet50")
@@ -120,7 +120,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"mlp": {"hidden": [500, 500], "acti
 
 
 def _model_options() -> dict[str, tuple[str, ...]]:
-    from models.zoo import model_options
+    from weightmirror.models.zoo import model_options
 
     return {name: model_options(name) for name in MODELS}
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sims import config
-from sims.train import RunExistsError, load_data, train
+from weightmirror.sims import config
+from weightmirror.sims.train import RunExistsError, load_data, train
 
 DEMO_RULES = ("bp", "fa", "usf", "brsf", "frsf", "wm", "kp")
 
@@ -49,8 +49,8 @@ def training_configs(quick: bool) -> dict[str, dict]:
 def circuit_specs(quick: bool) -> dict:
     """The demo's circuits: a weight-mirror circuit 64-32-10 in mirror mode,
     with rate neurons and with Poisson spiking neurons (Brian2, runtime device)."""
-    from circuits.rules import WeightMirror
-    from circuits.spec import CircuitSpec, NeuronModel, Phases
+    from weightmirror.circuits.rules import WeightMirror
+    from weightmirror.circuits.spec import CircuitSpec, NeuronModel, Phases
 
     duration = 1.0 if quick else 4.0
     specs = {}
@@ -76,7 +76,7 @@ def circuit_specs(quick: bool) -> dict:
 
 def _circuit_step(out: Path, quick: bool, progress: bool, log) -> list[Path]:
     """Short circuit-mode mirror phases; returns the folders written."""
-    from sims.circuit import run_circuit
+    from weightmirror.sims.circuit import run_circuit
 
     written = []
     for kind, spec in circuit_specs(quick).items():
@@ -113,14 +113,14 @@ def run(out_dir: str | Path, quick: bool = False, progress: bool = True, log=pri
     figures_dir = out / "figures"
     made, skipped = [], {}
     try:
-        from figures.make import make_all
+        from weightmirror.figures.make import make_all
     except ImportError as exc:
         log(f"figures skipped: {exc}")
     else:
         report = make_all([*circuit_dirs, out / "training"], figures_dir)
         made, skipped = report["made"], report["skipped"]
 
-    from sims.cli import format_table
+    from weightmirror.sims.cli import format_table
 
     log("")
     log(format_table(summaries))

@@ -16,8 +16,8 @@ The collectives go through a :class:`Communicator`:
 * :class:`NCCLCommunicator` -- CuPy arrays on the GPU through
   ``cupy.cuda.nccl`` (the unique id is broadcast through mpi4py).
 
-:func:`get_communicator` picks one; ``python -m sims.distributed`` checks that
-a launch works (``mpirun -n 2 python -m sims.distributed --backend mpi``).
+:func:`get_communicator` picks one; ``python -m weightmirror.sims.distributed`` checks that
+a launch works (``mpirun -n 2 python -m weightmirror.sims.distributed --backend mpi``).
 
 Random numbers: initial weights must be identical on every rank (same seed,
 or :meth:`Communicator.bcast` from rank 0), but the weight mirror's noise
@@ -34,7 +34,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from models.backend import array_module_of
+from weightmirror.models.backend import array_module_of
 
 __all__ = [
     "Communicator",
@@ -458,9 +458,9 @@ def average_gradients(comm: Communicator, modules: Iterable[Any]) -> None:
 
 
 def _self_check(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m sims.distributed``: average rank-dependent arrays and check."""
+    """``python -m weightmirror.sims.distributed``: average rank-dependent arrays and check."""
     parser = argparse.ArgumentParser(
-        prog="python -m sims.distributed",
+        prog="python -m weightmirror.sims.distributed",
         description="Check a data-parallel launch: each rank contributes its rank; "
         "the mean must be (size-1)/2 everywhere.",
     )

@@ -1,7 +1,7 @@
 """Rate-mode training: batch sources, the loop, metrics, checkpoints, resume, data parallel.
 
 ``train(cfg, out_dir)`` trains the configured model with the configured rule
-and writes the results folder (see ``sims.results``).
+and writes the results folder (see ``weightmirror.results``).
 
 Batch sources
 -------------
@@ -82,15 +82,15 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from circuits.rules import LearningRule, angle_degrees
-from models.backend import get_array_module, make_rng, set_tf32, synchronize, to_numpy
-from models.conv import set_conv_algorithm
-from models.layers import softmax_cross_entropy
-from models.optim import SGD, Schedule
-from sims import results
-from sims.config import make_rule_from_config, resolve
-from sims.data import DataError, Dataset, load_dataset
-from sims.distributed import (
+from weightmirror.circuits.rules import LearningRule, angle_degrees
+from weightmirror.models.backend import get_array_module, make_rng, set_tf32, synchronize, to_numpy
+from weightmirror.models.conv import set_conv_algorithm
+from weightmirror.models.layers import softmax_cross_entropy
+from weightmirror.models.optim import SGD, Schedule
+from weightmirror import results
+from weightmirror.sims.config import make_rule_from_config, resolve
+from weightmirror.sims.data import DataError, Dataset, load_dataset
+from weightmirror.sims.distributed import (
     Communicator,
     SingleProcess,
     average_gradients,
@@ -159,7 +159,7 @@ def load_data(cfg: dict) -> Union[Dataset, ImageNetFolders]:
         If the files are missing or malformed.
     """
     if cfg["data"] == "imagenet":
-        from sims.imagenet import scan_imagenet_split
+        from weightmirror.sims.imagenet import scan_imagenet_split
 
         if not cfg["data_dir"]:
             raise DataError("imagenet: --data-dir is required (a folder holding train/<wnid>/*.JPEG and val/)")
@@ -303,7 +303,7 @@ class ImageFolderSource(BatchSource):
     counts_skips = True
 
     def __init__(self, folders: ImageNetFolders, cfg: dict, rank: int = 0, world_size: int = 1):
-        from sims.imagenet import ImageNetLoader as loader
+        from weightmirror.sims.imagenet import ImageNetLoader as loader
 
         self.folders = folders
         self.size = int(cfg["run"]["image_size"])
@@ -342,7 +342,7 @@ class ImageFolderSource(BatchSource):
             self.val_loader.close()  # its workers are idle until the next evaluation
 
     def metric_batch(self, n: int):
-        from sims.imagenet import ImageFolder, ImageNetLoader
+        from weightmirror.sims.imagenet import ImageFolder, ImageNetLoader
 
         split = self.folders.train
         n = min(int(n), len(split))
@@ -395,7 +395,7 @@ def build_network(cfg: dict, data, xp):
     ``data`` is anything with ``image_shape`` and ``num_classes`` (a
     Dataset or a BatchSource).
     """
-    from models.zoo import build_model
+    from weightmirror.models.zoo import build_model
     rule = make_rule_from_config(cfg)
     rng = make_rng(xp, _seed(cfg, _INIT))
     return build_model(cfg["model"], data.image_shape, data.num_classes, rule, xp, rng,
@@ -916,7 +916,7 @@ def _train(cfg, out, resume, progress, log, source, stop_after, stop_after_steps
 
 
 def _read_toml(out: Path) -> dict:
-    from sims.config import load_toml
+    from weightmirror.sims.config import load_toml
 
     return load_toml(out / results.CONFIG)
 

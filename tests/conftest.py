@@ -10,7 +10,7 @@ def rng():
 
 def pytest_collection_modifyitems(config, items):
     """GPU tests skip cleanly where CuPy sees no GPU."""
-    from models.backend import cuda_available
+    from weightmirror.models.backend import cuda_available
 
     if cuda_available():
         return

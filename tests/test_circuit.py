@@ -14,14 +14,14 @@ import shutil
 import numpy as np
 import pytest
 
-from circuits.rules import FeedbackAlignment, KolenPollack, WeightMirror, angle_degrees
-from circuits.spec import CircuitSpec, NeuronModel, Noise, Phases, SpecError
+from weightmirror.circuits.rules import FeedbackAlignment, KolenPollack, WeightMirror, angle_degrees
+from weightmirror.circuits.spec import CircuitSpec, NeuronModel, Noise, Phases, SpecError
 
 brian2 = pytest.importorskip("brian2")
 
-from circuits.brian import devices  # noqa: E402
-from circuits.brian.network import BrianCircuit, filter_gain, init_weights  # noqa: E402
-from sims import circuit as sim_circuit  # noqa: E402
+from weightmirror.circuits.brian import devices  # noqa: E402
+from weightmirror.circuits.brian.network import BrianCircuit, filter_gain, init_weights  # noqa: E402
+from weightmirror.sims import circuit as sim_circuit  # noqa: E402
 
 
 def _wm(**kw):
@@ -332,7 +332,7 @@ def test_cuda_standalone_mirror_phase(tmp_path):
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_circuit_learns_digits_like_rate_mode(tmp_path):
-    from sims.circuit import load_stimulus, rate_reference
+    from weightmirror.sims.circuit import load_stimulus, rate_reference
 
     # 3000 presentations (about two epochs); 20 ms each, so that the forward and
     # feedback chains settle within the first half of a presentation

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from circuits.rules import KolenPollack, WeightMirror, angle_degrees, make_rule
-from models.conv import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, MaxPool2d
-from models.layers import BackwardContext, Network, ReLU
-from models.resnet import build_convnet
+from weightmirror.circuits.rules import KolenPollack, WeightMirror, angle_degrees, make_rule
+from weightmirror.models.conv import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, MaxPool2d
+from weightmirror.models.layers import BackwardContext, Network, ReLU
+from weightmirror.models.resnet import build_convnet
 
 F64 = np.float64
 
@@ -136,7 +136,7 @@ def test_feedback_alignment_with_B_equal_W_gives_exactly_backprop():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 1, 12, 12), dtype=np.float32)
     y = np.array([0, 2, 1])
-    from models.layers import softmax_cross_entropy
+    from weightmirror.models.layers import softmax_cross_entropy
 
     grads = {}
     for rule in ("bp", "fa"):

@@ -10,12 +10,12 @@ product through that branch must equal the im2col branch.
 import numpy as np
 import pytest
 
-from circuits.rules import make_rule
-from models import conv as conv_mod
-from models import cudnn_conv
-from models.backend import make_rng
-from models.conv import Conv2d
-from models.layers import BackwardContext
+from weightmirror.circuits.rules import make_rule
+from weightmirror.models import conv as conv_mod
+from weightmirror.models import cudnn_conv
+from weightmirror.models.backend import make_rng
+from weightmirror.models.conv import Conv2d
+from weightmirror.models.layers import BackwardContext
 
 
 def _pad(x, p):

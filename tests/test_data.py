@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sims.data import (
+from weightmirror.sims.data import (
     DATASET_NAMES,
     FASHION_MNIST_DEFAULT_DIR,
     DataError,

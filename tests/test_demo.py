@@ -1,7 +1,7 @@
 """The main job, end to end in its quick form."""
 import json
 
-from sims.cli import main
+from weightmirror.sims.cli import main
 
 
 def test_demo_quick_writes_runs_figures_and_table(tmp_path, capsys):

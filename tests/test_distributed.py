@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sims.distributed import (
+from weightmirror.sims.distributed import (
     Communicator,
     MPICommunicator,
     NCCLCommunicator,
@@ -45,9 +45,9 @@ def _problem():
 
 def _grads(x, y):
     """Build the MLP (same weights on every rank), backprop on (x, y)."""
-    from circuits.rules import make_rule
-    from models.layers import softmax_cross_entropy
-    from models.mlp import build_mlp
+    from weightmirror.circuits.rules import make_rule
+    from weightmirror.models.layers import softmax_cross_entropy
+    from weightmirror.models.mlp import build_mlp
 
     net = build_mlp(SIZES, make_rule("bp"), np, np.random.default_rng(SEED))
     logits = net.forward(x)
@@ -148,8 +148,8 @@ def test_average_gradients_one_collective_per_dtype_and_in_place():
 
 
 def test_average_gradients_needs_backward():
-    from circuits.rules import make_rule
-    from models.mlp import build_mlp
+    from weightmirror.circuits.rules import make_rule
+    from weightmirror.models.mlp import build_mlp
 
     net = build_mlp(SIZES, make_rule("bp"), np, np.random.default_rng(0))
     with pytest.raises(ValueError, match="backward"):
@@ -194,7 +194,7 @@ def _run_ranks(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_mpi_self_check_two_ranks(tmp_path):
     _need_mpi()
-    proc = _run_ranks(["-m", "sims.distributed", "--backend", "mpi"], tmp_path)
+    proc = _run_ranks(["-m", "weightmirror.sims.distributed", "--backend", "mpi"], tmp_path)
     assert proc.stdout.count("OK") == 2, proc.stdout
 
 

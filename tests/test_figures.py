@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from figures import make as figures_make
-from figures.inputs import SkipFigure, discover
+from weightmirror.figures import make as figures_make
+from weightmirror.figures.inputs import SkipFigure, discover
 
 RULES = ("bp", "fa", "wm", "kp")
 TRAINING_FIGURES = ("feedback_angles", "test_error", "delta_angles")
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def training_results(tmp_path_factory) -> Path:
     """A compare-style folder: one real 2-epoch run per rule (digits, MLP 64-16-16-10)."""
-    from sims import config, train
+    from weightmirror.sims import config, train
 
     out = tmp_path_factory.mktemp("compare")
     base = {"data": "digits", "model": "mlp", "epochs": 2, "batch_size": 64,
@@ -47,8 +47,8 @@ def training_results(tmp_path_factory) -> Path:
 
 def _circuit_run(out: Path, neuron: str, schedule: str = "mirror") -> Path:
     try:
-        from circuits.spec import CircuitSpec
-        from sims import circuit
+        from weightmirror.circuits.spec import CircuitSpec
+        from weightmirror.sims import circuit
     except ImportError as exc:
         pytest.skip(f"circuit mode not available in this checkout: {exc}")
     pytest.importorskip("brian2", reason="circuit mode needs Brian2")
@@ -118,9 +118,9 @@ def test_spike_raster_from_a_real_spiking_run(spiking_results, tmp_path):
 
 
 def test_circuit_diagram_from_a_spec_object(tmp_path):
-    pytest.importorskip("circuits.spec")
-    from circuits.spec import CircuitSpec
-    from figures import circuit_diagram, style
+    pytest.importorskip("weightmirror.circuits.spec")
+    from weightmirror.circuits.spec import CircuitSpec
+    from weightmirror.figures import circuit_diagram, style
 
     spec = CircuitSpec.from_dict({"layers": [784, 100, 30, 10], "rule": {"name": "kp"},
                                   "phases": {"schedule": "engaged"}})
@@ -148,7 +148,7 @@ def test_results_table_labels_ours_and_published(training_results, tmp_path):
 
 
 def test_make_all_and_the_command(training_results, circuit_results, tmp_path, capsys):
-    from sims.cli import main
+    from weightmirror.sims.cli import main
 
     out = tmp_path / "figs"
     rc = main(["figures", "--results", str(training_results), str(circuit_results), "--out", str(out)])
@@ -170,7 +170,7 @@ def test_make_all_and_the_command(training_results, circuit_results, tmp_path, c
 # missing and partial results
 # ---------------------------------------------------------------------------
 def test_missing_path_is_a_clear_error(tmp_path, capsys):
-    from sims.cli import main
+    from weightmirror.sims.cli import main
 
     missing = tmp_path / "no-such-run"
     with pytest.raises(figures_make.FigureInputError, match="no-such-run: no such results folder"):
@@ -249,11 +249,11 @@ def test_skip_is_not_an_error_when_nothing_matches(training_results, tmp_path):
 def test_figure_modules_import_nothing_that_trains_or_simulates():
     code = (
         "import sys, json\n"
-        "from figures import make\n"
+        "from weightmirror.figures import make\n"
         "make.figure_modules()\n"
-        "import figures.style, figures.inputs\n"
-        "bad = sorted(m for m in sys.modules if m == 'brian2' or m.startswith(('brian2.', 'models', "
-        "'sims.train', 'sims.circuit', 'sims.config', 'sims.data', 'circuits.brian', 'cupy')))\n"
+        "import weightmirror.figures.style, weightmirror.figures.inputs\n"
+        "bad = sorted(m for m in sys.modules if m == 'brian2' or m.startswith(('brian2.', "
+        "'weightmirror.models', 'weightmirror.sims', 'weightmirror.circuits.brian', 'cupy')))\n"
         "print(json.dumps(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

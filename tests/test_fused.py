@@ -11,10 +11,10 @@ kernel sources themselves run in the gpu-marked test at the end.
 import numpy as np
 import pytest
 
-from models import fused
-from models.backend import make_rng
-from models.conv import BatchNorm2d
-from models.layers import BackwardContext
+from weightmirror.models import fused
+from weightmirror.models.backend import make_rng
+from weightmirror.models.conv import BatchNorm2d
+from weightmirror.models.layers import BackwardContext
 
 
 def _numpy_kernels():
@@ -163,9 +163,9 @@ def test_fused_kernels_on_gpu_match_numpy():
 @pytest.mark.parametrize("rule_name,momentum,nesterov,wd", [
     ("bp", 0.9, False, 1e-3), ("kp", 0.9, True, 1e-3), ("fa", 0.0, False, 0.0), ("kp", 0.0, False, 1e-2)])
 def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, momentum, nesterov, wd):
-    from circuits.rules import make_rule
-    from models.mlp import build_mlp
-    from models.optim import SGD
+    from weightmirror.circuits.rules import make_rule
+    from weightmirror.models.mlp import build_mlp
+    from weightmirror.models.optim import SGD
 
     results = []
     for use_fused in (False, True):
@@ -186,7 +186,7 @@ def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, mome
 
 
 def _maxpool_pair(k, s, p, x):
-    from models.conv import MaxPool2d
+    from weightmirror.models.conv import MaxPool2d
 
     ref, fast = MaxPool2d(k, s, p, xp=np), MaxPool2d(k, s, p, xp=np)
     y_ref = ref.forward(x.copy())
@@ -215,7 +215,7 @@ def test_fused_maxpool_on_gpu_matches_numpy(k, s, p):
     cp = pytest.importorskip("cupy")
     if not cp.is_available():
         pytest.skip("no CUDA GPU")
-    from models.conv import MaxPool2d
+    from weightmirror.models.conv import MaxPool2d
 
     rng = np.random.default_rng(4)
     x = np.maximum(rng.standard_normal((2, 3, 11, 12)), 0).astype(np.float32)

@@ -8,12 +8,12 @@ carried wheels so that they run there.
 import numpy as np
 import pytest
 
-from circuits.rules import make_rule
-from models import conv as conv_mod
-from models.backend import get_array_module, make_rng, set_tf32, to_numpy
-from models.conv import Conv2d
-from models.layers import BackwardContext, softmax_cross_entropy
-from models.zoo import build_model
+from weightmirror.circuits.rules import make_rule
+from weightmirror.models import conv as conv_mod
+from weightmirror.models.backend import get_array_module, make_rng, set_tf32, to_numpy
+from weightmirror.models.conv import Conv2d
+from weightmirror.models.layers import BackwardContext, softmax_cross_entropy
+from weightmirror.models.zoo import build_model
 
 pytestmark = pytest.mark.gpu
 
@@ -27,7 +27,7 @@ def cp():
 
 
 def _cudnn_or_skip():
-    from models import cudnn_conv
+    from weightmirror.models import cudnn_conv
 
     if not cudnn_conv.available():
         pytest.skip(f"cuDNN frontend unavailable: {cudnn_conv.unavailable_reason()}")

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from circuits.rules import angle_degrees, make_rule
-from models.backend import get_array_module, to_numpy
-from models.layers import softmax_cross_entropy
-from models.mlp import build_mlp
-from models.optim import SGD
+from weightmirror.circuits.rules import angle_degrees, make_rule
+from weightmirror.models.backend import get_array_module, to_numpy
+from weightmirror.models.layers import softmax_cross_entropy
+from weightmirror.models.mlp import build_mlp
+from weightmirror.models.optim import SGD
 
 pytestmark = pytest.mark.gpu
 
@@ -15,7 +15,7 @@ def _pair(rule_name, sizes=(20, 16, 12, 5)):
     cp = get_array_module("cuda")
     nets = {}
     for name, xp in (("np", np), ("cp", cp)):
-        from models.backend import make_rng
+        from weightmirror.models.backend import make_rng
 
         nets[name] = build_mlp(list(sizes), make_rule(rule_name), xp, make_rng(xp, 0))
     # same weights and feedback weights on both devices
@@ -50,8 +50,8 @@ def test_cupy_step_matches_numpy(rule):
 
 def test_cupy_weight_mirror_aligns_and_brsf_redraws():
     cp = get_array_module("cuda")
-    from models.backend import make_rng
-    from models.layers import Linear
+    from weightmirror.models.backend import make_rng
+    from weightmirror.models.layers import Linear
 
     rng = make_rng(cp, 3)
     layer = Linear(200, 100, cp, rng)
@@ -68,8 +68,8 @@ def test_cupy_weight_mirror_aligns_and_brsf_redraws():
 
 
 def test_train_on_cuda_end_to_end(tmp_path):
-    from sims import config
-    from sims.train import train
+    from weightmirror.sims import config
+    from weightmirror.sims.train import train
 
     cfg = config.resolve({"epochs": 3, "batch_size": 64, "device": "cuda", "rule": "kp",
                           "model_options": {"hidden": [64, 64]}, "kp": {"weight_decay": 0.3}})

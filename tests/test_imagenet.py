@@ -11,8 +11,8 @@ import pytest
 PIL = pytest.importorskip("PIL", reason="Pillow is needed to write and decode test JPEGs")
 from PIL import Image  # noqa: E402
 
-from sims.data import DataError, Dataset  # noqa: E402
-from sims.imagenet import (  # noqa: E402
+from weightmirror.sims.data import DataError, Dataset  # noqa: E402
+from weightmirror.sims.imagenet import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageNetLoader,

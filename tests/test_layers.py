@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from circuits.rules import make_rule
-from models.layers import Linear, ReLU, Sigmoid, Tanh, softmax_cross_entropy
-from models.mlp import build_mlp
-from models.optim import SGD, Schedule
+from weightmirror.circuits.rules import make_rule
+from weightmirror.models.layers import Linear, ReLU, Sigmoid, Tanh, softmax_cross_entropy
+from weightmirror.models.mlp import build_mlp
+from weightmirror.models.optim import SGD, Schedule
 
 
 def _float64(net):

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from circuits.rules import angle_degrees, make_rule
-from models.conv import BasicBlock, Bottleneck
-from models.layers import BackwardContext, softmax_cross_entropy
-from models.zoo import MODEL_NAMES, build_model, model_options
+from weightmirror.circuits.rules import angle_degrees, make_rule
+from weightmirror.models.conv import BasicBlock, Bottleneck
+from weightmirror.models.layers import BackwardContext, softmax_cross_entropy
+from weightmirror.models.zoo import MODEL_NAMES, build_model, model_options
 
 
 def n_params(net):
@@ -152,7 +152,7 @@ def test_backward_can_run_twice_after_one_forward(name, shape):
 
 
 def test_convnet_with_batchnorm_structure_and_input_gradient():
-    from models.conv import BatchNorm1d, BatchNorm2d
+    from weightmirror.models.conv import BatchNorm1d, BatchNorm2d
 
     rng = np.random.default_rng(3)
     net = build_model("convnet", (1, 12, 12), 4, make_rule("bp"), np, rng, channels=(3, 5), hidden=6, batchnorm=True)
@@ -186,7 +186,7 @@ def test_convnet_with_batchnorm_structure_and_input_gradient():
 
 
 def test_convnet_batchnorm_option_is_validated():
-    from sims import config
+    from weightmirror.sims import config
 
     with pytest.raises(config.ConfigError, match="model_options.batchnorm: expected true or false"):
         config.resolve({"model": "convnet", "data": "digits", "model_options": {"batchnorm": "yes"}})

@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from circuits import rules
-from circuits.rules import angle_degrees, make_rule
-from models.layers import Linear
-from models.optim import SGD
+from weightmirror.circuits import rules
+from weightmirror.circuits.rules import angle_degrees, make_rule
+from weightmirror.models.layers import Linear
+from weightmirror.models.optim import SGD
 
 
 def _layer(rng, n_in=60, n_out=40):
@@ -194,7 +194,7 @@ def test_wm_norm_control_matches_w(rng):
 
 def test_wm_layer_response_scales_by_mean_slope(rng):
     """Stein's lemma: with r = relu(W ξ), E[r ξᵀ] = σ² diag(P(active)) W ≈ σ²/2 W."""
-    from models.layers import ReLU
+    from weightmirror.models.layers import ReLU
 
     layer = Linear(40, 20, np, rng)
     layer.mirror_activation = ReLU()

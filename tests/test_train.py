@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sims import config, results
-from sims.cli import main
-from sims.train import train
+from weightmirror import results
+from weightmirror.sims import config
+from weightmirror.sims.cli import main
+from weightmirror.sims.train import train
 
 SMALL = """
 epochs = 3
@@ -127,7 +128,7 @@ def test_bad_flag_and_missing_paths_exit_2_without_traceback(tmp_path):
         (["train", "--resume", "--out", str(tmp_path / "never")], "nothing to resume"),
     ]
     for argv, needle in cases:
-        proc = subprocess.run([sys.executable, "-m", "sims", *argv], capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, "-m", "weightmirror", *argv], capture_output=True, text=True, env=env)
         assert proc.returncode == 2, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr
         lines = proc.stderr.strip().splitlines()
@@ -135,7 +136,7 @@ def test_bad_flag_and_missing_paths_exit_2_without_traceback(tmp_path):
 
 
 def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
-    from models.backend import cuda_available
+    from weightmirror.models.backend import cuda_available
 
     if cuda_available():
         pytest.skip("a GPU is present")
@@ -212,8 +213,8 @@ def test_checkpoint_every_steps(tmp_path, small_config, monkeypatch):
 
 def test_warmup_and_label_smoothing_from_the_config(tmp_path, small_config, monkeypatch):
     """optim.warmup_epochs and optim.label_smoothing reach the optimiser and the loss."""
-    import sims.train as train_mod
-    from models.optim import SGD
+    import weightmirror.sims.train as train_mod
+    from weightmirror.models.optim import SGD
 
     lrs, smoothing = [], set()
     real_step, real_loss = SGD.step, train_mod.softmax_cross_entropy
@@ -253,7 +254,7 @@ def test_sigint_checkpoints_the_current_step_and_exits_130(tmp_path):
     cfg.write_text("epochs = 500\nbatch_size = 16\n[model_options]\nhidden = [16]\n[run]\ndelta_batch_size = 16\n")
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "sims", "train", "--config", str(cfg), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "weightmirror", "train", "--config", str(cfg), "--out", str(out),
                              "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sims import config, results
+from weightmirror import results
+from weightmirror.sims import config
 
 REPO = Path(__file__).resolve().parents[1]
 #: run name -> (rule, global batch); batch 63 splits unevenly (32 + 31)
@@ -64,7 +65,7 @@ def _net_arrays(path: Path) -> dict[str, np.ndarray]:
 def test_two_ranks_train_like_one_process_and_keep_identical_replicas(tmp_path):
     _need_mpi()
     _mpirun(2, ["-m", "tests.test_train_distributed", str(tmp_path)])
-    from sims.train import train
+    from weightmirror.sims.train import train
 
     # bp: two ranks on half batches give the weights of one process on whole batches
     # (unequal shards are weighted by their sample counts)
@@ -116,8 +117,8 @@ def test_compare_distributed_writes_each_rule_once_and_prints_one_table(tmp_path
 
 def _rank_main(out: str) -> int:
     """Each rank: train every rule distributed, then save this replica's arrays."""
-    import sims.train as train_mod
-    from models.backend import to_numpy
+    import weightmirror.sims.train as train_mod
+    from weightmirror.models.backend import to_numpy
 
     nets = []
     build = train_mod.build_network

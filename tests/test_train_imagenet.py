@@ -10,9 +10,10 @@ import pytest
 pytest.importorskip("PIL", reason="Pillow is needed to write and decode test JPEGs")
 from PIL import Image  # noqa: E402
 
-from sims import config, results  # noqa: E402
-from sims.cli import main  # noqa: E402
-from sims.train import ImageFolderSource, load_data, train  # noqa: E402
+from weightmirror import results
+from weightmirror.sims import config  # noqa: E402
+from weightmirror.sims.cli import main  # noqa: E402
+from weightmirror.sims.train import ImageFolderSource, load_data, train  # noqa: E402
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 
