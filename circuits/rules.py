@@ -42,6 +42,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import InputError
+
 __all__ = [
     "RuleError",
     "LearningRule",
@@ -57,7 +59,7 @@ __all__ = [
 ]
 
 
-class RuleError(ValueError):
+class RuleError(InputError):
     """A learning-rule parameter is out of range or unknown."""
 
 

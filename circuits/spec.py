@@ -47,6 +47,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
+
 from .rules import (
     FeedbackAlignment,
     KolenPollack,
@@ -72,7 +74,7 @@ __all__ = [
 ]
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A circuit declaration is invalid; the message names the field."""
 
 

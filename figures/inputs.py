@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import InputError
+
 from weightmirror import results
 
 RUN_FILES = (results.SUMMARY, results.METRICS, results.CONFIG)
@@ -33,7 +35,7 @@ DATA_NAMES = {
 }
 
 
-class FigureInputError(ValueError):
+class FigureInputError(InputError):
     """A results path given to the figures is not there or holds no results."""
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import numpy
 
+from ..errors import InputError
+
 DEVICES = ("cpu", "cuda")
 
 
-class BackendError(RuntimeError):
+class BackendError(InputError):
     """The requested device cannot be used on this machine."""
 
 

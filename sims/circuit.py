@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 from weightmirror.circuits.rules import WeightMirror, angle_degrees
 from weightmirror.circuits.spec import (
     CIRCUIT_RULES,
@@ -53,7 +55,7 @@ __all__ = ["CircuitInputError", "add_parser", "run", "run_circuit", "spec_from_a
            "predict_mirror_angles", "load_stimulus", "evaluate"]
 
 
-class CircuitInputError(ValueError):
+class CircuitInputError(InputError):
     """Bad input to circuit mode (a flag, a config key, data that does not fit)."""
 
 

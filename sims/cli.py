@@ -19,12 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import InputError
+
 from weightmirror.circuits.rules import RULE_NAMES
 
 EXIT_USAGE = 2
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """A command-line value that argparse could not check by itself."""
 
 
@@ -200,24 +202,7 @@ def cmd_demo(args) -> int:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input: reported in one line, exit status 2."""
-    from weightmirror.circuits.rules import RuleError
-    from weightmirror.models.backend import BackendError
-    from weightmirror.sims.config import ConfigError
-    from weightmirror.sims.data import DataError
-    from weightmirror.results import ResultsError
-    from weightmirror.sims.train import RunExistsError
-
-    errors: list[type[BaseException]] = [
-        ConfigError, DataError, RuleError, BackendError, ResultsError, RunExistsError, UsageError,
-        FileNotFoundError, NotADirectoryError, PermissionError,
-    ]
-    for module, name in (("weightmirror.sims.circuit", "CircuitInputError"), ("weightmirror.circuits.spec", "SpecError"),
-                         ("weightmirror.figures.make", "FigureInputError")):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (InputError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:

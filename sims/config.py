@@ -51,6 +51,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+
 from weightmirror.circuits import rules as rules_mod
 from weightmirror.models.backend import DEVICES
 from weightmirror.models.conv import CONV_ALGORITHMS
@@ -61,7 +63,7 @@ MODELS = ("mlp", "convnet", "resnet20", "resnet18", "resnet50")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration key or value is not allowed."""
 
 

@@ -39,6 +39,8 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
     "DataError",
     "Dataset",
@@ -85,7 +87,7 @@ _CIFAR_TEST_BATCH = "test_batch"
 _CIFAR_SUBDIR = "cifar-10-batches-py"
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or directory is missing, malformed or inconsistent.
 
     The message is a single line of the form ``"<file>: <what is wrong>"``.

@@ -82,6 +82,8 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
+from ..errors import InputError
+
 from weightmirror.circuits.rules import LearningRule, angle_degrees
 from weightmirror.models.backend import get_array_module, make_rng, set_tf32, synchronize, to_numpy
 from weightmirror.models.conv import set_conv_algorithm
@@ -106,7 +108,7 @@ _INIT, _MIRROR0, _ORDER, _NOISE, _METRIC = range(5)
 _BN_BUFFERS = ("running_mean", "running_var")
 
 
-class RunExistsError(ValueError):
+class RunExistsError(InputError):
     """The output folder already holds a run and --resume was not given."""
 
 

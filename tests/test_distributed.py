@@ -243,7 +243,7 @@ def test_mpi_communicator_without_launcher_is_one_rank():
         pytest.skip("mpi4py not installed (pip install mpi4py)")
     # a singleton MPI init in a fresh interpreter, so this process's MPI state is untouched
     code = (
-        "import numpy as np;from sims.distributed import MPICommunicator as C;c=C();"
+        "import numpy as np;from weightmirror.sims.distributed import MPICommunicator as C;c=C();"
         "a=np.ones(3,np.float32);c.allreduce_mean([a]);print(c.size,a.sum())"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))

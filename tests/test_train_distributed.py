@@ -105,7 +105,7 @@ def test_two_ranks_train_like_one_process_and_keep_identical_replicas(tmp_path):
 def test_compare_distributed_writes_each_rule_once_and_prints_one_table(tmp_path):
     _need_mpi()
     out = tmp_path / "cmp"
-    proc = _mpirun(2, ["-c", "import sys; from sims.cli import main; sys.exit(main(sys.argv[1:]))",
+    proc = _mpirun(2, ["-c", "import sys; from weightmirror.sims.cli import main; sys.exit(main(sys.argv[1:]))",
                        "compare", "--rules", "bp,kp", "--epochs", "1", "--batch-size", "64", "--distributed",
                        "--quiet", "--out", str(out)])
     assert proc.stdout.count("| rule | test top-1 error") == 1, proc.stdout

@@ -25,13 +25,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .errors import InputError
+
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.npz"
 
 
-class ResultsError(ValueError):
+class ResultsError(InputError):
     """A results folder is missing, partial or malformed."""
 
 
