@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 from weightmirror.circuits.rules import make_rule  # noqa: E402
 from weightmirror.models.layers import softmax_cross_entropy  # noqa: E402
 from weightmirror.models.zoo import build_model  # noqa: E402
-from weightmirror.sims.data import load_dataset  # noqa: E402
+from weightmirror.sims.datasets import load_dataset  # noqa: E402
 
 
 def numpy_side(data, batch, rule_name, lr, seed):

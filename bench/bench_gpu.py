@@ -140,7 +140,7 @@ def main() -> int:
 
     from weightmirror.models import conv as conv_mod
     from weightmirror.models import cudnn_conv, fused
-    from weightmirror.models.backend import set_tf32
+    from weightmirror.models.backend import gpu_options, use_gpu_options
 
     lines.append(f"cuDNN convolutions: available (frontend {cudnn_conv.version()})" if cudnn_conv.available()
                  else f"cuDNN convolutions: unavailable: {cudnn_conv.unavailable_reason()}")
@@ -180,16 +180,15 @@ def main() -> int:
                 parsed[-1][1].append(token)
         for config, config_rules in parsed:
             algo, prec, *plans = config.split("-")
-            conv_mod.set_conv_algorithm(algo)
-            set_tf32(prec == "tf32")
-            cudnn_conv.set_plan_search(plans[0] if plans else "measure")
+            options = dict(conv_algorithm=algo, tf32=prec == "tf32", plan_search=plans[0] if plans else "measure")
             for r in config_rules:
                 pool.free_all_blocks()
                 label = (f"engine {r.upper()}, convolutions {algo}, {'TF32' if prec == 'tf32' else 'float32'}"
                          + (f", cuDNN plans: {plans[0] if plans else 'measure'}" if algo != "im2col" else ""))
                 try:
-                    fn = engine_step_fn("resnet18", r, b, (3, 224, 224), 1000, cp)
-                    t = _median_step(fn, args.steps, 2, sync)
+                    with use_gpu_options(**options):
+                        fn = engine_step_fn("resnet18", r, b, (3, 224, 224), 1000, cp)
+                        t = _median_step(fn, args.steps, 2, sync)
                     peak = pool.total_bytes() / 2**30
                     del fn
                 except Exception as exc:  # noqa: BLE001 - report and go on
@@ -201,8 +200,6 @@ def main() -> int:
                 rel = t / engine_bp[config] if config in engine_bp else float("nan")
                 lines.append(f"| {label} | {t * 1e3:.1f} | {b / t:.0f} | {rel:.2f} | {peak:.1f} |")
                 print(lines[-1], flush=True)
-        set_tf32(False)
-        conv_mod.set_conv_algorithm("auto")
         pool.free_all_blocks()
         torch_t = {}
         for tf32 in ((True, False) if torch is not None else ()):
@@ -219,7 +216,8 @@ def main() -> int:
             print(lines[-1], flush=True)
             torch.cuda.empty_cache()
         lines.append(f"\nFused GPU kernels (BN, ReLU, max pooling, SGD): "
-                     f"{'on' if fused.enabled() else 'off (' + str(fused.failure()) + ')'}\n")
+                     f"{'on' if fused.active(cp) else 'off (' + str(fused.failure() or 'GPUOptions.fused') + ')'}"
+                     f" (GPU options in force: {gpu_options()})\n")
         for config, t in engine_bp.items():
             for tf32, tt in torch_t.items():
                 lines.append(f"- engine BP ({config}) images/s ÷ PyTorch (TF32 {'on' if tf32 else 'off'}): "

@@ -2,7 +2,7 @@
 
 Generates a folder of ImageNet-like JPEGs (default 512 images, 500x375,
 quality 90, textured so that files are about ImageNet's size), then times
-whole epochs of :class:`sims.imagenet.ImageNetLoader` for the training and
+whole epochs of :class:`sims.datasets.imagenet.ImageNetLoader` for the training and
 the evaluation transform at several worker counts.  The figure includes
 Pillow decoding, the crop/resize, the transfer from the workers and the
 float32 normalisation of the batches; nothing consumes the batches.
@@ -59,7 +59,7 @@ def make_folder(root: Path, n_images: int, width: int, height: int, classes: int
 
 def time_loader(folder, train: bool, workers: int, batch_size: int, epochs: int, size: int) -> float:
     """Images per second over ``epochs`` epochs (the pool started beforehand)."""
-    from weightmirror.sims.imagenet import ImageNetLoader
+    from weightmirror.sims.datasets.imagenet import ImageNetLoader
 
     with ImageNetLoader(
         folder, batch_size, train=train, size=size, seed=0, workers=workers, prefetch=2
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="reuse/create the JPEG folder here")
     args = parser.parse_args(argv)
 
-    from weightmirror.sims.imagenet import scan_imagenet_split
+    from weightmirror.sims.datasets.imagenet import scan_imagenet_split
 
     tmp = None
     root = args.dir

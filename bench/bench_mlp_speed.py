@@ -48,7 +48,7 @@ def flops_per_step(sizes, batch) -> float:
 def load_inputs(random: bool):
     if not random:
         try:
-            from weightmirror.sims.data import load_dataset
+            from weightmirror.sims.datasets import load_dataset
 
             d = load_dataset("fashion-mnist")
             return d.x_train, d.y_train

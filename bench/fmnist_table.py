@@ -99,9 +99,9 @@ def _merge(a: dict, b: dict) -> dict:
 def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | None, epochs: int | None,
             seed: int | None = None, model: str = "mlp", device: str | None = None) -> dict:
     from weightmirror.sims import config
-    from weightmirror.sims.train import train
+    from weightmirror.sims.training import train
 
-    values = _merge(config.load_toml(BASES[model]), overrides)
+    values = _merge(config.read_file(BASES[model]), overrides)
     values["rule"] = rule
     if data_dir:
         values["data_dir"] = data_dir
@@ -112,7 +112,7 @@ def run_one(name: str, rule: str, overrides: dict, out: str, data_dir: str | Non
     if device:
         values["device"] = device
     cfg = config.resolve(values)
-    summary = train(cfg, Path(out) / name, progress=False, log=lambda s: None)
+    summary = train(cfg, Path(out) / name, progress=False, log=lambda s: None).summary
     summary["name"] = name
     return summary
 

@@ -29,7 +29,7 @@ left() { echo $(( BUDGET - (SECONDS - start) )); }
   python3 -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"
   python3 -c "import torch; print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version())"
   timeout 60 python3 -c "
-from models import cudnn_conv
+from weightmirror.models import cudnn_conv
 print('cudnn_conv.available:', cudnn_conv.available(), cudnn_conv.unavailable_reason() or '')
 if cudnn_conv.available():
     import cudnn; print('frontend', cudnn.__version__, 'backend', cudnn.backend_version())

@@ -40,7 +40,7 @@ def _correctness_one(device: str, mode: str, out_json: str) -> None:
 
     from weightmirror.circuits.rules import KolenPollack, WeightMirror
     from weightmirror.circuits.spec import CircuitSpec, Phases
-    from weightmirror.sims.circuit import run_circuit
+    from weightmirror.sims.circuit import simulate
 
     rng = np.random.default_rng(0)
     if mode == "engaged":
@@ -55,7 +55,7 @@ def _correctness_one(device: str, mode: str, out_json: str) -> None:
         data = None
     out = tempfile.mkdtemp(prefix=f"gpu_check_{device}_{mode}_")
     t0 = time.perf_counter()
-    summary = run_circuit(spec, out, data=data, progress=False)
+    summary = simulate(spec, out, data=data, progress=False).summary
     final = np.load(Path(out) / "weights_final.npz")
     Path(out_json).write_text(json.dumps({
         "summary": summary,

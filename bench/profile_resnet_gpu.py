@@ -27,18 +27,23 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args()
 
+    from weightmirror.models.backend import use_gpu_options
+
+    with use_gpu_options(tf32=args.tf32, conv_algorithm=args.algorithm):
+        return _profile(args)
+
+
+def _profile(args) -> int:
+    """Time the steps of one configuration (its GPU options in force)."""
     import cupy as cp
     import numpy as np
 
     from weightmirror.circuits.rules import make_rule
-    from weightmirror.models import conv as conv_mod
-    from weightmirror.models.backend import make_rng, set_tf32
+    from weightmirror.models.backend import make_rng
     from weightmirror.models.layers import softmax_cross_entropy
     from weightmirror.models.optim import SGD
     from weightmirror.models.zoo import build_model
 
-    set_tf32(args.tf32)
-    conv_mod.set_conv_algorithm(args.algorithm)
     rng = make_rng(cp, 0)
     rule = make_rule(args.rule)
     net = build_model("resnet18", (3, 224, 224), 1000, rule, cp, rng)

@@ -15,7 +15,9 @@ of explicit neuron populations (``circuits.brian`` builds it in Brian2):
   layer's own noise source in mirror mode);
 - ``phases``: :class:`Phases` (engaged, mirror or alternating, durations);
 - ``rule``: a rule object of :mod:`circuits.rules` (``WeightMirror``,
-  ``KolenPollack`` or ``FeedbackAlignment``) and its parameters;
+  ``KolenPollack`` or ``FeedbackAlignment``) and its parameters; what
+  circuit mode needs to know about each rule is its :class:`CircuitRule` in
+  :data:`CIRCUIT_RULE_REGISTRY` (see :func:`register_circuit_rule`);
 - ``dt``, ``plasticity_dt``, ``device``, ``threads``, ``seed``.
 
 All times are plain floats in **seconds** (the Brian2 build attaches units),
@@ -44,9 +46,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checks import choice, from_table, integer, number, string
 from ..errors import InputError
 
 from .rules import (
@@ -64,8 +69,14 @@ __all__ = [
     "NEURON_KINDS",
     "ACTIVATIONS",
     "SCHEDULES",
+    "NOISE_DISTRIBUTIONS",
     "CIRCUIT_RULES",
-    "CIRCUIT_RULE_DEFAULTS",
+    "CIRCUIT_RULE_REGISTRY",
+    "CircuitRule",
+    "Mirror",
+    "register_circuit_rule",
+    "circuit_rule",
+    "circuit_rule_of",
     "NeuronModel",
     "Noise",
     "Phases",
@@ -85,18 +96,8 @@ NEURON_KINDS = ("rate", "spiking")
 SPIKE_MODELS = ("poisson",)
 ACTIVATIONS = ("relu", "linear")
 SCHEDULES = ("mirror", "engaged", "alternate")
-#: rules that circuit mode builds, by config/CLI value.
-CIRCUIT_RULES = ("wm", "kp", "fa")
-
-#: rule parameters that circuit mode uses unless a config sets them: a mirror
-#: phase of a few simulated seconds is like rate mode's fast initial phase
-#: (rate mode's running defaults, lr = decay = 0.001 per batch of 32, would
-#: need minutes of simulated time), and KP's decay is per presentation.
-CIRCUIT_RULE_DEFAULTS = {
-    "wm": {"lr": 0.05, "decay": 0.05, "mirror_batch_size": 8},
-    "kp": {"decay": 0.001},
-    "fa": {},
-}
+#: noise distributions of the mirror-mode sources (zero mean, variance σ²).
+NOISE_DISTRIBUTIONS = ("gaussian", "uniform")
 
 _UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0}
 
@@ -122,16 +123,6 @@ def parse_duration(value: Any, what: str = "duration") -> float:
             except ValueError:
                 pass
     raise SpecError(f"{what}: cannot read {value!r} as a duration (examples: 2s, 500ms, 0.25)")
-
-
-def _positive(value: float, what: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise SpecError(f"{what} must be a positive number, got {value!r}")
-
-
-def _choice(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise SpecError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -170,14 +161,13 @@ class NeuronModel:
     tau_trace: float = 10e-3
 
     def __post_init__(self):
-        _choice(self.kind, NEURON_KINDS, "neuron.kind")
-        _positive(self.tau, "neuron.tau (time constant, s)")
-        _choice(self.activation, ACTIVATIONS, "neuron.activation")
-        _choice(self.spike_model, SPIKE_MODELS, "neuron.spike_model")
-        _positive(self.baseline_rate, "neuron.baseline_rate (Hz)")
-        _positive(self.gain, "neuron.gain (Hz per unit)")
-        _positive(self.max_rate, "neuron.max_rate (Hz)")
-        _positive(self.tau_trace, "neuron.tau_trace (s)")
+        choice(self.kind, NEURON_KINDS, "neuron.kind", SpecError)
+        number(self.tau, "neuron.tau (time constant, s)", SpecError, low=0, low_open=True)
+        choice(self.activation, ACTIVATIONS, "neuron.activation", SpecError)
+        choice(self.spike_model, SPIKE_MODELS, "neuron.spike_model", SpecError)
+        for name, unit in (("baseline_rate", "Hz"), ("gain", "Hz per unit"), ("max_rate", "Hz"),
+                           ("tau_trace", "s")):
+            number(getattr(self, name), f"neuron.{name} ({unit})", SpecError, low=0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -199,8 +189,8 @@ class Noise:
 
     def __post_init__(self):
         if self.sigma is not None:
-            _positive(self.sigma, "noise.sigma")
-        _positive(self.correlation_time, "noise.correlation_time (s)")
+            number(self.sigma, "noise.sigma", SpecError, low=0, low_open=True)
+        number(self.correlation_time, "noise.correlation_time (s)", SpecError, low=0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -233,10 +223,10 @@ class Phases:
     record_interval: float = 0.1
 
     def __post_init__(self):
-        _choice(self.schedule, SCHEDULES, "phases.schedule")
+        choice(self.schedule, SCHEDULES, "phases.schedule", SpecError)
         for name in ("duration", "mirror_duration", "engaged_duration", "presentation",
                      "parity_period", "record_interval"):
-            _positive(getattr(self, name), f"phases.{name} (s)")
+            number(getattr(self, name), f"phases.{name} (s)", SpecError, low=0, low_open=True)
 
     def segments(self) -> list[tuple[str, float, float]]:
         """``(phase, start, stop)`` blocks covering ``[0, duration]``."""
@@ -252,8 +242,165 @@ class Phases:
         return out
 
 
-def _rule_key(rule: LearningRule) -> str:
-    return rule.key
+# ---------------------------------------------------------------------------
+# the rules circuit mode builds: one registration per rule
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mirror:
+    """A rule's mirror phase in rate-mode units.
+
+    ``B ← (1-λ_B) B + η_B H`` per mirror batch of ``batch_size`` noise
+    samples (``lr`` = η_B, ``decay`` = λ_B); each layer's noise has amplitude
+    ``sigma`` and distribution ``noise`` (one of :data:`NOISE_DISTRIBUTIONS`).
+    """
+
+    lr: float
+    decay: float
+    batch_size: int
+    sigma: float
+    noise: str = "gaussian"
+
+    def __post_init__(self):
+        choice(self.noise, NOISE_DISTRIBUTIONS, "mirror noise", SpecError)
+
+    def per_sample(self, gain: float) -> tuple[float, float]:
+        """``(hebbian, keep)`` of one plasticity event per noise sample.
+
+        ``ΔB = lr/(m κ) · δ_l δ_{l-1}`` and ``B ← (1-λ_B)^{1/m} B`` per event,
+        with ``m = batch_size`` and ``κ = gain``, the settled correlation gain
+        of the neuron filters (``circuits.brian.network.mirror_gain``).
+        """
+        return self.lr / (self.batch_size * gain), (1.0 - self.decay) ** (1.0 / self.batch_size)
+
+
+def _no_engaged_decay(rule: LearningRule) -> float:
+    return 0.0
+
+
+def _no_checks(spec: CircuitSpec) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class CircuitRule:
+    """What circuit mode needs to know about one learning rule.
+
+    The declaration reads it from :data:`CIRCUIT_RULE_REGISTRY` by the rule's
+    config name; the Brian2 build has one registered builder per rule for
+    the plasticity of the feedback synapses B
+    (``circuits.brian.plasticity``). Adding a rule to circuit mode is one
+    :func:`register_circuit_rule` here and one registered builder there.
+
+    Parameters
+    ----------
+    key : the rule's config/CLI name (``rule.key``: ``wm``, ``kp``, ``fa``).
+    rule_class : the class of :mod:`circuits.rules` that the name builds.
+    defaults : rule parameters circuit mode uses unless a config sets them.
+    mirror : ``rule -> Mirror`` for a rule with a mirror phase (B learns
+        from each layer's own noise; the rule object must then also offer
+        rate mode's ``mirror_update``, used for the rate-mode prediction), or
+        None for a rule without one.
+    engaged_decay : ``rule -> λ``: the decay per presentation that the rule
+        adds to the engaged plasticity (of W, and of B where B learns there).
+    check : ``spec -> None``: the rule's own checks of a declaration (raises
+        :class:`SpecError`).
+    alternate : whether ``phases.schedule = 'alternate'`` is allowed.
+    """
+
+    key: str
+    rule_class: type
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    mirror: Callable[[Any], Mirror] | None = None
+    engaged_decay: Callable[[Any], float] = _no_engaged_decay
+    check: Callable[[CircuitSpec], None] = _no_checks
+    alternate: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+
+    @property
+    def has_mirror(self) -> bool:
+        """Does the rule have a mirror phase?"""
+        return self.mirror is not None
+
+    def mirror_of(self, rule: LearningRule) -> Mirror | None:
+        """The mirror phase of ``rule`` (None for a rule without one)."""
+        return None if self.mirror is None else self.mirror(rule)
+
+
+#: config/CLI name -> :class:`CircuitRule`, in the order the names are listed.
+CIRCUIT_RULE_REGISTRY: dict[str, CircuitRule] = {}
+
+
+def register_circuit_rule(entry: CircuitRule) -> CircuitRule:
+    """Add ``entry`` to :data:`CIRCUIT_RULE_REGISTRY` (a name is registered once)."""
+    if entry.key in CIRCUIT_RULE_REGISTRY:
+        raise ValueError(f"circuit rule {entry.key!r} is already registered")
+    CIRCUIT_RULE_REGISTRY[entry.key] = entry
+    return entry
+
+
+def _unregistered(what: str, name: Any) -> SpecError:
+    allowed = ", ".join(CIRCUIT_RULE_REGISTRY)
+    return SpecError(f"{what} must be one of {allowed} in circuit mode, got {name!r}")
+
+
+def circuit_rule(name: Any, what: str = "rule.name") -> CircuitRule:
+    """The registry entry of the rule named ``name``.
+
+    Raises :class:`SpecError` that names ``what`` and lists the registered rules.
+    """
+    entry = CIRCUIT_RULE_REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise _unregistered(what, name)
+    return entry
+
+
+def circuit_rule_of(rule: Any) -> CircuitRule:
+    """The registry entry of a rule object (by ``rule.key``; its class must match)."""
+    key = getattr(rule, "key", None)
+    name = key if isinstance(key, str) else type(rule).__name__
+    entry = CIRCUIT_RULE_REGISTRY.get(name)
+    if entry is None or not isinstance(rule, entry.rule_class):
+        raise _unregistered("rule", name)
+    return entry
+
+
+def _wm_mirror(rule: WeightMirror) -> Mirror:
+    return Mirror(lr=rule.lr, decay=rule.decay, batch_size=rule.mirror_batch_size, sigma=rule.sigma,
+                  noise=rule.noise)
+
+
+def _wm_check(spec: CircuitSpec) -> None:
+    rule = spec.rule
+    if rule.response != "linear":
+        raise SpecError("rule.response: circuit mode mirrors linear responses; use response = 'linear'")
+    if rule.normalize != "none":
+        raise SpecError("rule.normalize: circuit mode keeps B bounded by decay; use normalize = 'none'")
+    if rule.decay <= 0:
+        raise SpecError("rule.decay must be > 0 in circuit mode (it sets the relaxation rate)")
+    if spec.noise.sigma is not None and abs(spec.noise.sigma - rule.sigma) > 1e-12:
+        raise SpecError(
+            f"noise.sigma ({spec.noise.sigma}) differs from the weight mirror's sigma "
+            f"({rule.sigma}); declare it once")
+
+
+def _kp_engaged_decay(rule: KolenPollack) -> float:
+    return rule.decay
+
+
+# Circuit defaults: a mirror phase of a few simulated seconds is like rate
+# mode's fast initial phase (rate mode's running defaults, lr = decay = 0.001
+# per batch of 32, would need minutes of simulated time), and KP's decay is
+# per presentation.
+register_circuit_rule(CircuitRule(
+    "wm", WeightMirror, defaults={"lr": 0.05, "decay": 0.05, "mirror_batch_size": 8},
+    mirror=_wm_mirror, check=_wm_check, alternate=True))
+register_circuit_rule(CircuitRule("kp", KolenPollack, defaults={"decay": 0.001}, engaged_decay=_kp_engaged_decay))
+register_circuit_rule(CircuitRule("fa", FeedbackAlignment))
+
+#: rules that circuit mode builds, by config/CLI value (the registry's names).
+CIRCUIT_RULES: tuple[str, ...] = tuple(CIRCUIT_RULE_REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -278,6 +425,7 @@ class CircuitSpec:
     data: str = "digits"
     downsample: int = 1
     init: str = "he"
+    label: str = ""
 
     def __post_init__(self):
         layers = self.layers
@@ -287,34 +435,21 @@ class CircuitSpec:
         if len(layers) < 2:
             raise SpecError(f"layers needs at least two sizes (input and output), got {list(layers)}")
         for i, n in enumerate(layers):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise SpecError(f"layers[{i}] must be an integer >= 1, got {n!r}")
+            integer(n, f"layers[{i}] (population size)", SpecError, low=1)
         object.__setattr__(self, "layers", layers)
-        if not isinstance(self.rule, (WeightMirror, KolenPollack, FeedbackAlignment)):
-            name = getattr(self.rule, "key", type(self.rule).__name__)
-            raise SpecError(f"rule must be one of {', '.join(CIRCUIT_RULES)} in circuit mode, got {name!r}")
-        if isinstance(self.rule, WeightMirror):
-            if self.rule.response != "linear":
-                raise SpecError("rule.response: circuit mode mirrors linear responses; use response = 'linear'")
-            if self.rule.normalize != "none":
-                raise SpecError("rule.normalize: circuit mode keeps B bounded by decay; use normalize = 'none'")
-            if self.rule.decay <= 0:
-                raise SpecError("rule.decay must be > 0 in circuit mode (it sets the relaxation rate)")
-            if self.noise.sigma is not None and abs(self.noise.sigma - self.rule.sigma) > 1e-12:
-                raise SpecError(
-                    f"noise.sigma ({self.noise.sigma}) differs from the weight mirror's sigma "
-                    f"({self.rule.sigma}); declare it once")
-        if self.phases.schedule == "alternate" and not isinstance(self.rule, WeightMirror):
-            raise SpecError(f"phases.schedule = 'alternate' needs rule wm, got {self.rule.key!r}")
-        _positive(self.dt, "dt (s)")
-        _positive(self.plasticity_dt, "plasticity_dt (s)")
-        _positive(self.engaged_lr, "engaged_lr")
-        _choice(self.device, DEVICES, "device")
-        _choice(self.init, ("he", "lecun"), "init")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise SpecError(f"threads must be an integer >= 0, got {self.threads!r}")
-        if isinstance(self.downsample, bool) or not isinstance(self.downsample, int) or self.downsample < 1:
-            raise SpecError(f"downsample must be an integer >= 1, got {self.downsample!r}")
+        entry = circuit_rule_of(self.rule)
+        entry.check(self)
+        if self.phases.schedule == "alternate" and not entry.alternate:
+            allowed = " or ".join(k for k, e in CIRCUIT_RULE_REGISTRY.items() if e.alternate)
+            raise SpecError(f"phases.schedule = 'alternate' needs rule {allowed}, got {self.rule.key!r}")
+        for name in ("dt", "plasticity_dt"):
+            number(getattr(self, name), f"{name} (s)", SpecError, low=0, low_open=True)
+        number(self.engaged_lr, "engaged_lr", SpecError, low=0, low_open=True)
+        choice(self.device, DEVICES, "device", SpecError)
+        choice(self.init, ("he", "lecun"), "init", SpecError)
+        string(self.label, "label", SpecError)
+        integer(self.threads, "threads", SpecError, low=0)
+        integer(self.downsample, "downsample", SpecError, low=1)
         if self.dt > self.neuron.tau:
             raise SpecError(f"dt ({self.dt} s) must not exceed neuron.tau ({self.neuron.tau} s)")
         ratio = self.plasticity_dt / self.dt
@@ -335,33 +470,53 @@ class CircuitSpec:
         return len(self.layers) - 1
 
     @property
+    def circuit_rule(self) -> CircuitRule:
+        """What circuit mode knows about the rule (its :data:`CIRCUIT_RULE_REGISTRY` entry)."""
+        return circuit_rule_of(self.rule)
+
+    @property
+    def mirror(self) -> Mirror | None:
+        """The rule's mirror phase (None for a rule without one)."""
+        return self.circuit_rule.mirror_of(self.rule)
+
+    @property
     def sigma(self) -> float:
-        """The noise amplitude σ (the weight mirror's, or ``noise.sigma``, or 1)."""
-        if isinstance(self.rule, WeightMirror):
-            return float(self.rule.sigma)
+        """The noise amplitude σ (the mirror phase's, or ``noise.sigma``, or 1)."""
+        mirror = self.mirror
+        if mirror is not None:
+            return float(mirror.sigma)
         return float(self.noise.sigma) if self.noise.sigma is not None else 1.0
+
+    @property
+    def noise_distribution(self) -> str:
+        """The distribution of each layer's noise samples (the mirror phase's, else Gaussian)."""
+        mirror = self.mirror
+        return mirror.noise if mirror is not None else "gaussian"
 
     @property
     def mirror_batch_time(self) -> float:
         """``T_b = m · τ_ξ``: the simulated time of one rate-mode mirror batch."""
-        m = self.rule.mirror_batch_size if isinstance(self.rule, WeightMirror) else 1
+        mirror = self.mirror
+        m = mirror.batch_size if mirror is not None else 1
         return m * self.noise.correlation_time
 
     def mirror_rates(self) -> tuple[float, float]:
         """``(η_B', λ_B')`` per simulated second (before the filter gain)."""
-        if not isinstance(self.rule, WeightMirror):
+        mirror = self.mirror
+        if mirror is None:
             return 0.0, 0.0
         tb = self.mirror_batch_time
-        return self.rule.lr / tb, -math.log1p(-self.rule.decay) / tb
+        return mirror.lr / tb, -math.log1p(-mirror.decay) / tb
 
     @property
     def learn_window(self) -> float:
         return self.phases.presentation / 2
 
     def engaged_rates(self) -> tuple[float, float]:
-        """``(η_W', λ')`` per learning second: η_W' = lr/window; KP's decay per presentation."""
+        """``(η_W', λ')`` per learning second: η_W' = lr/window; the rule's decay per presentation
+        (``CircuitRule.engaged_decay``: KP's ``decay``, 0 for the others)."""
         eta = self.engaged_lr / self.learn_window
-        decay = self.rule.decay if isinstance(self.rule, KolenPollack) else 0.0
+        decay = self.circuit_rule.engaged_decay(self.rule)
         return eta, -math.log1p(-decay) / self.learn_window
 
     # -- config ------------------------------------------------------------
@@ -380,6 +535,7 @@ class CircuitSpec:
             "data": self.data,
             "downsample": self.downsample,
             "init": self.init,
+            "label": self.label,
             "rule": rule,
             "neuron": dataclasses.asdict(self.neuron),
             "noise": noise,
@@ -402,8 +558,6 @@ class CircuitSpec:
             if key == "rule":
                 continue
             if key in sections:
-                if not isinstance(value, dict):
-                    raise SpecError(f"[{key}] must be a table")
                 kwargs[key] = _section(sections[key], key, value)
             elif key in top_fields:
                 kwargs[key] = value
@@ -422,9 +576,7 @@ class CircuitSpec:
             raise SpecError("[rule] must be a table with name = 'wm' | 'kp' | 'fa' and its parameters")
         params = dict(rule_cfg)
         name = params.pop("name")
-        if name not in CIRCUIT_RULES:
-            raise SpecError(f"rule.name must be one of {', '.join(CIRCUIT_RULES)}, got {name!r}")
-        params = {**CIRCUIT_RULE_DEFAULTS.get(name, {}), **params}
+        params = {**circuit_rule(name, "rule.name").defaults, **params}
         try:
             kwargs["rule"] = make_rule(name, **params)
         except RuleError as exc:
@@ -434,25 +586,17 @@ class CircuitSpec:
         except TypeError as exc:
             raise SpecError(str(exc)) from None
 
-    def replace(self, **changes) -> "CircuitSpec":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+
+#: per section, the keys read as durations (``2s``, ``500ms``, ``0.25``).
+_DURATIONS = {
+    "neuron": ("tau", "tau_trace"),
+    "noise": ("correlation_time",),
+    "phases": ("duration", "mirror_duration", "engaged_duration", "presentation",
+               "parity_period", "record_interval"),
+}
 
 
-def _section(klass, name: str, values: dict) -> Any:
-    allowed = {f.name for f in dataclasses.fields(klass)}
-    durations = {
-        "neuron": ("tau", "tau_trace"),
-        "noise": ("correlation_time",),
-        "phases": ("duration", "mirror_duration", "engaged_duration", "presentation",
-                   "parity_period", "record_interval"),
-    }[name]
-    out = {}
-    for key, value in values.items():
-        if key not in allowed:
-            raise SpecError(f"[{name}] unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
-        out[key] = parse_duration(value, f"{name}.{key}") if key in durations else value
-    try:
-        return klass(**out)
-    except TypeError as exc:
-        raise SpecError(f"[{name}] {exc}") from None
+def _section(klass, name: str, values: Any) -> Any:
+    """The ``[name]`` table as ``klass``: keys and value types checked, durations read with units."""
+    return from_table(klass, values, f"[{name}]", SpecError,
+                      convert=dict.fromkeys(_DURATIONS[name], parse_duration))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+from weightmirror.circuits.spec import CIRCUIT_RULE_REGISTRY
 
 from . import style
 from .inputs import SkipFigure, no_runs_reason, unique_names, usable
@@ -69,7 +70,8 @@ def draw(source):
     phases = d.get("phases", {}) or {}
     schedule = phases.get("schedule", "mirror")
     L = len(layers) - 1
-    mirror = rule == "wm" and schedule in ("mirror", "alternate")
+    entry = CIRCUIT_RULE_REGISTRY.get(rule)  # None for a rule circuit mode does not build
+    mirror = entry is not None and entry.has_mirror and schedule in ("mirror", "alternate")
     engaged = schedule in ("engaged", "alternate")
 
     dy = 2.0

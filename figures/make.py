@@ -15,14 +15,12 @@ Python use::
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
 from pathlib import Path
 
 from .inputs import FigureInputError, SkipFigure, discover
 
-__all__ = ["FigureInputError", "FIGURES", "make_all", "add_parser", "run"]
+__all__ = ["FigureInputError", "FIGURES", "make_all"]
 
 #: figure modules, in the order they are made
 FIGURES = ("circuit_diagram", "mirror_phase", "spike_raster", "feedback_angles", "test_error",
@@ -71,33 +69,3 @@ def make_all(result_dirs, out_dir) -> dict:
         for path, why in result.get("ignored", {}).items():
             ignored.setdefault(path, why)
     return {"made": made, "files": files, "skipped": skipped, "ignored": ignored}
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``figures`` sub-command."""
-    p = subparsers.add_parser(
-        "figures", help="figures and the results table from saved results folders",
-        description="Make every figure the given results folders allow (PNG and PDF) and the results "
-                    "table (Markdown and LaTeX) beside the published numbers. Reads results only; "
-                    "never trains or simulates.")
-    p.add_argument("--results", nargs="+", required=True, metavar="DIR",
-                   help="results folders of train/compare/circuit runs, or folders holding them")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the figures to")
-    return p
-
-
-def run(args) -> int:
-    """Execute ``weightmirror figures``; prints what was made and what was skipped and why."""
-    report = make_all(args.results, args.out)
-    for path in report["made"]:
-        p = Path(path)
-        other = ".pdf" if p.suffix == ".png" else ".tex"
-        print(f"made     {p.stem:28s} {p} (+ {other})")
-    for name, why in report["skipped"].items():
-        print(f"skipped  {name:28s} {why}")
-    for path, why in report["ignored"].items():
-        print(f"ignored  {path}: {why}")
-    if not report["made"]:
-        print("weightmirror: no figure could be made from these results", file=sys.stderr)
-        return 1
-    return 0

@@ -162,11 +162,10 @@ def circuit_table(runs) -> Table | None:
     for r in runs:
         s = r.summary
         layers = "-".join(map(str, s.get("layers", [])))
-        err = s.get("test_error")
         rows.append([style.rule_label(r.rule), s.get("neuron", "?"), layers, s.get("schedule", r.schedule),
                      _f(s.get("simulated_seconds"), 3), _angles(s.get("initial_angles_deg")),
                      _angles(s.get("angles_deg")), _angles(s.get("predicted_angles_deg")),
-                     _f(100 * err if err is not None else None)])
+                     _f(s.get("test_top1_error"))])
     if not rows:
         return None
     header = ["rule", "neurons", "layers", "phases", "simulated (s)", "angle(B, Wᵀ) at start (°)",

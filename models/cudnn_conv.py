@@ -15,10 +15,15 @@ strides are passed to cuDNN, so channel-major or channels-last views work
 where an engine supports them. ``available()`` says whether the package,
 the cuDNN library and a GPU are all there, and why not.
 
-TF32: with ``models.backend.set_tf32(False)`` (the default) plans whose
-engines round inputs to TF32 on tensor cores are excluded, so results are
-float32 as with im2col + cuBLAS; with TF32 allowed cuDNN picks freely
-(PyTorch's default for convolutions).
+GPU options (``models.backend.gpu_options()``, read when a graph is built):
+with ``tf32=False`` (the default) plans whose engines round inputs to TF32
+on tensor cores are excluded, so results are float32 as with im2col +
+cuBLAS; with TF32 allowed cuDNN picks freely (PyTorch's default for
+convolutions). ``plan_search`` (one of ``backend.PLAN_SEARCHES``) says how
+a graph's execution plan is picked: ``"measure"`` (default), the fastest of
+its first ``_MEASURED_PLANS`` candidates timed on the real buffers when the
+graph is built (as PyTorch's ``cudnn.benchmark``), or ``"heuristic"``,
+cuDNN's heuristic first choice. Graphs are cached per geometry and options.
 
 The cuDNN library itself comes from the ``nvidia-cudnn-cu13`` (or ``-cu12``)
 wheel that PyTorch and CuPy users usually have; when it is not on
@@ -31,30 +36,15 @@ import glob
 import os
 import sys
 
-__all__ = ["available", "unavailable_reason", "version", "fprop", "dgrad", "wgrad",
-           "PLAN_SEARCHES", "set_plan_search", "plan_search"]
+from .backend import gpu_options
+
+__all__ = ["available", "unavailable_reason", "version", "fprop", "dgrad", "wgrad"]
 
 _STATE: dict = {}
 _GRAPHS: dict = {}
 
-#: how a graph's execution plan is picked: cuDNN's heuristic first choice, or
-#: the fastest of its first ``_MEASURED_PLANS`` candidates, timed on the real
-#: buffers when the graph is built (as PyTorch's ``cudnn.benchmark``)
-PLAN_SEARCHES = ("heuristic", "measure")
-_PLAN_SEARCH = {"name": "measure"}
+#: candidate plans timed per graph with ``plan_search = "measure"``
 _MEASURED_PLANS = 4
-
-
-def set_plan_search(name: str) -> None:
-    """``"measure"`` (default) or ``"heuristic"``; applies to graphs built afterwards."""
-    if name not in PLAN_SEARCHES:
-        raise ValueError(f"unknown plan search {name!r}; allowed: {', '.join(PLAN_SEARCHES)}")
-    _PLAN_SEARCH["name"] = name
-
-
-def plan_search() -> str:
-    """The setting of ``set_plan_search``."""
-    return _PLAN_SEARCH["name"]
 
 
 def _find_cudnn_library() -> None:
@@ -112,8 +102,9 @@ def _elements(a) -> list[int]:
     return [int(s) // a.itemsize for s in a.strides]
 
 
-def _build(kind: str, a, b, out, stride: int, padding: int, tf32: bool, search: str | None = None):
-    """A built single-node graph for ``kind`` with the arrays' geometry."""
+def _build(kind: str, a, b, out, stride: int, padding: int, tf32: bool, search: str):
+    """A built single-node graph for ``kind`` with the arrays' geometry; its
+    plan picked as ``search`` (``"measure"`` or ``"heuristic"``) says."""
     st = _init()
     cudnn, cp = st["cudnn"], st["cupy"]
     f32 = cudnn.data_type.FLOAT
@@ -140,7 +131,7 @@ def _build(kind: str, a, b, out, stride: int, padding: int, tf32: bool, search: 
         g.deselect_numeric_notes([cudnn.numerical_note.TENSOR_CORE, cudnn.numerical_note.DOWN_CONVERT_INPUTS])
     g.check_support()
     g.build_plans()
-    if (search or _PLAN_SEARCH["name"]) == "measure":
+    if search == "measure":
         try:
             found = _select_fastest_plan(g, {ta: a.data.ptr, tb: b.data.ptr, to: out.data.ptr})
         except Exception:  # noqa: BLE001 - fall back to a fresh graph with the heuristic's plan
@@ -183,14 +174,12 @@ def _select_fastest_plan(g, pack) -> None:
 
 
 def _run(kind: str, a, b, out, stride: int, padding: int):
-    from .backend import tf32_enabled
-
-    tf32 = tf32_enabled()
-    key = (kind, a.shape, a.strides, b.shape, b.strides, out.shape, out.strides, stride, padding, tf32,
-           _PLAN_SEARCH["name"])
+    options = gpu_options()
+    tf32, search = options.tf32, options.plan_search
+    key = (kind, a.shape, a.strides, b.shape, b.strides, out.shape, out.strides, stride, padding, tf32, search)
     entry = _GRAPHS.get(key)
     if entry is None:
-        entry = _GRAPHS[key] = _build(kind, a, b, out, stride, padding, tf32)
+        entry = _GRAPHS[key] = _build(kind, a, b, out, stride, padding, tf32, search)
     g, ta, tb, to, workspace = entry
     g.execute({ta: a.data.ptr, tb: b.data.ptr, to: out.data.ptr}, workspace.data.ptr, handle=_STATE["handle"])
     return out

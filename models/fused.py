@@ -3,8 +3,8 @@
 Batch normalisation and the ReLU's backward pass read and write whole
 activation tensors; written as separate CuPy operations each of them passes
 over memory several times. Here each is one or two CuPy kernels (elementwise
-or reduction) with the same equations as the NumPy code in ``models.conv`` and
-``models.layers``:
+or reduction) with the same equations as the NumPy code in ``models.norm``,
+``models.pool``, ``models.layers`` and ``models.optim``:
 
 ``batchnorm_train``:  ``μ_c = mean x``, ``σ²_c = mean (x - μ_c)²`` (two passes,
     as in NumPy, so no cancellation), then ONE pass writing ``x̂ = (x - μ_c) /
@@ -24,49 +24,50 @@ Per-channel sums run over a contiguous view: ``(N, C, H·W)`` for NCHW arrays
 (reduced over the last axis, then over N), ``(C, N·H·W)`` for channel-major
 ones. Everything else falls back to a contiguous copy.
 
-Kernels compile on first use. Callers ask ``active(xp)``; if compiling or
-launching a kernel fails they call ``disable(exc)`` (one warning) and use
-their plain CuPy operations for the rest of the process (``failure()`` says
-why), so a toolchain problem costs speed, never a run.
+Kernels compile on first use. Callers ask ``active(xp)``: CuPy arrays, the
+user's switch ``GPUOptions.fused`` on (``models.backend.use_gpu_options``),
+and no kernel has failed. If compiling or launching a kernel fails they call
+``record_failure(exc)`` (one warning) and use their plain CuPy operations for
+the rest of the process (``failure()`` says why), so a toolchain problem
+costs speed, never a run. That record is a fact about the process, not a
+setting: no option turns the kernels back on.
 """
 from __future__ import annotations
 
-from .backend import array_module_of
+from .backend import array_module_of, gpu_options
 
-__all__ = ["active", "enabled", "failure", "disable", "batchnorm_train",
+__all__ = ["active", "failure", "record_failure", "batchnorm_train",
            "batchnorm_backward", "relu_backward", "sgd_update", "maxpool_forward", "maxpool_backward"]
 
-_STATE = {"enabled": True, "failure": None}
+#: why a kernel failed (None while none has): process-wide, set once
+_STATE = {"failure": None}
 _KERNELS: dict = {}
 
 
-def enabled() -> bool:
-    """Whether the fused kernels are in use (False after a failure or ``disable``)."""
-    return _STATE["enabled"]
-
-
 def active(xp) -> bool:
-    """Whether arrays of module ``xp`` go through the fused kernels (CuPy, while enabled)."""
-    return xp.__name__ != "numpy" and _STATE["enabled"]
+    """Whether arrays of module ``xp`` go through the fused kernels: CuPy,
+    ``gpu_options().fused``, and no kernel has failed in this process."""
+    return xp.__name__ != "numpy" and gpu_options().fused and _STATE["failure"] is None
 
 
 def failure() -> str | None:
-    """Why the kernels were switched off, if they were."""
+    """Why the kernels were switched off for the process, if a kernel failed."""
     return _STATE["failure"]
 
 
-def disable(why) -> None:
+def record_failure(why) -> None:
     """Switch the fused kernels off for the rest of the process, with one warning.
 
-    ``why`` is the exception a kernel raised (or a message).
+    ``why`` is the exception a kernel raised (or a message); the first one is
+    kept (``failure()``), later ones are ignored.
     """
     import warnings
 
+    if _STATE["failure"] is not None:
+        return
     reason = f"{type(why).__name__}: {why}" if isinstance(why, BaseException) else str(why)
-    if _STATE["enabled"]:
-        warnings.warn(f"fused GPU kernels switched off, plain CuPy operations used instead: {reason}",
-                      RuntimeWarning, stacklevel=3)
-    _STATE["enabled"] = False
+    warnings.warn(f"fused GPU kernels switched off, plain CuPy operations used instead: {reason}",
+                  RuntimeWarning, stacklevel=3)
     _STATE["failure"] = reason
 
 

@@ -177,7 +177,7 @@ class ReLU(Module):
             try:
                 return fused.relu_backward(dy, self._y)
             except Exception as exc:  # noqa: BLE001 - plain CuPy from now on
-                fused.disable(exc)
+                fused.record_failure(exc)
         if self.inplace:
             dy *= self._y > 0
             return dy
@@ -214,7 +214,10 @@ class Sigmoid(Module):
         return dy * (y * (1 - y))
 
 
+#: activation name -> module class (the one list of names: configs and builders read it)
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+#: the names of ``ACTIVATIONS``, in order
+ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
 
 
 def softmax_cross_entropy(logits, labels, xp, label_smoothing: float = 0.0):

@@ -104,7 +104,7 @@ class SGD:
                     try:
                         fused.sgd_update(g, v, p, step, mu, -lr * k, shrink, self.nesterov)
                     except Exception as exc:  # noqa: BLE001 - plain CuPy from now on
-                        fused.disable(exc)
+                        fused.record_failure(exc)
                         use_fused = False
                     else:
                         if name == "W":

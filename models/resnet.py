@@ -21,16 +21,142 @@ images ``(N, C, H, W)``; outputs are logits ``(N, num_classes)``.
   maxpool2, conv3x3 (64) + ReLU + maxpool2, flatten, linear (hidden) + ReLU,
   linear (the pooling runs before the ReLU: the same function, cheaper).
 
+The residual blocks (``BasicBlock``, ``Bottleneck``), used only here, are
+defined here too.
+
 Convolutions followed by batch norm have no bias. The networks record the
 spatial size of every convolution's input at construction, so the weight
 mirror can run before the first training batch.
 """
 from __future__ import annotations
 
-from .conv import BasicBlock, BatchNorm1d, BatchNorm2d, Bottleneck, Conv2d, Flatten, GlobalAvgPool, MaxPool2d
-from .layers import Linear, Network, ReLU
+from .conv import Conv2d
+from .layers import BackwardContext, Linear, Module, Network, ReLU
+from .norm import BatchNorm1d, BatchNorm2d
+from .pool import Flatten, GlobalAvgPool, MaxPool2d
 
-__all__ = ["RESNET_STAGES", "build_resnet", "build_resnet20", "build_convnet"]
+__all__ = ["BasicBlock", "Bottleneck", "RESNET_STAGES", "build_resnet", "build_resnet20", "build_convnet"]
+
+
+# -- residual blocks -------------------------------------------------------
+class _Residual(Module):
+    """``y = ReLU(main(x) + shortcut(x))``; shortcut is identity or conv1x1+BN.
+
+    Backward: ``∂L/∂x = main'ᵀ δ + shortcut'ᵀ δ`` with ``δ`` the error after
+    the final ReLU, each path's convolutions using the rule's feedback kernels.
+    """
+
+    def __init__(self):
+        self._needs_input_grad = True
+        super().__init__()
+        self.main: list[Module] = []
+        self.shortcut: list[Module] = []
+        self.out_relu = ReLU()
+
+    @property
+    def needs_input_grad(self) -> bool:
+        return self._needs_input_grad
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value: bool) -> None:
+        # The first modules of both paths see the block's input.
+        self._needs_input_grad = bool(value)
+        for path in (getattr(self, "main", []), getattr(self, "shortcut", [])):
+            if path:
+                path[0].needs_input_grad = bool(value)
+
+    def children(self) -> list[Module]:
+        return [*self.main, *self.shortcut, self.out_relu]
+
+    def forward(self, x, train: bool = True):
+        h = x
+        for m in self.main:
+            h = m.forward(h, train)
+        r = x
+        for m in self.shortcut:
+            r = m.forward(r, train)
+        h += r
+        return self.out_relu.forward(h, train)
+
+    def backward(self, dy, ctx: BackwardContext):
+        d = self.out_relu.backward(dy, ctx)
+        # shortcut first, so that recorded errors follow reversed(weight_layers)
+        ds = d
+        for m in reversed(self.shortcut):
+            ds = m.backward(ds, ctx)
+        dm = d
+        for m in reversed(self.main):
+            dm = m.backward(dm, ctx)
+        if not self._needs_input_grad:
+            return None
+        dm += ds
+        return dm
+
+
+def _projection(c_in, c_out, stride, xp, rng, input_hw, dtype):
+    if stride == 1 and c_in == c_out:
+        return []
+    return [Conv2d(c_in, c_out, 1, xp, rng, stride=stride, bias=False, input_hw=input_hw, dtype=dtype),
+            BatchNorm2d(c_out, xp, dtype=dtype)]
+
+
+class BasicBlock(_Residual):
+    """ResNet basic block (He et al. 2016): 3x3 conv, BN, ReLU, 3x3 conv, BN,
+    plus the shortcut, then ReLU. ``stride`` is on the first conv; the
+    shortcut is conv1x1(stride)+BN when the shape changes, else identity.
+    """
+
+    expansion = 1
+
+    def __init__(self, c_in: int, planes: int, xp, rng, stride: int = 1, input_hw=None,
+                 dtype=None, zero_init_residual: bool = False):
+        super().__init__()
+        c_out = planes * self.expansion
+        self.conv1 = Conv2d(c_in, planes, 3, xp, rng, stride=stride, padding=1, bias=False, input_hw=input_hw, dtype=dtype)
+        hw2 = None if input_hw is None else self.conv1.output_hw(input_hw)
+        self.bn1 = BatchNorm2d(planes, xp, dtype=dtype)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(planes, c_out, 3, xp, rng, stride=1, padding=1, bias=False, input_hw=hw2, dtype=dtype)
+        self.bn2 = BatchNorm2d(c_out, xp, dtype=dtype)
+        if zero_init_residual:
+            self.bn2.params["gamma"][...] = 0
+        self.main = [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2]
+        self.shortcut = _projection(c_in, c_out, stride, xp, rng, input_hw, dtype)
+        self.output_hw = hw2
+        self.needs_input_grad = True
+
+
+class Bottleneck(_Residual):
+    """ResNet bottleneck block (torchvision's v1.5): conv1x1, BN, ReLU, conv3x3
+    (stride), BN, ReLU, conv1x1 (×4 channels), BN, plus the shortcut, then
+    ReLU. The shortcut is conv1x1(stride)+BN when the shape changes.
+    """
+
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, xp, rng, stride: int = 1, input_hw=None,
+                 dtype=None, zero_init_residual: bool = False):
+        super().__init__()
+        c_out = planes * self.expansion
+        self.conv1 = Conv2d(c_in, planes, 1, xp, rng, bias=False, input_hw=input_hw, dtype=dtype)
+        self.bn1 = BatchNorm2d(planes, xp, dtype=dtype)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(planes, planes, 3, xp, rng, stride=stride, padding=1, bias=False,
+                            input_hw=input_hw, dtype=dtype)
+        hw2 = None if input_hw is None else self.conv2.output_hw(input_hw)
+        self.bn2 = BatchNorm2d(planes, xp, dtype=dtype)
+        self.relu2 = ReLU()
+        self.conv3 = Conv2d(planes, c_out, 1, xp, rng, bias=False, input_hw=hw2, dtype=dtype)
+        self.bn3 = BatchNorm2d(c_out, xp, dtype=dtype)
+        if zero_init_residual:
+            self.bn3.params["gamma"][...] = 0
+        self.main = [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2, self.relu2, self.conv3, self.bn3]
+        self.shortcut = _projection(c_in, c_out, stride, xp, rng, input_hw, dtype)
+        self.output_hw = hw2
+        self.needs_input_grad = True
+
+
+# -- networks --------------------------------------------------------------
 
 #: depth -> (block class, blocks per stage)
 RESNET_STAGES = {

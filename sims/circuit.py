@@ -1,4 +1,4 @@
-"""``weightmirror circuit``: circuit mode in Brian2, and its results folder.
+"""Circuit mode in Brian2: run a declared circuit and write its results folder (``weightmirror circuit``).
 
 The circuit is declared once (:class:`circuits.spec.CircuitSpec`), built by
 :class:`circuits.brian.network.BrianCircuit` and run phase by phase. The
@@ -14,11 +14,15 @@ results folder holds
     learning rate and number of noise samples), ``rates`` (mean activity
     per population and ``rates_rms``, its root mean square, for rate
     neurons; ``rates_hz`` for spiking neurons), ``weight_norms``,
-    and for engaged intervals ``task_error``;
+    and for engaged intervals ``task_top1_error`` (%, the top-1 error of
+    the outputs at the end of each presentation's settling half, before it
+    is learnt) and ``presentations`` (how many it counts);
 ``summary.json``
     rule, layers, neuron, device, simulated_seconds, wall_seconds,
-    angles_deg per layer (and the initial and predicted angles, the test
-    error after engaged learning);
+    angles_deg per layer (and the initial and predicted angles) and, after
+    engaged learning, ``test_top1_error`` and ``train_top1_error`` (%, of
+    the settled circuit on the test and training sets, as training runs
+    write ``test_top1_error``) and ``task_top1_error_last_interval`` (%);
 ``weights_initial.npz`` / ``weights_final.npz``
     ``W1, B1, W2, B2, ...`` in W's layout (``B`` holds the paper's ``Bᵀ``);
 ``spikes.npz`` (spiking neurons)
@@ -26,33 +30,22 @@ results folder holds
 """
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import results, tomlfile
+from ..circuits.rules import angle_degrees
+from ..circuits.spec import CIRCUIT_RULE_REGISTRY, CircuitSpec, SpecError
 from ..errors import InputError
 
-from weightmirror.circuits.rules import WeightMirror, angle_degrees
-from weightmirror.circuits.spec import (
-    CIRCUIT_RULES,
-    DEVICES,
-    NEURON_KINDS,
-    SCHEDULES,
-    CircuitSpec,
-    SpecError,
-)
-from weightmirror import results
-
-__all__ = ["CircuitInputError", "add_parser", "run", "run_circuit", "spec_from_args", "rate_reference",
-           "presentation_order",
-           "predict_mirror_angles", "load_stimulus", "evaluate"]
+__all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "rate_reference",
+           "presentation_order", "predict_mirror_angles", "load_stimulus", "evaluate"]
 
 
 class CircuitInputError(InputError):
@@ -84,15 +77,18 @@ def predict_mirror_angles(spec: CircuitSpec, weights, plastic_times: list[list[f
     to row ``r`` (non-decreasing in ``r``). Each layer gets
     ``round(plastic_time / τ_ξ)`` noise samples in mirror batches of ``m``
     (a last, partial batch of ``k`` samples uses ``lr·k/m`` and decay
-    ``1-(1-λ)^{k/m}``), through ``WeightMirror.mirror_update``.
-    Returns ``(angles per row, final B per layer)``.
+    ``1-(1-λ)^{k/m}``), through the rule's ``mirror_update``
+    (``WeightMirror.mirror_update``).
+    Returns ``(angles per row, final B per layer)``; ``(None, None)`` for a
+    rule without a mirror phase.
     """
     rule = spec.rule
-    if not isinstance(rule, WeightMirror):
+    mirror = spec.mirror
+    if mirror is None:
         return None, None
     rng = np.random.default_rng(seed)
     layers = [_MatrixLayer(W, B) for W, B in weights]
-    m = rule.mirror_batch_size
+    m = mirror.batch_size
     done = [0] * len(layers)
     rows = []
     for times in plastic_times:
@@ -101,7 +97,7 @@ def predict_mirror_angles(spec: CircuitSpec, weights, plastic_times: list[list[f
             while done[l] < target:
                 k = min(m - done[l] % m, target - done[l])
                 frac = k / m
-                rule.mirror_update(layer, np, rng, rule.lr * frac, 1.0 - (1.0 - rule.decay) ** frac, k)
+                rule.mirror_update(layer, np, rng, mirror.lr * frac, 1.0 - (1.0 - mirror.decay) ** frac, k)
                 done[l] += k
         rows.append([angle_degrees(layer.B, layer.W) for layer in layers])
     return rows, [layer.B.astype(np.float64) for layer in layers]
@@ -122,7 +118,7 @@ def _downsample(x: np.ndarray, image_shape, factor: int) -> np.ndarray:
 
 def load_stimulus(spec: CircuitSpec, data_dir=None):
     """``(x_train, y_train, x_test, y_test)`` flattened, standardised, downsampled."""
-    from weightmirror.sims.data import DataError, load_dataset
+    from weightmirror.sims.datasets import DataError, load_dataset
 
     try:
         ds = load_dataset(spec.data, data_dir=data_dir, flatten=True, seed=spec.seed)
@@ -141,7 +137,7 @@ def load_stimulus(spec: CircuitSpec, data_dir=None):
 
 
 def evaluate(spec: CircuitSpec, weights, x, labels) -> float:
-    """Error rate of the circuit's steady state: ``y_l = φ(W_l y_{l-1})``, argmax of ``y_L``.
+    """Top-1 error in percent of the circuit's steady state: ``y_l = φ(W_l y_{l-1})``, argmax of ``y_L``.
 
     For rate neurons this is the fixed point the populations settle to in
     engaged mode (no biases; φ = the hidden activation).
@@ -152,7 +148,7 @@ def evaluate(spec: CircuitSpec, weights, x, labels) -> float:
         y = y @ W.T
         if l < L and spec.neuron.activation == "relu":
             y = np.maximum(y, 0.0)
-    return float(np.mean(np.argmax(y, axis=1) != np.asarray(labels)))
+    return 100.0 * float(np.mean(np.argmax(y, axis=1) != np.asarray(labels)))
 
 
 # ---------------------------------------------------------------------------
@@ -181,7 +177,8 @@ def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1) -> dict
     feedback ``δ_l = φ'(v_l) ⊙ (δ_{l+1} B_{l+1})`` in W's layout; KP through
     ``KolenPollack.after_weight_update``); mirror blocks give each layer
     ``plastic time / τ_ξ`` noise samples through ``WeightMirror.mirror_update``.
-    Returns ``{"weights", "test_error", "train_error", "angles_deg"}``.
+    Returns ``{"weights", "test_top1_error", "train_top1_error", "angles_deg"}``
+    (errors in percent, as in a circuit run's summary).
     """
     from weightmirror.circuits.brian.network import init_weights
 
@@ -196,15 +193,16 @@ def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1) -> dict
     T = spec.phases.presentation
     relu = spec.neuron.activation == "relu"
     n_out = spec.layers[-1]
+    mirror = spec.mirror
     for phase, a, b in spec.phases.segments():
-        if phase == "mirror" and isinstance(rule, WeightMirror):
+        if phase == "mirror" and mirror is not None:
             samples = int(round((b - a) / 2 / spec.noise.correlation_time))  # parity: half the time
-            m = rule.mirror_batch_size
+            m = mirror.batch_size
             for layer in layers:
                 done = 0
                 while done < samples:
                     k = min(m, samples - done)
-                    rule.mirror_update(layer, np, rng, rule.lr * k / m, 1.0 - (1.0 - rule.decay) ** (k / m), k)
+                    rule.mirror_update(layer, np, rng, mirror.lr * k / m, 1.0 - (1.0 - mirror.decay) ** (k / m), k)
                     done += k
         elif phase == "engaged":
             for p in range(int(round(a / T)), int(round(b / T))):
@@ -230,8 +228,8 @@ def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1) -> dict
     weights_out = [(layer.W.copy(), layer.B.copy()) for layer in layers]
     return {
         "weights": weights_out,
-        "test_error": evaluate(spec, weights_out, xte, yte),
-        "train_error": evaluate(spec, weights_out, xtr, ytr),
+        "test_top1_error": evaluate(spec, weights_out, xte, yte),
+        "train_top1_error": evaluate(spec, weights_out, xtr, ytr),
         "angles_deg": [angle_degrees(B, W) for W, B in weights_out],
     }
 
@@ -243,44 +241,52 @@ def _phase_at(segments, t: float) -> str:
     return segments[-1][0] if segments else "idle"
 
 
-def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, weights=None,
-                build_dir: str | None = None, overwrite: bool = False) -> dict:
-    """Run the declared circuit and write its results folder; returns the summary.
+def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, data_dir=None,
+             progress: bool = True, weights=None, build_dir: str | None = None) -> results.Run:
+    """Run the declared circuit; write its results folder ``out`` (None: keep it in memory).
 
     Parameters
     ----------
     spec : the declaration.
-    out_dir : results folder (refused if it already holds a run, unless
-        ``overwrite``).
+    out : results folder (refused if it already holds a run), or None.
     data : ``(x_train, y_train, x_test, y_test)`` for engaged phases
-        (default: :func:`load_stimulus`).
-    progress : show a tqdm bar.
+        (default: :func:`load_stimulus` from ``data_dir``).
+    data_dir : folder of the data files (default: the data set's own place).
+    progress : show a tqdm bar in simulated seconds.
     weights : initial ``[(W, B)]`` (e.g. from rate mode); default: drawn
         from ``spec.seed``.
     build_dir : standalone build directory, kept (default: a temporary one,
         removed after the results are read out).
+
+    Returns
+    -------
+    weightmirror.results.Run
+        ``config`` (the declaration), ``metrics`` (one row per simulated
+        interval), ``summary``; for a run in memory also ``arrays``
+        (``weights_initial``, ``weights_final``, ``spikes``).
     """
     from weightmirror.circuits.brian.network import BrianCircuit, init_weights
 
-    out = Path(out_dir)
-    if not overwrite and ((out / results.SUMMARY).exists() or (out / results.METRICS).exists()):
-        raise CircuitInputError(f"{out}: already holds a run (metrics.jsonl/summary.json); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / results.METRICS).unlink(missing_ok=True)
-    results.atomic_write_text(out / results.CONFIG, results.to_toml({"command": "circuit", **spec.to_dict()}))
-
+    out = None if out is None else Path(out)
+    if out is not None:
+        results.refuse_existing_run(out)
     segments = spec.phases.segments()
     engaged = any(p == "engaged" for p, _, _ in segments)
     stimulus = None
     if engaged:
         if data is None:
-            data = load_stimulus(spec)
+            data = load_stimulus(spec, data_dir)
         xtr, ytr, xte, yte = data
         order = presentation_order(spec, len(xtr))
         stimulus = (xtr[order], ytr[order])
+    config = {"command": "circuit", **spec.to_dict()}
     w0 = weights if weights is not None else init_weights(spec)
     w0 = [(np.array(W, dtype=np.float64), np.array(B, dtype=np.float64)) for W, B in w0]
-    results.save_arrays(out / "weights_initial.npz", _weights_npz(w0))
+    arrays = {"weights_initial": _weights_npz(w0)}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        results.write_config(out / results.CONFIG, config)
+        results.save_arrays(out / "weights_initial.npz", arrays["weights_initial"])
 
     own_build_dir = build_dir is None and spec.device in ("cpp", "cuda")
     if own_build_dir:
@@ -292,7 +298,7 @@ def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, we
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=round(spec.phases.duration, 6), unit="sim s", desc=f"circuit {spec.rule.key}",
+            bar = tqdm(total=round(spec.phases.duration, 6), unit="sim s", desc=f"circuit {spec.label or spec.rule.key}",
                        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} sim s [{elapsed}<{remaining}]")
         tick = (lambda s: bar.update(s)) if bar is not None else None
         for phase, a, b in segments:
@@ -317,19 +323,19 @@ def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, we
             shutil.rmtree(build_dir, ignore_errors=True)
 
     rows = _metrics_rows(spec, circuit, w0, final, rec, segs)
-    results.write_metrics(out / results.METRICS, rows)
-    results.save_arrays(out / "weights_final.npz", _weights_npz(final))
+    arrays["weights_final"] = _weights_npz(final)
     if rec["spikes"]:
-        arrays = {}
+        spikes = {}
         for name, (i, t) in rec["spikes"].items():
-            arrays[f"{name}_i"] = i.astype(np.int32)
-            arrays[f"{name}_t"] = t.astype(np.float64)
-        results.save_arrays(out / "spikes.npz", arrays)
+            spikes[f"{name}_i"] = i.astype(np.int32)
+            spikes[f"{name}_t"] = t.astype(np.float64)
+        arrays["spikes"] = spikes
 
     summary: dict[str, Any] = {
         "command": "circuit",
         "rule": spec.rule.key,
         "rule_long_name": spec.rule.long_name,
+        "label": spec.label or spec.rule.key,
         "layers": list(spec.layers),
         "neuron": spec.neuron.kind,
         "device": spec.device,
@@ -343,12 +349,18 @@ def run_circuit(spec: CircuitSpec, out_dir, data=None, progress: bool = True, we
     if rows and rows[-1].get("predicted_angles_deg") is not None:
         summary["predicted_angles_deg"] = rows[-1]["predicted_angles_deg"]
     if engaged:
-        summary["test_error"] = evaluate(spec, final, xte, yte)
-        summary["train_error"] = evaluate(spec, final, xtr, ytr)
-        errs = [r["task_error"] for r in rows if r.get("task_error") is not None]
-        summary["task_error_last_interval"] = errs[-1] if errs else None
-    results.write_json(out / results.SUMMARY, summary)
-    return summary
+        summary["test_top1_error"] = evaluate(spec, final, xte, yte)
+        summary["train_top1_error"] = evaluate(spec, final, xtr, ytr)
+        errs = [r["task_top1_error"] for r in rows if r.get("task_top1_error") is not None]
+        summary["task_top1_error_last_interval"] = errs[-1] if errs else None
+    if out is not None:
+        results.write_metrics(out / results.METRICS, rows)
+        for name, group in arrays.items():
+            if name != "weights_initial":
+                results.save_arrays(out / f"{name}.npz", group)
+        results.write_json(out / results.SUMMARY, summary)
+    return results.Run(path=out, kind="circuit", config=config, metrics=rows, summary=summary,
+                       arrays={} if out is not None else arrays)
 
 
 def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
@@ -367,7 +379,7 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
     Bs.append([B for _, B in final])
 
     predicted = None
-    if isinstance(spec.rule, WeightMirror) and spec.phases.schedule == "mirror":
+    if spec.mirror is not None and spec.phases.schedule == "mirror":
         plastic = [circuit.mirror_plastic_time(t) for t in times]
         predicted, _ = predict_mirror_angles(spec, w0, plastic, seed=spec.seed + 1)
 
@@ -410,7 +422,7 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
                     continue
                 errs.append(int(np.argmax(rec["output"][k]) != circuit.presented_labels[p]))
             if errs:
-                row["task_error"] = float(np.mean(errs))
+                row["task_top1_error"] = 100.0 * sum(errs) / len(errs)
                 row["presentations"] = len(errs)
         rows.append(row)
     return rows
@@ -418,107 +430,52 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------
-# command line
+# the declaration from a file and overrides
 # ---------------------------------------------------------------------------
-def _layers(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 784,100,10, got {text!r}") from None
-    return sizes
+#: population sizes when neither a file nor an override gives them
+DEFAULT_LAYERS = (784, 100, 10)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``circuit`` sub-command to an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "circuit", help="circuit mode: WM/KP/FA circuits as Brian2 neuron populations",
-        description="Run the weight-mirror / Kolen-Pollack / feedback-alignment circuit as explicit "
-                    "neuron populations in Brian2 and write a results folder.")
-    p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default wm)")
-    p.add_argument("--layers", type=_layers, default=None, help="population sizes, e.g. 784,100,10")
-    p.add_argument("--neuron", choices=NEURON_KINDS, default=None, help="rate (default) or spiking (Poisson)")
-    p.add_argument("--phase", choices=SCHEDULES, default=None,
-                   help="mirror, engaged or alternate (default: mirror for wm, engaged otherwise)")
-    p.add_argument("--duration", default=None, help="simulated time, e.g. 2s or 500ms (default 2s)")
-    p.add_argument("--data", default=None, help="data set for engaged mode: digits (default) or fashion-mnist")
-    p.add_argument("--data-dir", default=None, help="folder of the data files (fashion-mnist: Debian's default)")
-    p.add_argument("--downsample", type=int, default=None, help="average-pool the images by this factor")
-    p.add_argument("--device", choices=DEVICES, default=None,
-                   help="runtime (NumPy), cython, cpp (cpp_standalone) or cuda (cuda_standalone)")
-    p.add_argument("--threads", type=int, default=None, help="OpenMP threads for --device cpp")
-    p.add_argument("--dt", default=None, help="integration step (default 0.5ms)")
-    p.add_argument("--record-interval", default=None, help="simulated time per metrics row (default 100ms)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--config", default=None, help="a TOML file with the declaration (flags override it)")
-    p.add_argument("--out", required=True, help="results folder to write")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A circuit config file's values (not yet resolved); one SpecError line if unreadable."""
+    return tomlfile.read(path, SpecError)
 
 
-def spec_from_args(args) -> CircuitSpec:
-    """The declaration from ``--config`` and the flags (flags win)."""
-    config: dict[str, Any] = {}
-    if args.config:
-        path = Path(args.config)
-        try:
-            config = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CircuitInputError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CircuitInputError(f"{path}: not valid TOML ({exc})") from None
-        if "circuit" in config and isinstance(config["circuit"], dict):
-            config = config["circuit"]
-        config.pop("command", None)
-    config.setdefault("layers", [784, 100, 10])
-    if args.layers is not None:
-        config["layers"] = list(args.layers)
-    rule = config.get("rule", {"name": "wm"})
-    if isinstance(rule, str):
-        rule = {"name": rule}
-    rule = dict(rule)
-    if args.rule is not None and args.rule != rule.get("name"):
-        rule = {"name": args.rule}
+def resolve_spec(file_values: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> CircuitSpec:
+    """The declaration: ``file_values`` (a parsed config file or a results folder's
+    ``config.toml``), then ``overrides`` in the same key form; validated.
+
+    ``rule`` may be a name (``"kp"``) or a table (``{"name": "wm", "lr": 0.05}``);
+    a rule of another name replaces the file's rule table, the same name
+    updates it. Tables (``neuron``, ``noise``, ``phases``) are merged key by
+    key. Without a schedule, rules with a mirror phase run ``mirror`` and the
+    others ``engaged``; without layers, :data:`DEFAULT_LAYERS`.
+    """
+    config = dict(file_values or {})
+    if isinstance(config.get("circuit"), dict):  # a [circuit] table inside a larger file
+        config = dict(config["circuit"])
+    config.pop("command", None)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    def table(value, key):
+        if isinstance(value, str) and key == "rule":
+            return {"name": value}
+        if not isinstance(value, dict):
+            raise SpecError(f"[{key}] must be a table, got {value!r}")
+        return dict(value)
+
+    rule = table(config.get("rule", {"name": "wm"}), "rule")
+    if "rule" in overrides:
+        new = table(overrides.pop("rule"), "rule")
+        rule = new if new.get("name", rule.get("name")) != rule.get("name") else {**rule, **new}
     config["rule"] = rule
-    phases = dict(config.get("phases", {}))
-    if args.phase is not None:
-        phases["schedule"] = args.phase
-    phases.setdefault("schedule", "mirror" if rule.get("name", "wm") == "wm" else "engaged")
-    if args.duration is not None:
-        phases["duration"] = args.duration
-    if args.record_interval is not None:
-        phases["record_interval"] = args.record_interval
-    config["phases"] = phases
-    if args.neuron is not None:
-        config["neuron"] = {**dict(config.get("neuron", {})), "kind": args.neuron}
-    for flag, key in (("device", "device"), ("threads", "threads"), ("seed", "seed"), ("data", "data"),
-                      ("downsample", "downsample"), ("dt", "dt")):
-        value = getattr(args, flag)
-        if value is not None:
-            config[key] = value
-    try:
-        return CircuitSpec.from_dict(config)
-    except SpecError as exc:
-        raise CircuitInputError(str(exc)) from None
-
-
-def run(args) -> int:
-    """Execute ``weightmirror circuit``; 0 on success."""
-    spec = spec_from_args(args)
-    data = None
-    if spec.phases.schedule != "mirror":
-        data = load_stimulus(spec, data_dir=args.data_dir)
-    try:
-        summary = run_circuit(spec, args.out, data=data, progress=not args.quiet)
-    except SpecError as exc:
-        raise CircuitInputError(str(exc)) from None
-    angles = ", ".join(f"{a:.1f}" for a in summary["angles_deg"])
-    line = (f"circuit {summary['rule']} {summary['neuron']} on {summary['device']}: "
-            f"{summary['simulated_seconds']:.3f} s simulated in {summary['wall_seconds']:.1f} s; "
-            f"angle(B, W^T) per layer {angles} deg")
-    if "predicted_angles_deg" in summary:
-        line += " (rate-mode prediction " + ", ".join(f"{a:.1f}" for a in summary["predicted_angles_deg"]) + ")"
-    if "test_error" in summary:
-        line += f"; test error {100 * summary['test_error']:.1f} %"
-    print(line)
-    print(f"results in {args.out}")
-    return 0
+    for key in ("neuron", "noise", "phases"):
+        if key in config or key in overrides:
+            config[key] = {**table(config.get(key, {}), key), **table(overrides.pop(key, {}), key)}
+    config.update(overrides)
+    config.setdefault("layers", list(DEFAULT_LAYERS))
+    phases = config.setdefault("phases", {})
+    if "schedule" not in phases:
+        entry = CIRCUIT_RULE_REGISTRY.get(rule.get("name", "wm"))
+        phases["schedule"] = "mirror" if entry is not None and entry.has_mirror else "engaged"
+    return CircuitSpec.from_dict(config)

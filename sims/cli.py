@@ -1,29 +1,35 @@
-"""The ``weightmirror`` command (also ``python -m weightmirror``).
+"""The ``weightmirror`` command (also ``python -m weightmirror``): every sub-command's argparse.
 
 Sub-commands
 ------------
 train    one rule, one model, one data set -> a results folder
-compare  every rule on one data set -> one results folder per rule and a table
-circuit  circuit mode in Brian2 (see ``sims.circuit``)
+compare  several rules on one data set -> one results folder per rule and a table
+circuit  circuit mode in Brian2 (see ``weightmirror.sims.circuit``)
+figures  figures from saved results folders (see ``weightmirror.figures``)
 demo     the main job on the embedded default data (no download)
-figures  figures from saved results folders (see ``figures``)
+config   print a commented example configuration
 
-Bad input (an unknown flag value, a bad config key or value, a missing or
-malformed data file, an output folder that already holds a run) prints one
-line ``weightmirror: error: ...`` and exits with status 2; nothing already
+This module only parses: each command hands a configuration to the code
+that does the work. Bad input (an unknown flag value, a bad config key or
+value, a missing or malformed data file, an output folder that already
+holds a run) prints one line ``weightmirror: error: ...`` and exits with
+status 2 (:data:`weightmirror.errors.EXIT_BAD_INPUT`); nothing already
 written is touched.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
 from pathlib import Path
 
-from ..errors import InputError
+from .. import __version__
+from ..circuits.rules import RULE_NAMES
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError
 
-from weightmirror.circuits.rules import RULE_NAMES
+__all__ = ["main", "build_parser", "UsageError"]
 
-EXIT_USAGE = 2
+EXAMPLES = ("train", "circuit")
 
 
 class UsageError(InputError):
@@ -31,10 +37,10 @@ class UsageError(InputError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump)."""
+    """argparse that reports a bad flag in one line (no usage dump), like every other error."""
 
     def error(self, message):  # noqa: D401 - argparse API
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"weightmirror: error: {message} (see {self.prog} --help)\n")
 
 
 def _int_at_least(minimum: int, wording: str):
@@ -52,182 +58,322 @@ def _int_at_least(minimum: int, wording: str):
     return parse
 
 
+def _finite_float(text: str) -> float:
+    """An argparse type: a finite number."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 _positive_int = _int_at_least(1, "a positive integer")
 _nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
-def _add_common_training_flags(p: argparse.ArgumentParser) -> None:
-    from weightmirror.sims.config import DATASETS, MODELS
+# --------------------------------------------------------------------------
+# train / compare
+# --------------------------------------------------------------------------
 
-    p.add_argument("--model", choices=MODELS, help="architecture (default: the config's, else mlp)")
-    p.add_argument("--data", choices=DATASETS, help="data set (default: the config's, else digits)")
-    p.add_argument("--data-dir", help="folder holding the data set's files")
-    p.add_argument("--config", help="TOML file with any hyperparameters (flags override it)")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
-    p.add_argument("--seed", type=_nonnegative_int)
-    p.add_argument("--device", choices=("cpu", "cuda"))
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    from ..models.backend import DEVICES
+    from ..models.zoo import MODEL_NAMES
+    from .config import TrainConfig
+    from .datasets import DATASETS
+
+    d = TrainConfig()
+    p.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default: the config's, else {d.model})")
+    p.add_argument("--data", choices=DATASETS, help=f"data set (default: the config's, else {d.data})")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the data set's files "
+                   "(default: the data set's usual place; fashion-mnist: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="TOML file with any hyperparameters (flags override it); "
+                        "see: weightmirror config --example train")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help=f"(default: the config's, else {d.epochs})")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help=f"(default: the config's, else {d.batch_size})")
+    p.add_argument("--lr", type=_finite_float, metavar="LR",
+                   help=f"learning rate, optim.lr (default: the config's, else {d.optim.lr})")
+    p.add_argument("--seed", type=_nonnegative_int, metavar="S", help=f"(default: the config's, else {d.seed})")
+    p.add_argument("--device", choices=DEVICES, help=f"NumPy or CuPy (default: the config's, else {d.device})")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--distributed", action="store_true",
                    help=f"data parallel over the ranks of 'mpirun -n K weightmirror {p.prog.split()[-1]} ...' "
                         "(run.distributed)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="weightmirror", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _training_values(args, rule: str | None) -> tuple[dict, dict]:
+    """``(file values, flag overrides)`` of a train/compare command line."""
+    from .config import read_file
 
-    p = sub.add_parser("train", help="train one rule; writes a results folder")
-    p.add_argument("--rule", choices=RULE_NAMES, help="learning rule (default: the config's, else bp)")
-    _add_common_training_flags(p)
-    p.add_argument("--out", required=True, help="results folder to write")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-
-    p = sub.add_parser("compare", help="train several rules on the same data; print the table")
-    p.add_argument("--rules", default=",".join(r for r in RULE_NAMES if r != "ss"),
-                   help="comma-separated rules (default: all)")
-    _add_common_training_flags(p)
-    p.add_argument("--out", required=True, help="folder; each rule writes OUT/<rule>/")
-
-    try:
-        from weightmirror.sims import circuit
-    except ImportError:  # circuit mode not installed in this checkout
-        circuit = None
-    if circuit is not None and hasattr(circuit, "add_parser"):
-        circuit.add_parser(sub)
-
-    p = sub.add_parser("demo", help="the main job on embedded data: circuit, every rule, figures")
-    p.add_argument("--out", default="weightmirror-demo", help="folder to write (default: ./weightmirror-demo)")
-    p.add_argument("--quick", action="store_true", help="a smaller run (for tests)")
-    p.add_argument("--quiet", action="store_true")
-
-    try:
-        from weightmirror.figures import make as figures_make
-    except ImportError:
-        figures_make = None
-    if figures_make is not None and hasattr(figures_make, "add_parser"):
-        figures_make.add_parser(sub)
-    return parser
-
-
-def _overrides(args, *names) -> dict:
-    out = {}
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None:
-            out[name] = value
-    return out
-
-
-def _training_config(args, rule: str | None):
-    from weightmirror.sims import config
-
-    file_values = config.load_toml(args.config) if args.config else {}
-    flags = _overrides(args, "model", "data", "epochs", "seed", "device", "batch_size")
+    file_values = read_file(args.config) if args.config else {}
+    flags = {name: getattr(args, name, None) for name in ("model", "data", "epochs", "seed", "device", "batch_size")}
+    flags = {k: v for k, v in flags.items() if v is not None}
     if rule is not None:
         flags["rule"] = rule
     if args.data_dir is not None:
         flags["data_dir"] = args.data_dir
     if args.lr is not None:
         flags["optim"] = {"lr": args.lr}
-    return config.resolve(file_values, flags)
+    if getattr(args, "label", None) is not None:
+        flags["label"] = args.label
+    if args.distributed:
+        flags["run"] = {"distributed": True}
+    return file_values, flags
 
 
 def cmd_train(args) -> int:
-    from weightmirror.sims import train
+    from .config import resolve
+    from .report import format_table
+    from .training import train
 
     if args.resume:
-        overrides = {"epochs": args.epochs} if args.epochs else {}
+        changes = {"epochs": args.epochs} if args.epochs else {}
         if args.distributed:
-            overrides["run"] = {"distributed": True}
-        summary = train.train(overrides or None, args.out, resume=True, progress=not args.quiet)
+            changes["run"] = {"distributed": True}
+        run = train(changes or None, args.out, resume=True, progress=not args.quiet)
     else:
-        cfg = _training_config(args, args.rule)
-        if args.distributed:
-            cfg["run"]["distributed"] = True
-        summary = train.train(cfg, args.out, progress=not args.quiet)
+        run = train(resolve(*_training_values(args, args.rule)), args.out, progress=not args.quiet)
+    summary = run.summary
     if summary.get("rank", 0) != 0:  # rank 0 reports for a data-parallel run
-        return 130 if not summary["completed"] else 0
+        return EXIT_INTERRUPTED if not summary["completed"] else 0
     if not summary["completed"]:  # SIGINT/SIGTERM: checkpointed at the current step
         print(f"weightmirror: interrupted; continue with: weightmirror train --resume --out {args.out}",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(format_table([summary]))
     print(f"results: {Path(args.out)}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from weightmirror.sims import train
+    from .config import resolve
+    from .report import format_table
+    from .training import load_data, train
+    from .training.output import check_out_dir
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     bad = [r for r in rules if r not in RULE_NAMES]
     if bad or not rules:
         raise UsageError(f"--rules: unknown rule(s) {', '.join(bad) or '(none given)'}; allowed: {', '.join(RULE_NAMES)}")
-    configs = [_training_config(args, rule) for rule in rules]  # validate all before training any
-    for cfg in configs:
-        if args.distributed:
-            cfg["run"]["distributed"] = True
-    data = train.load_data(configs[0])
+    if len(set(rules)) != len(rules):
+        raise UsageError(f"--rules: a rule is named twice ({args.rules}); each rule writes OUT/<rule>/")
+    # every config and output folder checked before any rule trains
+    configs = [resolve(*_training_values(args, rule)) for rule in rules]
+    for rule in rules:
+        check_out_dir(Path(args.out) / rule, False)
+    data = load_data(configs[0])
     summaries = []
     for rule, cfg in zip(rules, configs):
-        summaries.append(train.train(cfg, Path(args.out) / rule, progress=not args.quiet, data=data,
-                                     log=(lambda s: None) if args.quiet else print))
-        if not summaries[-1]["completed"]:
+        run = train(cfg, Path(args.out) / rule, progress=not args.quiet, data=data,
+                    log=(lambda s: None) if args.quiet else print)
+        summaries.append(run.summary)
+        if not run.summary["completed"]:
             print(f"weightmirror: interrupted during rule {rule}; continue it with: "
                   f"weightmirror train --resume --out {Path(args.out) / rule}", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
     if all(s.get("rank", 0) == 0 for s in summaries):  # rank 0 reports for a data-parallel run
         print(format_table(summaries))
     return 0
 
 
-def format_table(summaries: list[dict]) -> str:
-    """The comparison table: rule, test error, per-layer angles."""
-    lines = ["| rule | test top-1 error (%) | angle(B, Wᵀ) per layer (°) | angle(δ, δ_BP) per layer (°) | time (s) |",
-             "|---|---:|---|---|---:|"]
-    for s in summaries:
-        angles = " / ".join(f"{a:.1f}" for a in s["angles_deg"])
-        deltas = " / ".join("–" if d is None or d != d else f"{d:.1f}" for d in s["delta_angles_deg"])
-        lines.append(f"| {s['rule']} | {s['test_top1_error']:.2f} | {angles} | {deltas} | {s['wall_seconds']:.1f} |")
-    return "\n".join(lines)
+# --------------------------------------------------------------------------
+# circuit
+# --------------------------------------------------------------------------
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 784,100,10, got {text!r}") from None
+    return sizes  # the declaration checks the sizes (CircuitSpec)
+
+
+def _add_circuit_parser(sub) -> None:
+    from ..circuits.spec import CIRCUIT_RULES, DEVICES, NEURON_KINDS, SCHEDULES
+    from .datasets import IN_MEMORY_DATASETS
+
+    p = sub.add_parser(
+        "circuit", help="circuit mode: WM/KP/FA circuits as Brian2 neuron populations",
+        description="Run the weight-mirror / Kolen-Pollack / feedback-alignment circuit as explicit "
+                    "neuron populations in Brian2 and write a results folder. "
+                    "See: weightmirror config --example circuit")
+    p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default: wm)")
+    p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
+                   help="population sizes (default: 784,100,10)")
+    p.add_argument("--neuron", choices=NEURON_KINDS, default=None, help="neuron model (default: rate)")
+    p.add_argument("--phase", choices=SCHEDULES, default=None,
+                   help="mirror, engaged or alternate (default: mirror for wm, engaged otherwise)")
+    p.add_argument("--duration", default=None, metavar="T", help="simulated time, e.g. 2s or 500ms (default: 2s)")
+    p.add_argument("--data", default=None, choices=IN_MEMORY_DATASETS,
+                   help="data set for engaged mode (default: digits)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder of the data files (fashion-mnist: Debian's /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--downsample", type=_positive_int, default=None, metavar="K",
+                   help="average-pool the images by this factor (default: 1)")
+    p.add_argument("--device", choices=DEVICES, default=None,
+                   help="runtime (NumPy), cython, cpp (cpp_standalone) or cuda (cuda_standalone) (default: runtime)")
+    p.add_argument("--threads", type=_nonnegative_int, default=None, metavar="N",
+                   help="OpenMP threads for --device cpp (default: 1)")
+    p.add_argument("--dt", default=None, metavar="T", help="integration step (default: 0.5ms)")
+    p.add_argument("--record-interval", default=None, metavar="T",
+                   help="simulated time per metrics row (default: 100ms)")
+    p.add_argument("--seed", type=_nonnegative_int, default=None, metavar="S", help="(default: 0)")
+    p.add_argument("--label", default=None, metavar="NAME",
+                   help="the run's name in figures and tables (default: the rule)")
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="a TOML file with the declaration (flags override it)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _circuit_overrides(args) -> dict:
+    """The circuit flags in config-key form (only those given)."""
+    out: dict = {}
+    if args.layers is not None:
+        out["layers"] = list(args.layers)
+    if args.rule is not None:
+        out["rule"] = args.rule
+    phases = {}
+    if args.phase is not None:
+        phases["schedule"] = args.phase
+    if args.duration is not None:
+        phases["duration"] = args.duration
+    if args.record_interval is not None:
+        phases["record_interval"] = args.record_interval
+    if phases:
+        out["phases"] = phases
+    if args.neuron is not None:
+        out["neuron"] = {"kind": args.neuron}
+    for flag in ("device", "threads", "seed", "data", "downsample", "dt", "label"):
+        value = getattr(args, flag)
+        if value is not None:
+            out[flag] = value
+    return out
+
+
+def cmd_circuit(args) -> int:
+    from . import circuit
+    from .report import circuit_line
+
+    spec = circuit.resolve_spec(circuit.read_file(args.config) if args.config else {}, _circuit_overrides(args))
+    run = circuit.simulate(spec, args.out, progress=not args.quiet, data_dir=args.data_dir)
+    print(circuit_line(run.summary))
+    print(f"results in {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# figures, demo, config
+# --------------------------------------------------------------------------
+
+
+def _add_figures_parser(sub) -> None:
+    p = sub.add_parser(
+        "figures", help="figures and the results table from saved results folders",
+        description="Make every figure the given results folders allow (PNG and PDF) and the results "
+                    "table (Markdown and LaTeX) beside the published numbers. Reads results only; "
+                    "never trains or simulates.")
+    p.add_argument("--results", nargs="+", required=True, metavar="DIR",
+                   help="results folders of train/compare/circuit runs, or folders holding them")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the figures to")
+
+
+def cmd_figures(args) -> int:
+    from ..figures.make import make_all
+
+    report = make_all(args.results, args.out)
+    for path in report["made"]:
+        p = Path(path)
+        other = ".pdf" if p.suffix == ".png" else ".tex"
+        print(f"made     {p.stem:28s} {p} (+ {other})")
+    for name, why in report["skipped"].items():
+        print(f"skipped  {name:28s} {why}")
+    for path, why in report["ignored"].items():
+        print(f"ignored  {path}: {why}")
+    if not report["made"]:
+        print("weightmirror: no figure could be made from these results", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_demo(args) -> int:
-    from weightmirror.sims import demo
+    from . import demo
 
     return demo.run(args.out, quick=args.quick, progress=not args.quiet)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input: reported in one line, exit status 2."""
-    return (InputError, FileNotFoundError, NotADirectoryError, PermissionError)
+def example_config(kind: str) -> str:
+    """The commented example config shipped with the package (``train`` or ``circuit``)."""
+    return resources.files("weightmirror").joinpath("examples", f"{kind}.toml").read_text(encoding="utf-8")
+
+
+def cmd_config(args) -> int:
+    sys.stdout.write(example_config(args.example))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="weightmirror",
+                     description="Learning without weight transport: the weight mirror and Kolen-Pollack "
+                                 "beside backprop, feedback alignment and sign symmetry, in Brian2 circuits "
+                                 "(circuit mode) and on NumPy/CuPy arrays (rate mode).")
+    parser.add_argument("--version", action="version", version=f"weightmirror {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one rule; writes a results folder")
+    p.add_argument("--rule", choices=RULE_NAMES, help="learning rule (default: the config's, else bp)")
+    _add_training_flags(p)
+    p.add_argument("--label", default=None, metavar="NAME",
+                   help="the run's name in figures and tables (default: the rule)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+    p = sub.add_parser("compare", help="train several rules on the same data; print the table")
+    default_rules = ",".join(r for r in RULE_NAMES if r != "ss")
+    p.add_argument("--rules", default=default_rules, metavar="R1,R2,...",
+                   help=f"comma-separated rules, each writes OUT/<rule>/ (default: {default_rules})")
+    _add_training_flags(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder; each rule writes OUT/<rule>/")
+
+    _add_circuit_parser(sub)
+    _add_figures_parser(sub)
+
+    p = sub.add_parser("demo", help="the main job on embedded data: circuit, every rule, figures")
+    p.add_argument("--out", default="weightmirror-demo", metavar="DIR",
+                   help="folder to write (default: ./weightmirror-demo)")
+    p.add_argument("--quick", action="store_true", help="a smaller run (for tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("config", help="print a commented example configuration",
+                       description="Print a commented configuration with every key and its default: "
+                                   "weightmirror config --example train > my.toml")
+    p.add_argument("--example", choices=EXAMPLES, default="train",
+                   help="which configuration: train (rate mode) or circuit (default: train)")
+    return parser
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "circuit": cmd_circuit, "figures": cmd_figures,
+            "demo": cmd_demo, "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": cmd_train, "compare": cmd_compare, "demo": cmd_demo}
     try:
-        if args.command in handlers:
-            return handlers[args.command](args)
-        if args.command == "circuit":
-            from weightmirror.sims import circuit
-
-            return circuit.run(args)
-        if args.command == "figures":
-            from weightmirror.figures import make
-
-            return make.run(args)
-        parser.error(f"unknown command {args.command}")
-    except _known_errors() as exc:
+        return COMMANDS[args.command](args)
+    except (InputError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         print(f"weightmirror: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("weightmirror: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

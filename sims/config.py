@@ -1,285 +1,328 @@
-"""Training configuration: defaults, TOML files, command-line overrides, validation.
+"""Training configuration: one typed tree of frozen dataclasses, one TOML reader, one writer.
 
-A config is a nested dict, written in full to each run's ``config.toml``::
+A :class:`TrainConfig` says everything ``weightmirror train`` needs; it is
+written in full to each run's ``config.toml`` and reads back to the same
+object::
 
-    rule = "wm"              # bp, fa, ss, usf, brsf, frsf, wm, kp
-    model = "mlp"
-    data = "digits"          # digits, mnist, fashion-mnist, cifar10, imagenet32/64, imagenet (JPEG folders)
+    rule = "wm"              # circuits.rules.RULE_NAMES: bp, fa, ss, usf, brsf, frsf, wm, kp
+    model = "mlp"            # models.zoo.MODEL_NAMES
+    data = "digits"          # sims.datasets.DATASETS
     data_dir = ""            # "" = the data set's default location
     epochs = 20
     batch_size = 128
     seed = 0
-    device = "cpu"           # cpu, cuda
+    device = "cpu"           # models.backend.DEVICES
+    label = ""               # names the run in figures and tables ("" = the rule)
 
-    [model_options]          # per model; mlp: hidden, activation
-    [optim]                  # lr, momentum, nesterov, weight_decay, schedule, ...
-    [wm] / [kp] / [ss]       # the learning rules' parameters (circuits.rules)
-    [run]                    # evaluation, checkpoints, ImageNet decoding, data parallel
+    [model_options]          # the model builder's own options (models.zoo), checked by the builder
+    [optim]                  # OptimConfig: SGD with momentum, decoupled weight decay, schedule
+    [wm] / [kp] / [ss]       # the rules' own dataclasses (circuits.rules), every section checked
+    [run]                    # RunConfig: evaluation, checkpoints, ImageNet decoding, data parallel, GPU
 
-The ``[run]`` keys:
+Every name list is imported from its owner; every section is validated by
+the dataclass that holds it (the rules by ``circuits.rules``, the model
+options by ``models.zoo.check_model_options``), through the shared helpers
+of :mod:`weightmirror.checks`. A bad key or value raises :class:`ConfigError`
+(an :class:`weightmirror.errors.InputError`) with one line naming the key
+and what is allowed; a number must be finite.
 
-``eval_batch_size``
-    samples per evaluation batch (the whole test/val set is evaluated);
-``delta_batch_size``
-    training samples on which angle(δ, δ_BP) is measured;
-``checkpoint_every``
-    epochs between checkpoints (the last epoch is always checkpointed);
-``checkpoint_every_steps``
-    also checkpoint every that many training steps, mid-epoch included
-    (0: only at epoch ends); an interruption checkpoints at its step anyway;
-``image_size``
-    side of the square crops of ``data = "imagenet"`` (the JPEG folder layout);
-``workers``
-    decoding processes of the ImageNet folder reader (0: decode in-process);
-``distributed``
-    data parallel over the ranks of an MPI launch (``mpirun -n K``): one
-    process per device, the global ``batch_size`` split across ranks;
-``tf32``
-    on a GPU, let float32 matrix products and cuDNN convolutions use TF32
-    tensor cores (PyTorch's default for convolutions; off: float32 throughout);
-``conv_algorithm``
-    how GPU convolutions run: ``auto`` (the faster of im2col + cuBLAS and
-    cuDNN, measured per layer geometry), ``im2col`` or ``cudnn``.
-
-Every key is checked on load: an unknown key or a bad value raises
-``ConfigError`` with one line naming the key and what is allowed.
+Layers of values: the defaults here (:data:`RULE_TRAINING_DEFAULTS` for the
+rules, :data:`MODEL_DEFAULTS` for the model options), then a TOML file, then
+overrides (command-line flags or :func:`weightmirror.train` keywords), all in
+config-key form (``{"optim": {"lr": 0.01}}``).
 """
 from __future__ import annotations
 
 import copy
-import tomllib
+import dataclasses
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from .. import checks, tomlfile
+from ..circuits.rules import RULE_NAMES, KolenPollack, LearningRule, SignSymmetry, WeightMirror, make_rule
 from ..errors import InputError
+from ..models.backend import CONV_ALGORITHMS, DEVICES
+from ..models.optim import SCHEDULES
+from ..models.zoo import MODEL_NAMES, check_model_options
+from .datasets import DATASETS
 
-from weightmirror.circuits import rules as rules_mod
-from weightmirror.models.backend import DEVICES
-from weightmirror.models.conv import CONV_ALGORITHMS
-from weightmirror.models.optim import SCHEDULES
-
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet", "imagenet32", "imagenet64")
-MODELS = ("mlp", "convnet", "resnet20", "resnet18", "resnet50")
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
+__all__ = ["ConfigError", "TrainConfig", "OptimConfig", "RunConfig", "RULE_TRAINING_DEFAULTS", "MODEL_DEFAULTS",
+           "RULE_SECTIONS", "resolve", "read_file"]
 
 
 class ConfigError(InputError):
     """A configuration key or value is not allowed."""
 
 
-def _rule_defaults(name: str) -> dict[str, Any]:
-    rule = rules_mod.make_rule(name)
-    return {k: v for k, v in rule.params().items() if k in rules_mod.rule_parameter_names(name)}
+# --------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------
 
 
-DEFAULTS: dict[str, Any] = {
-    "rule": "bp",
-    "model": "mlp",
-    "data": "digits",
-    "data_dir": "",
-    "epochs": 20,
-    "batch_size": 128,
-    "seed": 0,
-    "device": "cpu",
-    "model_options": {},
-    "optim": {
-        "lr": 0.05,
-        "momentum": 0.9,
-        "nesterov": False,
-        "weight_decay": 1e-4,
-        "schedule": "cosine",
-        "warmup_epochs": 0.0,
-        "milestones": [],
-        "gamma": 0.1,
-        "final_fraction": 0.0,
-        "label_smoothing": 0.0,
-    },
-    # Rate-mode training: on average 16 uniform noise samples per step, as one
-    # mirror batch of 64 at a random quarter of the steps (η_B = λ_B = 0.002 per
-    # batch); as accurate as 32 Gaussian samples every step, and cheaper (BENCHMARKS.md)
-    "wm": {**_rule_defaults("wm"), "noise": "uniform", "mirror_batch_size": 64, "mirror_batches": 0.25,
-           "lr": 0.002, "decay": 0.002},
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum (``models.optim.SGD``) and its learning-rate schedule.
+
+    Parameters
+    ----------
+    lr : base learning rate η (> 0).
+    momentum : heavy-ball coefficient μ in [0, 1).
+    nesterov : Nesterov momentum.
+    weight_decay : decoupled weight decay λ_wd ≥ 0, ``W ← (1 − η λ_wd) W``.
+    schedule : ``constant``, ``step`` (× ``gamma`` at each of ``milestones``,
+        in epochs) or ``cosine`` (to ``final_fraction``·η at the end).
+    warmup_epochs : linear warm-up from 0, in epochs (may be fractional).
+    milestones, gamma : the step schedule.
+    final_fraction : the cosine schedule's last value, as a fraction of η.
+    label_smoothing : ε of the smoothed cross-entropy targets, in [0, 1).
+    """
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    final_fraction: float = 0.0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        checks.number(self.lr, "config key optim.lr", ConfigError, low=0, low_open=True)
+        checks.number(self.momentum, "config key optim.momentum", ConfigError, low=0, high=1, high_open=True)
+        checks.number(self.weight_decay, "config key optim.weight_decay", ConfigError, low=0)
+        checks.choice(self.schedule, SCHEDULES, "config key optim.schedule", ConfigError)
+        checks.number(self.warmup_epochs, "config key optim.warmup_epochs", ConfigError, low=0)
+        checks.int_list(self.milestones, "config key optim.milestones", ConfigError, low=0)
+        checks.number(self.gamma, "config key optim.gamma", ConfigError, low=0)
+        checks.number(self.final_fraction, "config key optim.final_fraction", ConfigError, low=0)
+        checks.number(self.label_smoothing, "config key optim.label_smoothing", ConfigError,
+                      low=0, high=1, high_open=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run is carried out (not what it learns).
+
+    Parameters
+    ----------
+    eval_batch_size : samples per evaluation batch (the whole test/val set is evaluated).
+    delta_batch_size : training samples on which angle(δ, δ_BP) is measured.
+    checkpoint_every : epochs between checkpoints (the last epoch is always checkpointed).
+    checkpoint_every_steps : also checkpoint every that many training steps,
+        mid-epoch included (0: only at epoch ends); an interruption
+        checkpoints at its step anyway.
+    image_size : side of the square crops of ``data = "imagenet"`` (JPEG folders).
+    workers : decoding processes of the ImageNet folder reader (0: in-process).
+    distributed : data parallel over the ranks of an MPI launch
+        (``mpirun -n K``): one process per device, ``batch_size`` split across ranks.
+    tf32 : on a GPU, TF32 tensor cores for float32 products and cuDNN
+        convolutions (PyTorch's default for convolutions; off: float32 throughout).
+    conv_algorithm : GPU convolutions: ``auto`` (the faster of im2col + cuBLAS
+        and cuDNN, measured per layer geometry), ``im2col`` or ``cudnn``.
+    """
+
+    eval_batch_size: int = 1000
+    delta_batch_size: int = 256
+    checkpoint_every: int = 1
+    checkpoint_every_steps: int = 0
+    image_size: int = 224
+    workers: int = 4
+    distributed: bool = False
+    tf32: bool = False
+    conv_algorithm: str = "auto"
+
+    def __post_init__(self):
+        for key in ("eval_batch_size", "delta_batch_size", "checkpoint_every", "image_size"):
+            checks.integer(getattr(self, key), f"config key run.{key}", ConfigError, low=1)
+        for key in ("checkpoint_every_steps", "workers"):
+            checks.integer(getattr(self, key), f"config key run.{key}", ConfigError, low=0)
+        checks.choice(self.conv_algorithm, CONV_ALGORITHMS, "config key run.conv_algorithm", ConfigError)
+
+
+#: Rate-mode training defaults of the rules' parameters, on top of each rule
+#: class's own defaults (``circuits.rules``).
+RULE_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    # on average 16 uniform noise samples per step, as one mirror batch of 64 at a
+    # random quarter of the steps (η_B = λ_B = 0.002 per batch); as accurate as 32
+    # Gaussian samples every step, and cheaper (BENCHMARKS.md)
+    "wm": {"noise": "uniform", "mirror_batch_size": 64, "mirror_batches": 0.25, "lr": 0.002, "decay": 0.002},
     # KP's feedback synapses start silent, and its own decay is confined to the
-    # first quarter of training: it wipes out W₀ - B₀ᵀ there and leaves W free to
-    # grow afterwards (see BENCHMARKS.md §1)
-    "kp": {**_rule_defaults("kp"), "weight_decay": 0.15, "decay_until": 0.25, "feedback_init": "zero"},
-    "ss": _rule_defaults("ss"),
-    "run": {
-        "eval_batch_size": 1000,
-        "delta_batch_size": 256,
-        "checkpoint_every": 1,
-        "checkpoint_every_steps": 0,
-        "image_size": 224,
-        "workers": 4,
-        "distributed": False,
-        "tf32": False,
-        "conv_algorithm": "auto",
-    },
+    # first quarter of training: it wipes out W₀ − B₀ᵀ there and leaves W free to
+    # grow afterwards (BENCHMARKS.md §1)
+    "kp": {"weight_decay": 0.15, "decay_until": 0.25, "feedback_init": "zero"},
+    "ss": {},
 }
+
+#: config section -> the rule class it holds (the sign-symmetry variants share ``ss``)
+RULE_SECTIONS: dict[str, type[LearningRule]] = {"wm": WeightMirror, "kp": KolenPollack, "ss": SignSymmetry}
 
 #: default [model_options] per model (the builders' own defaults otherwise)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"mlp": {"hidden": [500, 500], "activation": "relu"}}
 
 
-def _model_options() -> dict[str, tuple[str, ...]]:
-    from weightmirror.models.zoo import model_options
-
-    return {name: model_options(name) for name in MODELS}
-
-
-#: model -> allowed keys of [model_options] (the builders' own keyword arguments)
-MODEL_OPTIONS: dict[str, tuple[str, ...]] = _model_options()
+def _section_of(rule: str) -> str | None:
+    """The config section holding rule ``rule``'s parameters (None: it has none)."""
+    if rule in ("usf", "brsf", "frsf"):
+        return "ss"
+    return rule if rule in RULE_SECTIONS else None
 
 
-def _type_name(t) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}[t]
+def _rule_section(name: str, table: Mapping[str, Any]):
+    values = {**RULE_TRAINING_DEFAULTS[name], **table}
+    return checks.from_table(RULE_SECTIONS[name], values, f"config section [{name}]", ConfigError)
 
 
-def _check_value(path: str, value, default):
-    """The value's type must match the default's (ints are accepted for floats)."""
-    t = type(default)
-    if t is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if t is bool and not isinstance(value, bool):
-        raise ConfigError(f"config key {path}: expected true/false, got {value!r}")
-    if t is int and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ConfigError(f"config key {path}: expected an integer, got {value!r}")
-    if t is not bool and t is not int and not isinstance(value, t):
-        raise ConfigError(f"config key {path}: expected {_type_name(t)}, got {value!r}")
-    return value
+# --------------------------------------------------------------------------
+# the whole configuration
+# --------------------------------------------------------------------------
 
 
-def merge(base: dict, override: dict, where: str = "") -> dict:
-    """``base`` updated by ``override``; unknown keys are a ConfigError."""
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; see the module docstring for the keys.
+
+    Build one with :meth:`from_dict` / :func:`resolve` (every key checked),
+    change it with :meth:`updated`, write it with :meth:`to_dict` /
+    :func:`weightmirror.results.write_config`. Fields are read as attributes: ``cfg.optim.lr``,
+    ``cfg.run.eval_batch_size``, ``cfg.wm.sigma``.
+    """
+
+    rule: str = "bp"
+    model: str = "mlp"
+    data: str = "digits"
+    data_dir: str = ""
+    epochs: int = 20
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    label: str = ""
+    model_options: Mapping[str, Any] = field(default_factory=lambda: dict(MODEL_DEFAULTS["mlp"]))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    wm: WeightMirror = field(default_factory=lambda: _rule_section("wm", {}))
+    kp: KolenPollack = field(default_factory=lambda: _rule_section("kp", {}))
+    ss: SignSymmetry = field(default_factory=lambda: _rule_section("ss", {}))
+    run: RunConfig = field(default_factory=RunConfig)
+
+    SECTIONS = ("model_options", "optim", "wm", "kp", "ss", "run")
+
+    def __post_init__(self):
+        checks.choice(self.rule, RULE_NAMES, "config key rule", ConfigError)
+        checks.choice(self.model, MODEL_NAMES, "config key model", ConfigError)
+        checks.choice(self.data, DATASETS, "config key data", ConfigError)
+        checks.string(self.data_dir, "config key data_dir", ConfigError)
+        checks.integer(self.epochs, "config key epochs", ConfigError, low=1, high=1_000_000)
+        checks.integer(self.batch_size, "config key batch_size", ConfigError, low=1)
+        checks.integer(self.seed, "config key seed", ConfigError, low=0)
+        checks.choice(self.device, DEVICES, "config key device", ConfigError)
+        checks.string(self.label, "config key label", ConfigError)
+        check_model_options(self.model, dict(self.model_options))
+        object.__setattr__(self, "model_options", dict(self.model_options))
+        rule = self.make_rule()
+        if rule.key == "kp" and self.optim.weight_decay == 0 and rule.weight_decay == 0 and rule.decay == 0:
+            raise ConfigError("rule kp needs a decay to align B with W: set optim.weight_decay, "
+                              "kp.weight_decay or kp.decay > 0")
+
+    # -- derived ---------------------------------------------------------------
+    def make_rule(self) -> LearningRule:
+        """The rule object named by ``rule`` with its section's parameters."""
+        section = _section_of(self.rule)
+        if section is None:
+            return make_rule(self.rule)
+        params = getattr(self, section).params()
+        if section == "ss":
+            params.pop("magnitude", None)
+            if self.rule != "ss":  # usf/brsf/frsf: the magnitude is fixed by the name
+                return make_rule(self.rule, **params)
+            return make_rule("ss", magnitude=self.ss.magnitude)
+        return make_rule(self.rule, **params)
+
+    @property
+    def run_label(self) -> str:
+        """How figures and tables name this run: ``label``, else the rule."""
+        return self.label or self.rule
+
+    # -- conversion --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A nested dict of plain values (every parameter), as written to ``config.toml``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "model_options":
+                out[f.name] = copy.deepcopy(dict(value))
+            elif f.name in RULE_SECTIONS:
+                out[f.name] = value.params()
+            elif dataclasses.is_dataclass(value):
+                out[f.name] = {k: (list(v) if isinstance(v, tuple) else v)
+                               for k, v in dataclasses.asdict(value).items()}
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None) -> "TrainConfig":
+        """Defaults updated by ``values`` (config-key form), every key and value checked."""
+        return resolve(values)
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "TrainConfig":
+        """Defaults, then the TOML file at ``path``, then ``overrides``; checked."""
+        return resolve(read_file(path), overrides)
+
+    def updated(self, overrides: Mapping[str, Any] | None = None, **more: Any) -> "TrainConfig":
+        """A copy with ``overrides`` (config-key form, nested tables merged) applied and checked."""
+        return resolve(self.to_dict(), {**(overrides or {}), **more})
+
+
+def _merge(base: dict, override: Mapping[str, Any], where: str = "") -> dict:
+    """``base`` updated by ``override``, tables merged key by key (a new dict)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        path = f"{where}{key}"
-        if key not in base:
-            allowed = ", ".join(base)
-            raise ConfigError(f"unknown config key {path!r}; allowed here: {allowed}")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {path}: expected a table [{path}], got {value!r}")
-            if key == "model_options":  # per-model keys, checked in validate()
-                out[key] = {**out[key], **value}
-            else:
-                out[key] = merge(base[key], value, f"{path}.")
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
-            out[key] = _check_value(path, value, base[key])
+            out[key] = copy.deepcopy(value)
     return out
 
 
-def _choice(path: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"config key {path}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+def resolve(file_values: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then ``file_values`` (a parsed TOML file), then ``overrides``; checked.
+
+    Overrides whose value is ``None`` are ignored (an unset flag). Model
+    options are those the file and overrides give on top of
+    :data:`MODEL_DEFAULTS` of the chosen model; an option the model does not
+    take is refused (``models.zoo.check_model_options``).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key or a bad value; the message names the key.
+    """
+    values = _merge(dict(file_values or {}), {k: v for k, v in (overrides or {}).items() if v is not None})
+    top = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key, value in values.items():
+        if key not in top:
+            raise ConfigError(f"unknown config key {key!r}; allowed here: {', '.join(top)}")
+        if key in TrainConfig.SECTIONS and not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key}: expected a table [{key}], got {value!r}")
+    hints = typing.get_type_hints(TrainConfig)
+    scalars = {key: checks.typed(values[key], hints[key], f"config key {key}", ConfigError)
+               for key in top if key in values and key not in TrainConfig.SECTIONS}
+    model = scalars.get("model", TrainConfig.model)
+    checks.choice(model, MODEL_NAMES, "config key model", ConfigError)
+    options = {**MODEL_DEFAULTS.get(model, {}), **dict(values.get("model_options", {}))}
+    sections = {
+        "optim": checks.from_table(OptimConfig, dict(values.get("optim", {})), "config key optim", ConfigError),
+        "run": checks.from_table(RunConfig, dict(values.get("run", {})), "config key run", ConfigError),
+    }
+    for name in RULE_SECTIONS:
+        sections[name] = _rule_section(name, dict(values.get(name, {})))
+    return TrainConfig(**scalars, model_options=options, **sections)
 
 
-def _positive(path: str, value, strict: bool = True) -> None:
-    if (value <= 0) if strict else (value < 0):
-        raise ConfigError(f"config key {path}: must be {'> 0' if strict else '>= 0'}, got {value}")
-
-
-def validate(cfg: dict) -> dict:
-    """Check every value's range; returns cfg. Raises ConfigError."""
-    _choice("rule", cfg["rule"], rules_mod.RULE_NAMES)
-    _choice("model", cfg["model"], MODELS)
-    _choice("data", cfg["data"], DATASETS)
-    _choice("device", cfg["device"], DEVICES)
-    _positive("epochs", cfg["epochs"])
-    _positive("batch_size", cfg["batch_size"])
-    if cfg["seed"] < 0:
-        raise ConfigError(f"config key seed: must be >= 0, got {cfg['seed']}")
-    _check_model_options(cfg["model"], cfg["model_options"])
-    o = cfg["optim"]
-    _positive("optim.lr", o["lr"])
-    if not 0 <= o["momentum"] < 1:
-        raise ConfigError(f"config key optim.momentum: must be in [0, 1), got {o['momentum']}")
-    _positive("optim.weight_decay", o["weight_decay"], strict=False)
-    _choice("optim.schedule", o["schedule"], SCHEDULES)
-    _positive("optim.warmup_epochs", o["warmup_epochs"], strict=False)
-    if not 0 <= o["label_smoothing"] < 1:
-        raise ConfigError(f"config key optim.label_smoothing: must be in [0, 1), got {o['label_smoothing']}")
-    if not all(isinstance(m, int) for m in o["milestones"]):
-        raise ConfigError(f"config key optim.milestones: expected a list of integers, got {o['milestones']!r}")
-    r = cfg["run"]
-    for key in ("eval_batch_size", "delta_batch_size", "checkpoint_every", "image_size"):
-        _positive(f"run.{key}", r[key])
-    for key in ("checkpoint_every_steps", "workers"):
-        _positive(f"run.{key}", r[key], strict=False)
-    _choice("run.conv_algorithm", r["conv_algorithm"], CONV_ALGORITHMS)
-    # the learning rules check their own parameters (every section, used or not)
-    for section in ("wm", "kp", "ss"):
-        try:
-            rules_mod.make_rule(section, **cfg[section])
-        except rules_mod.RuleError as exc:
-            raise ConfigError(f"config section [{section}]: {exc}") from None
-    rule = make_rule_from_config(cfg)
-    if rule.key == "kp" and o["weight_decay"] == 0 and rule.weight_decay == 0 and rule.decay == 0:
-        raise ConfigError("rule kp needs a decay to align B with W: set optim.weight_decay, "
-                          "kp.weight_decay or kp.decay > 0")
-    return cfg
-
-
-def _check_model_options(model: str, options: dict) -> None:
-    if model == "mlp":
-        hidden = options.get("hidden", [])
-        if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
-            raise ConfigError(f"config key model_options.hidden: expected a list of integers >= 1, got {hidden!r}")
-        _choice("model_options.activation", options.get("activation", "relu"), ACTIVATIONS)
-    if model in ("resnet18", "resnet50") and "stem" in options:
-        _choice("model_options.stem", options["stem"], ("imagenet", "cifar"))
-    for key in ("channels",):
-        if key in options and not (isinstance(options[key], list) and all(
-                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in options[key])):
-            raise ConfigError(f"config key model_options.{key}: expected a list of integers >= 1, got {options[key]!r}")
-    if model == "convnet" and "batchnorm" in options and not isinstance(options["batchnorm"], bool):
-        raise ConfigError(f"config key model_options.batchnorm: expected true or false, got {options['batchnorm']!r}")
-    if model == "convnet" and "hidden" in options:
-        h = options["hidden"]
-        if not isinstance(h, int) or isinstance(h, bool) or h < 1:
-            raise ConfigError(f"config key model_options.hidden: expected an integer >= 1, got {h!r}")
-
-
-def _rule_section(name: str) -> str:
-    return {"usf": "ss", "brsf": "ss", "frsf": "ss"}.get(name, name)
-
-
-def make_rule_from_config(cfg: dict):
-    """The rule object named by ``cfg['rule']`` with its section's parameters."""
-    name = cfg["rule"]
-    section = _rule_section(name)
-    params = dict(cfg.get(section, {})) if section in ("wm", "kp", "ss") else {}
-    if name in ("usf", "brsf", "frsf"):
-        params.pop("magnitude", None)  # fixed by the variant's name
-    return rules_mod.make_rule(name, **params)
-
-
-def load_toml(path: str | Path) -> dict:
-    """Read a TOML file; a missing or malformed file is a ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path}: not found")
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
-
-
-def resolve(file_values: dict | None = None, overrides: dict | None = None) -> dict:
-    """Defaults, then the file, then command-line overrides; validated."""
-    cfg = merge(DEFAULTS, file_values or {})
-    flat = {k: v for k, v in (overrides or {}).items() if v is not None}
-    cfg = merge(cfg, flat)
-    # Options the user gave must suit the model; defaults of other models are dropped.
-    given = dict((file_values or {}).get("model_options", {}))
-    given.update(flat.get("model_options", {}))
-    allowed = MODEL_OPTIONS.get(cfg["model"], ())
-    for key in given:
-        if key not in allowed:
-            raise ConfigError(
-                f"unknown config key 'model_options.{key}' for model {cfg['model']}; "
-                f"allowed: {', '.join(allowed) or 'none'}"
-            )
-    cfg["model_options"] = {**MODEL_DEFAULTS.get(cfg["model"], {}), **given}
-    return validate(cfg)
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A config file's values (not yet resolved); one ConfigError line if it cannot be read."""
+    return tomlfile.read(path, ConfigError)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from weightmirror.sims import config
-from weightmirror.sims.train import RunExistsError, load_data, train
+from . import config
+from .report import format_table
+from .training import RunExistsError, load_data, train
 
 DEMO_RULES = ("bp", "fa", "usf", "brsf", "frsf", "wm", "kp")
 
@@ -39,7 +40,7 @@ DEMO_TRAINING = {
 }
 
 
-def training_configs(quick: bool) -> dict[str, dict]:
+def training_configs(quick: bool) -> dict[str, config.TrainConfig]:
     base = dict(DEMO_TRAINING)
     if quick:
         base = {**base, "epochs": 3, "model_options": {"hidden": [32, 32], "activation": "relu"}}
@@ -76,12 +77,12 @@ def circuit_specs(quick: bool) -> dict:
 
 def _circuit_step(out: Path, quick: bool, progress: bool, log) -> list[Path]:
     """Short circuit-mode mirror phases; returns the folders written."""
-    from weightmirror.sims.circuit import run_circuit
+    from .circuit import simulate
 
     written = []
     for kind, spec in circuit_specs(quick).items():
         folder = out / f"circuit-{kind}"
-        summary = run_circuit(spec, folder, progress=progress)
+        summary = simulate(spec, folder, progress=progress).summary
         log(f"   {kind:18s}: angle(B,W^T) after {summary['simulated_seconds']:.1f} s simulated "
             + " / ".join(f"{a:4.1f}" for a in summary["angles_deg"]) + " deg")
         written.append(folder)
@@ -104,7 +105,7 @@ def run(out_dir: str | Path, quick: bool = False, progress: bool = True, log=pri
     summaries = []
     for rule, cfg in configs.items():
         summaries.append(train(cfg, out / "training" / rule, progress=progress, data=data,
-                               log=lambda s: None))
+                               log=lambda s: None).summary)
         s = summaries[-1]
         log(f"   {rule:5s} test error {s['test_top1_error']:5.2f}%   angle(B,W^T) "
             + " / ".join(f"{a:4.1f}" for a in s["angles_deg"]) + " deg")
@@ -119,8 +120,6 @@ def run(out_dir: str | Path, quick: bool = False, progress: bool = True, log=pri
     else:
         report = make_all([*circuit_dirs, out / "training"], figures_dir)
         made, skipped = report["made"], report["skipped"]
-
-    from weightmirror.sims.cli import format_table
 
     log("")
     log(format_table(summaries))

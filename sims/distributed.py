@@ -42,7 +42,10 @@ __all__ = [
     "MPICommunicator",
     "NCCLCommunicator",
     "get_communicator",
+    "make_communicator",
     "average_gradients",
+    "allreduce_mean_arrays",
+    "allreduce_sum",
     "shard_indices",
     "rank_seed",
     "launched_by_mpi",
@@ -404,6 +407,52 @@ def get_communicator(backend: str = "auto") -> Communicator:
     raise ValueError(f"unknown communicator backend {backend!r}; allowed: auto, single, mpi, nccl")
 
 
+def make_communicator(distributed: bool, device: str = "cpu") -> Communicator:
+    """The communicator of a training run: one process unless ``distributed``.
+
+    Data parallel under an MPI launch of several ranks: NCCL for
+    ``device = "cuda"``, MPI for the CPU; without a launcher, one process.
+    """
+    if not distributed:
+        return SingleProcess()
+    if device == "cuda" and launched_by_mpi():
+        return get_communicator("nccl")
+    return get_communicator("auto")
+
+
+def allreduce_mean_arrays(comm: Communicator, arrays: Sequence[Any]) -> None:
+    """Replace each array in place by its mean over ranks.
+
+    The arrays are packed into one flat buffer per dtype, so many arrays
+    cost one collective per dtype, then unpacked into the same arrays. A
+    no-op for one rank.
+    """
+    if comm.size == 1 or not arrays:
+        return
+    groups: dict[str, list] = {}
+    for a in arrays:
+        groups.setdefault(np.dtype(a.dtype).str, []).append(a)
+    for key in sorted(groups):
+        items = groups[key]
+        xp = array_module_of(items[0])
+        flat = xp.concatenate([a.reshape(-1) for a in items])
+        comm.allreduce_mean([flat])
+        offset = 0
+        for a in items:
+            a[...] = flat[offset:offset + a.size].reshape(a.shape)
+            offset += a.size
+
+
+def allreduce_sum(comm: Communicator, values: Sequence[float], xp=np) -> np.ndarray:
+    """Element-wise sum over ranks of a small vector (float64), returned as NumPy.
+
+    ``xp`` is the array module the communicator takes (CuPy for NCCL).
+    """
+    buf = xp.asarray(np.asarray(values, dtype=np.float64))
+    comm.allreduce_mean([buf])
+    return np.asarray(buf.get() if hasattr(buf, "get") else buf) * comm.size
+
+
 def _modules_of(modules) -> list:
     if hasattr(modules, "parameter_modules"):
         return list(modules.parameter_modules())
@@ -413,9 +462,8 @@ def _modules_of(modules) -> list:
 def average_gradients(comm: Communicator, modules: Iterable[Any]) -> None:
     """Average every ``module.grads[name]`` over ranks, in place.
 
-    The gradients are packed into one flat buffer per dtype, so a whole
-    network costs one collective per dtype (one in all for a float32
-    network), then unpacked into the same arrays.
+    The gradients go through :func:`allreduce_mean_arrays`: one collective
+    per dtype (one in all for a float32 network).
 
     Parameters
     ----------
@@ -434,7 +482,7 @@ def average_gradients(comm: Communicator, modules: Iterable[Any]) -> None:
     """
     if comm.size == 1:
         return
-    groups: dict[str, list] = {}
+    grads = []
     for m in _modules_of(modules):
         names = sorted(m.params) if getattr(m, "params", None) else sorted(m.grads)
         for name in names:
@@ -444,17 +492,8 @@ def average_gradients(comm: Communicator, modules: Iterable[Any]) -> None:
                     f"average_gradients: {type(m).__name__} has no gradient for {name!r}; "
                     "run backward first"
                 )
-            groups.setdefault(np.dtype(g.dtype).str, []).append((m, name, g))
-    for key in sorted(groups):
-        items = groups[key]
-        xp = array_module_of(items[0][2])
-        flat = xp.concatenate([g.reshape(-1) for _, _, g in items])
-        comm.allreduce_mean([flat])
-        offset = 0
-        for m, name, g in items:
-            n = g.size
-            g[...] = flat[offset : offset + n].reshape(g.shape)
-            offset += n
+            grads.append(g)
+    allreduce_mean_arrays(comm, grads)
 
 
 def _self_check(argv: Optional[Sequence[str]] = None) -> int:

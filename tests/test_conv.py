@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from weightmirror.circuits.rules import KolenPollack, WeightMirror, angle_degrees, make_rule
-from weightmirror.models.conv import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, MaxPool2d
+from weightmirror.models.conv import Conv2d
 from weightmirror.models.layers import BackwardContext, Network, ReLU
+from weightmirror.models.norm import BatchNorm2d
+from weightmirror.models.pool import Flatten, GlobalAvgPool, MaxPool2d
 from weightmirror.models.resnet import build_convnet
 
 F64 = np.float64

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from weightmirror.circuits.rules import make_rule
-from weightmirror.models import conv as conv_mod
 from weightmirror.models import cudnn_conv
-from weightmirror.models.backend import make_rng
+from weightmirror.models.backend import GPUOptions, gpu_options, make_rng, use_gpu_options
 from weightmirror.models.conv import Conv2d
 from weightmirror.models.layers import BackwardContext
 
@@ -124,17 +123,18 @@ def test_backprop_through_cudnn_branch_uses_w(fake):
     assert abs(dx_fa[1, 0, 2, 3] - fd) > 1e-2
 
 
-def test_set_conv_algorithm_rejects_unknown_names():
+def test_conv_algorithm_option_rejects_unknown_names():
     with pytest.raises(ValueError, match="allowed: auto, im2col, cudnn"):
-        conv_mod.set_conv_algorithm("winograd")
-    assert conv_mod.conv_algorithm() == "auto"
+        GPUOptions(conv_algorithm="winograd")
+    with pytest.raises(ValueError, match="allowed: auto, im2col, cudnn"):
+        with use_gpu_options(conv_algorithm="winograd"):
+            pass
+    assert gpu_options().conv_algorithm == "auto"
 
 
 def test_numpy_never_takes_the_cudnn_branch():
-    conv_mod.set_conv_algorithm("cudnn")
-    try:
+    with use_gpu_options(conv_algorithm="cudnn"):
         layer = Conv2d(2, 3, 3, np, make_rng(np, 0), padding=1)
         layer.forward(np.ones((1, 2, 4, 4), np.float32))
         assert layer._x is None and layer._cols is not None
-    finally:
-        conv_mod.set_conv_algorithm("auto")
+    assert gpu_options().conv_algorithm == "auto"

@@ -1,4 +1,4 @@
-"""Tests for sims.data (no network; /usr/share/datasets only for one skippable test)."""
+"""Tests for sims.datasets (no network; /usr/share/datasets only for one skippable test)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weightmirror.sims.data import (
-    DATASET_NAMES,
+from weightmirror.sims.datasets import (
+    IN_MEMORY_DATASETS as DATASET_NAMES,
     FASHION_MNIST_DEFAULT_DIR,
     DataError,
     Dataset,

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def training_results(tmp_path_factory) -> Path:
     """A compare-style folder: one real 2-epoch run per rule (digits, MLP 64-16-16-10)."""
-    from weightmirror.sims import config, train
+    from weightmirror.sims import config
+    from weightmirror.sims.training import load_data, train
 
     out = tmp_path_factory.mktemp("compare")
     base = {"data": "digits", "model": "mlp", "epochs": 2, "batch_size": 64,
@@ -40,29 +41,22 @@ def training_results(tmp_path_factory) -> Path:
     for rule in RULES:
         cfg = config.resolve(base, {"rule": rule})
         if data is None:
-            data = train.load_data(cfg)
-        train.train(cfg, out / rule, progress=False, log=lambda s: None, data=data)
+            data = load_data(cfg)
+        train(cfg, out / rule, progress=False, log=lambda s: None, data=data)
     return out
 
 
 def _circuit_run(out: Path, neuron: str, schedule: str = "mirror") -> Path:
-    try:
-        from weightmirror.circuits.spec import CircuitSpec
-        from weightmirror.sims import circuit
-    except ImportError as exc:
-        pytest.skip(f"circuit mode not available in this checkout: {exc}")
-    pytest.importorskip("brian2", reason="circuit mode needs Brian2")
+    from weightmirror.circuits.spec import CircuitSpec
+    from weightmirror.sims import circuit
+
     spec = CircuitSpec.from_dict({
         "layers": [6, 5, 3],
         "rule": {"name": "wm", "lr": 0.1, "decay": 0.1, "mirror_batch_size": 8},
         "neuron": {"kind": neuron},
         "phases": {"schedule": schedule, "duration": 0.2, "record_interval": 0.05},
     })
-    try:
-        circuit.run_circuit(spec, out, progress=False)
-    except Exception as exc:  # circuit mode present but broken: say so, do not fail the figures
-        pytest.skip(f"`weightmirror circuit` ({neuron} neurons) failed, so its figures are untested: "
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    circuit.simulate(spec, out, progress=False)
     return out
 
 

@@ -5,7 +5,7 @@ table is replaced by NumPy functions with the same call conventions (a
 ReductionKernel reduces its broadcast inputs over ``axis``; an
 ElementwiseKernel maps broadcast inputs to outputs), so the views, reshapes,
 per-channel broadcasting and the equations are checked against the plain
-NumPy batch norm of ``models.conv`` on a CPU, for both memory layouts. The
+NumPy batch norm of ``models.norm`` on a CPU, for both memory layouts. The
 kernel sources themselves run in the gpu-marked test at the end.
 """
 import numpy as np
@@ -13,7 +13,7 @@ import pytest
 
 from weightmirror.models import fused
 from weightmirror.models.backend import make_rng
-from weightmirror.models.conv import BatchNorm2d
+from weightmirror.models.norm import BatchNorm2d
 from weightmirror.models.layers import BackwardContext
 
 
@@ -157,7 +157,7 @@ def test_fused_kernels_on_gpu_match_numpy():
         np.testing.assert_allclose(cp.asnumpy(dx), ref_dx, rtol=1e-3, atol=1e-4)
     y = cp.asarray(x - 2)
     np.testing.assert_array_equal(cp.asnumpy(fused.relu_backward(cp.asarray(dy), y)), np.where(x - 2 > 0, dy, 0))
-    assert fused.enabled(), fused.failure()
+    assert fused.active(cp), fused.failure()
 
 
 @pytest.mark.parametrize("rule_name,momentum,nesterov,wd", [
@@ -186,7 +186,7 @@ def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, mome
 
 
 def _maxpool_pair(k, s, p, x):
-    from weightmirror.models.conv import MaxPool2d
+    from weightmirror.models.pool import MaxPool2d
 
     ref, fast = MaxPool2d(k, s, p, xp=np), MaxPool2d(k, s, p, xp=np)
     y_ref = ref.forward(x.copy())
@@ -215,7 +215,7 @@ def test_fused_maxpool_on_gpu_matches_numpy(k, s, p):
     cp = pytest.importorskip("cupy")
     if not cp.is_available():
         pytest.skip("no CUDA GPU")
-    from weightmirror.models.conv import MaxPool2d
+    from weightmirror.models.pool import MaxPool2d
 
     rng = np.random.default_rng(4)
     x = np.maximum(rng.standard_normal((2, 3, 11, 12)), 0).astype(np.float32)
@@ -225,4 +225,4 @@ def test_fused_maxpool_on_gpu_matches_numpy(k, s, p):
     assert g._arg is not None, "the fused kernel was not used"
     np.testing.assert_allclose(cp.asnumpy(g.backward(cp.asarray(dy, dtype=cp.float32), BackwardContext(None, cp, None))),
                                dx_ref, rtol=1e-5, atol=1e-6)
-    assert fused.enabled(), fused.failure()
+    assert fused.active(cp), fused.failure()

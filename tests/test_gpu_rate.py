@@ -69,13 +69,13 @@ def test_cupy_weight_mirror_aligns_and_brsf_redraws():
 
 def test_train_on_cuda_end_to_end(tmp_path):
     from weightmirror.sims import config
-    from weightmirror.sims.train import train
+    from weightmirror.sims.training import train
 
     cfg = config.resolve({"epochs": 3, "batch_size": 64, "device": "cuda", "rule": "kp",
                           "model_options": {"hidden": [64, 64]}, "kp": {"weight_decay": 0.3}})
-    s = train(cfg, tmp_path / "run", progress=False)
+    s = train(cfg, tmp_path / "run", progress=False).summary
     assert s["device"] == "cuda" and s["test_top1_error"] < 15
-    cpu = train(config.resolve({**cfg, "device": "cpu"}), tmp_path / "cpu", progress=False)
+    cpu = train(cfg.updated(device="cpu"), tmp_path / "cpu", progress=False).summary
     # the two devices draw different random numbers (initial weights, batch
     # order): the same step is checked exactly above; here both must learn
     # to about the same error (3 epochs on 360 test digits: ±5 points)

@@ -1,4 +1,4 @@
-"""Tests for sims.imagenet on small generated JPEG folders and .npz batches."""
+"""Tests for sims.datasets.imagenet on small generated JPEG folders and .npz batches."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 PIL = pytest.importorskip("PIL", reason="Pillow is needed to write and decode test JPEGs")
 from PIL import Image  # noqa: E402
 
-from weightmirror.sims.data import DataError, Dataset  # noqa: E402
-from weightmirror.sims.imagenet import (  # noqa: E402
+from weightmirror.sims.datasets import DataError, Dataset  # noqa: E402
+from weightmirror.sims.datasets.imagenet import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageNetLoader,

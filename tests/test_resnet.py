@@ -4,8 +4,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from weightmirror.circuits.rules import angle_degrees, make_rule
-from weightmirror.models.conv import BasicBlock, Bottleneck
 from weightmirror.models.layers import BackwardContext, softmax_cross_entropy
+from weightmirror.models.resnet import BasicBlock, Bottleneck
 from weightmirror.models.zoo import MODEL_NAMES, build_model, model_options
 
 
@@ -152,7 +152,7 @@ def test_backward_can_run_twice_after_one_forward(name, shape):
 
 
 def test_convnet_with_batchnorm_structure_and_input_gradient():
-    from weightmirror.models.conv import BatchNorm1d, BatchNorm2d
+    from weightmirror.models.norm import BatchNorm1d, BatchNorm2d
 
     rng = np.random.default_rng(3)
     net = build_model("convnet", (1, 12, 12), 4, make_rule("bp"), np, rng, channels=(3, 5), hidden=6, batchnorm=True)
@@ -186,9 +186,10 @@ def test_convnet_with_batchnorm_structure_and_input_gradient():
 
 
 def test_convnet_batchnorm_option_is_validated():
+    from weightmirror.errors import InputError
     from weightmirror.sims import config
 
-    with pytest.raises(config.ConfigError, match="model_options.batchnorm: expected true or false"):
+    with pytest.raises(InputError, match="model_options.batchnorm: expected true or false"):
         config.resolve({"model": "convnet", "data": "digits", "model_options": {"batchnorm": "yes"}})
     cfg = config.resolve({"model": "convnet", "data": "digits", "model_options": {"batchnorm": True}})
-    assert cfg["model_options"]["batchnorm"] is True
+    assert cfg.model_options["batchnorm"] is True

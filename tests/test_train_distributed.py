@@ -65,7 +65,7 @@ def _net_arrays(path: Path) -> dict[str, np.ndarray]:
 def test_two_ranks_train_like_one_process_and_keep_identical_replicas(tmp_path):
     _need_mpi()
     _mpirun(2, ["-m", "tests.test_train_distributed", str(tmp_path)])
-    from weightmirror.sims.train import train
+    from weightmirror.sims.training import train
 
     # bp: two ranks on half batches give the weights of one process on whole batches
     # (unequal shards are weighted by their sample counts)
@@ -97,7 +97,7 @@ def test_two_ranks_train_like_one_process_and_keep_identical_replicas(tmp_path):
         if rule == "wm":
             assert any(k.endswith(".B") for k in r0.files)
             # the mirror aligns B with Wᵀ as in one process (feedback alignment stays near 85°)
-            alone = train(_cfg("wm", False), tmp_path / "single-wm", progress=False, log=lambda s: None)
+            alone = train(_cfg("wm", False), tmp_path / "single-wm", progress=False, log=lambda s: None).summary
             assert summary["angles_deg"] == pytest.approx(alone["angles_deg"], abs=2.0)
             assert max(summary["angles_deg"]) < 45
 
@@ -108,7 +108,7 @@ def test_compare_distributed_writes_each_rule_once_and_prints_one_table(tmp_path
     proc = _mpirun(2, ["-c", "import sys; from weightmirror.sims.cli import main; sys.exit(main(sys.argv[1:]))",
                        "compare", "--rules", "bp,kp", "--epochs", "1", "--batch-size", "64", "--distributed",
                        "--quiet", "--out", str(out)])
-    assert proc.stdout.count("| rule | test top-1 error") == 1, proc.stdout
+    assert proc.stdout.count("| run | rule | test top-1 error") == 1, proc.stdout
     for rule in ("bp", "kp"):
         summary = json.loads((out / rule / "summary.json").read_text())
         assert summary["world_size"] == 2 and summary["completed"] and summary["rule"] == rule
@@ -117,7 +117,7 @@ def test_compare_distributed_writes_each_rule_once_and_prints_one_table(tmp_path
 
 def _rank_main(out: str) -> int:
     """Each rank: train every rule distributed, then save this replica's arrays."""
-    import weightmirror.sims.train as train_mod
+    import weightmirror.sims.training.loop as train_mod
     from weightmirror.models.backend import to_numpy
 
     nets = []
@@ -130,7 +130,7 @@ def _rank_main(out: str) -> int:
     train_mod.build_network = keep
     out_dir = Path(out)
     for rule in RUNS:
-        summary = train_mod.train(_cfg(rule, True), out_dir / rule, progress=False, log=lambda s: None)
+        summary = train_mod.train(_cfg(rule, True), out_dir / rule, progress=False, log=lambda s: None).summary
         assert summary["world_size"] == 2, summary
         state = {k: to_numpy(v) for k, v in nets[-1].state().items()}
         np.savez(out_dir / f"{rule}-rank{summary['rank']}.npz", **state)

@@ -13,7 +13,7 @@ from PIL import Image  # noqa: E402
 from weightmirror import results
 from weightmirror.sims import config  # noqa: E402
 from weightmirror.sims.cli import main  # noqa: E402
-from weightmirror.sims.train import ImageFolderSource, load_data, train  # noqa: E402
+from weightmirror.sims.training import ImageFolderSource, load_data, train  # noqa: E402
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 
@@ -42,7 +42,7 @@ def imagenet_root(tmp_path) -> Path:
     return root
 
 
-def _cfg(root: Path, **over) -> dict:
+def _cfg(root: Path, **over) -> config.TrainConfig:
     values = {
         "rule": "bp", "model": "convnet", "data": "imagenet", "data_dir": str(root),
         "epochs": 1, "batch_size": 4, "seed": 0,
@@ -60,7 +60,7 @@ def _cfg(root: Path, **over) -> dict:
 
 def test_imagenet_folder_trains_one_epoch_and_counts_skipped_images(tmp_path, imagenet_root):
     out = tmp_path / "run"
-    summary = train(_cfg(imagenet_root), out, progress=False)
+    summary = train(_cfg(imagenet_root), out, progress=False).summary
     rows = results.read_metrics(out / results.METRICS)
     assert [r["epoch"] for r in rows] == [0, 1]
     for row in rows:
@@ -95,10 +95,10 @@ def test_imagenet_cli_with_workers_and_a_mid_epoch_resume(tmp_path, imagenet_roo
     whole = tmp_path / "whole"
     assert main(["train", "--data", "imagenet", "--data-dir", str(imagenet_root), "--config", str(cfg_path),
                  "--out", str(whole), "--quiet"]) == 0
-    cfg = config.load_toml(whole / "config.toml")
+    cfg = config.read_file(whole / "config.toml")
     assert cfg["data"] == "imagenet" and cfg["run"]["image_size"] == 32
     part = tmp_path / "part"
-    stopped = train(config.resolve(cfg), part, progress=False, stop_after_steps=4, log=lambda s: None)
+    stopped = train(config.resolve(cfg), part, progress=False, stop_after_steps=4, log=lambda s: None).summary
     assert stopped["resume_from"] == {"epoch": 1, "step": 1}
     assert main(["train", "--resume", "--out", str(part), "--quiet"]) == 0
     keep = ("epoch_seconds",)

@@ -36,14 +36,19 @@ def choice(value: Any, allowed: Iterable[Any], what: str, error: ErrorType = Inp
     return value
 
 
+def _fmt(x: float) -> str:
+    """A bound as written by a person: 1000000, 0.5, 1e-08."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 def _bound_text(low, high, low_open, high_open) -> str:
-    parts = []
     if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
+    parts = []
     if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
+        parts.append(f"{'>' if low_open else '>='} {_fmt(low)}")
     if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
+        parts.append(f"{'<' if high_open else '<='} {_fmt(high)}")
     return " and ".join(parts)
 
 

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,6 +36,20 @@ CHECKPOINT = "checkpoint.npz"
 
 class ResultsError(InputError):
     """A results folder is missing, partial or malformed."""
+
+
+class RunExistsError(ResultsError):
+    """The output folder already holds a run (and the run was not asked to resume)."""
+
+
+def refuse_existing_run(folder: Path, hint: str = "choose another --out") -> None:
+    """Raise :class:`RunExistsError` if ``folder`` holds any file of a run: nothing is ever overwritten."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunExistsError(f"{folder}: a file, not a folder; {hint}")
+    taken = [n for n in (CONFIG, CHECKPOINT, SUMMARY, METRICS) if (folder / n).exists()]
+    if taken:
+        raise RunExistsError(f"{folder} already holds a run ({', '.join(taken)}); {hint}")
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -64,33 +79,34 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: NumPy numbers and arrays as Python ones, non-finite floats as None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.floating, float)):
         v = float(value)
         return v if math.isfinite(v) else None
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     return value
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def write_metrics(path: Path, rows: Iterable[dict]) -> None:
     """Rewrite ``metrics.jsonl`` with ``rows`` (atomically; used on resume too)."""
-    atomic_write_text(path, "".join(json.dumps(_jsonable(r)) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(jsonable(r)) + "\n" for r in rows))
 
 
 def append_metrics(path: Path, row: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(_jsonable(row)) + "\n")
+        f.write(json.dumps(jsonable(row)) + "\n")
         f.flush()
 
 
@@ -99,13 +115,20 @@ def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         raise ResultsError(f"{path}: missing (no metrics were written)")
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a text file (not UTF-8)") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ResultsError(f"{path}: line {i} is not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ResultsError(f"{path}: line {i} is not a JSON object")
+        rows.append(row)
     return rows
 
 
@@ -114,9 +137,14 @@ def read_summary(path: Path) -> dict:
     if not path.is_file():
         raise ResultsError(f"{path}: missing (the run did not finish)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a text file (not UTF-8)") from None
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path}: not JSON ({exc.msg})") from None
+    if not isinstance(summary, dict):
+        raise ResultsError(f"{path}: not a JSON object")
+    return summary
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -139,43 +167,249 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise ResultsError(f"{path}: not a readable .npz ({exc})") from None
 
 
-def to_toml(config: dict) -> str:
-    """A small TOML writer for nested dicts of str/int/float/bool/lists."""
+# ---------------------------------------------------------------------------
+# reading a whole results folder
+# ---------------------------------------------------------------------------
 
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, np.integer)):
-            return str(int(v))
-        if isinstance(v, (float, np.floating)):
-            r = repr(float(v))
-            return r if ("." in r or "e" in r or "inf" in r or "nan" in r) else r + ".0"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if v is None:
-            return '""'
-        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+#: the files that make a folder a results folder
+RUN_FILES = (SUMMARY, METRICS, CONFIG)
 
-    lines: list[str] = []
-    tables = []
-    for k, v in config.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {value(v)}")
+#: how data sets are named in figure titles and tables
+DATA_NAMES = {
+    "digits": "scikit-learn digits (8×8)",
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "imagenet": "ImageNet",
+    "imagenet32": "ImageNet 32×32",
+    "imagenet64": "ImageNet 64×64",
+}
 
-    def emit(prefix, table):
-        scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
-        subs = [(k, v) for k, v in table.items() if isinstance(v, dict)]
-        lines.append("")
-        lines.append(f"[{prefix}]")
-        for k, v in scalars:
-            lines.append(f"{k} = {value(v)}")
-        for k, v in subs:
-            emit(f"{prefix}.{k}", v)
 
-    for k, v in tables:
-        emit(k, v)
-    return "\n".join(lines).lstrip("\n") + "\n"
+def write_config(path: Path, values: dict) -> None:
+    """Write a resolved config (a nested dict of plain values) as TOML, atomically."""
+    from . import tomlfile
+
+    atomic_write_text(Path(path), tomlfile.dumps(values))
+
+
+def read_config(folder: Path) -> dict:
+    """The ``config.toml`` of a results folder, as a dict."""
+    from . import tomlfile
+
+    return tomlfile.read(Path(folder) / CONFIG, ResultsError, what="run config")
+
+
+@dataclass
+class Run:
+    """One run: its configuration, its metrics rows, its summary, and where it lives.
+
+    What :func:`weightmirror.train` and :func:`weightmirror.simulate` return,
+    and what :func:`load_run` reads back from a results folder (training or
+    circuit).
+
+    Attributes
+    ----------
+    path : the results folder, or None for a run kept in memory.
+    kind : ``"train"``, ``"circuit"`` or ``"unknown"``.
+    config : the resolved configuration (as in ``config.toml``).
+    metrics : one dict per epoch (training; epoch 0 = before training) or
+        per simulated interval (circuit).
+    summary : the final figures (as in ``summary.json``); None while a run
+        has not finished.
+    problems : file -> what is wrong with it, for a partial or damaged folder.
+    arrays : what a run kept in memory would have written as ``.npz`` files
+        (circuit runs: ``weights_initial``, ``weights_final``, ``spikes``);
+        read them with :meth:`load_arrays`, which also reads a folder's files.
+    """
+
+    path: Path | None
+    kind: str
+    config: dict | None = None
+    metrics: list[dict] | None = None
+    summary: dict | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+    arrays: dict[str, dict] = field(default_factory=dict, repr=False)
+
+    def load_arrays(self, name: str) -> dict:
+        """The arrays ``name`` (e.g. ``weights_final``: ``W1, B1, W2, ...``), from memory or ``<name>.npz``."""
+        if name in self.arrays:
+            return self.arrays[name]
+        if self.path is None:
+            raise ResultsError(f"this in-memory run has no arrays {name!r}; it has: {', '.join(self.arrays) or 'none'}")
+        return load_arrays(self.path / f"{name}.npz")
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path is not None else "in memory"
+        n = len(self.metrics or [])
+        done = "finished" if self.summary and self.summary.get("completed", True) else "not finished"
+        return f"<Run {self.kind} {self.label!r} ({where}): {n} metrics rows, {done}>"
+
+    # -- common fields ------------------------------------------------------
+    @property
+    def rule(self) -> str:
+        """The rule's config name (``bp``, ``wm``, ...), or ``?``."""
+        for src in (self.summary, self.config):
+            if src and "rule" in src:
+                r = src["rule"]
+                return r.get("name", "?") if isinstance(r, dict) else str(r)
+        return "?"
+
+    @property
+    def label(self) -> str:
+        """How figures and tables name the run: its ``label``, else its rule."""
+        for src in (self.summary, self.config):
+            if src and src.get("label"):
+                return str(src["label"])
+        return self.rule
+
+    @property
+    def spikes_path(self) -> Path | None:
+        return None if self.path is None else self.path / "spikes.npz"
+
+    def epochs_trained(self) -> list[dict]:
+        """The metrics rows after epoch 0 (training runs)."""
+        return [r for r in (self.metrics or []) if r.get("epoch", 0) >= 1]
+
+    def series(self, key: str, x: str = "epoch") -> tuple[list[float], list[Any]]:
+        """``(x values, values)`` of a per-row key, rows lacking it left out."""
+        xs, ys = [], []
+        for r in self.metrics or []:
+            if key in r and r[key] is not None and x in r:
+                xs.append(r[x])
+                ys.append(r[key])
+        return xs, ys
+
+    def to_dataframe(self):
+        """The metrics as a pandas DataFrame, one row per epoch (or interval).
+
+        A list-valued metric becomes one column per layer, ``angles_deg[0]``,
+        ``angles_deg[1]`` ...; a dict-valued one, one column per key,
+        ``rates[y0]`` ... Needs pandas (``pip install 'weightmirror[pandas]'``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise InputError("Run.to_dataframe needs pandas: pip install 'weightmirror[pandas]'") from None
+        flat = []
+        for row in self.metrics or []:
+            out: dict[str, Any] = {}
+            for key, value in row.items():
+                if isinstance(value, list):
+                    out.update({f"{key}[{i}]": (math.nan if v is None else v) for i, v in enumerate(value)})
+                elif isinstance(value, dict):
+                    out.update({f"{key}[{k}]": (math.nan if v is None else v) for k, v in value.items()})
+                else:
+                    out[key] = math.nan if value is None else value
+            flat.append(out)
+        return pd.DataFrame(flat)
+
+    # -- training runs --------------------------------------------------------
+    @property
+    def data(self) -> str:
+        return str((self.summary or {}).get("data") or (self.config or {}).get("data") or "?")
+
+    @property
+    def model(self) -> str:
+        return str((self.summary or {}).get("model") or (self.config or {}).get("model") or "?")
+
+    @property
+    def layer_shapes(self) -> list[list[int]]:
+        return [list(s) for s in (self.summary or {}).get("layer_shapes") or []]
+
+    @property
+    def n_layers(self) -> int:
+        if self.layer_shapes:
+            return len(self.layer_shapes)
+        for r in self.metrics or []:
+            if r.get("angles_deg"):
+                return len(r["angles_deg"])
+        return 0
+
+    def model_description(self) -> str:
+        """``MLP 64-64-64-10`` for MLPs (from the layer shapes), else the model's name."""
+        shapes = self.layer_shapes
+        if self.model == "mlp" and shapes and all(len(s) == 2 for s in shapes):
+            sizes = [shapes[0][1]] + [s[0] for s in shapes]
+            act = ((self.config or {}).get("model_options") or {}).get("activation")
+            return "MLP " + "-".join(str(n) for n in sizes) + (f" ({act})" if act else "")
+        return {"convnet": "small convnet", "resnet20": "ResNet-20", "resnet18": "ResNet-18",
+                "resnet50": "ResNet-50"}.get(self.model, self.model)
+
+    def data_description(self) -> str:
+        return DATA_NAMES.get(self.data, self.data)
+
+    # -- circuit runs ---------------------------------------------------------
+    @property
+    def neuron(self) -> str:
+        if self.summary and "neuron" in self.summary:
+            return str(self.summary["neuron"])
+        return str(((self.config or {}).get("neuron") or {}).get("kind", "?"))
+
+    @property
+    def schedule(self) -> str:
+        if self.summary and "schedule" in self.summary:
+            return str(self.summary["schedule"])
+        return str(((self.config or {}).get("phases") or {}).get("schedule", "?"))
+
+
+def is_run_dir(folder: Path) -> bool:
+    """Does ``folder`` hold any of a results folder's files?"""
+    return any((Path(folder) / name).is_file() for name in RUN_FILES)
+
+
+def load_run(path: str | Path, strict: bool = True) -> Run:
+    """Read one results folder (training or circuit) into a :class:`Run`.
+
+    Parameters
+    ----------
+    path : the folder (or one of its files: ``summary.json``, ``metrics.jsonl``,
+        ``config.toml``).
+    strict : raise :class:`ResultsError` when ``path`` is not a results
+        folder at all (missing, a file of another kind, none of the files);
+        files that are missing or unreadable in a real results folder (a run
+        that has not finished) are recorded in ``problems`` either way.
+    """
+    folder = Path(path)
+    if folder.is_file() and folder.name in RUN_FILES:
+        folder = folder.parent
+    if strict:
+        if not folder.exists():
+            raise ResultsError(f"{folder}: no such results folder")
+        if not folder.is_dir():
+            raise ResultsError(f"{folder}: a file, not a results folder (give the folder that holds "
+                               f"{', '.join(RUN_FILES)})")
+        if not is_run_dir(folder):
+            raise ResultsError(f"{folder}: not a results folder (none of {', '.join(RUN_FILES)} in it)")
+    run = Run(path=folder, kind="unknown")
+    if (folder / CONFIG).is_file():
+        try:
+            run.config = read_config(folder)
+        except ResultsError as exc:
+            run.problems["config"] = str(exc)
+    else:
+        run.problems["config"] = f"{folder / CONFIG}: missing (no configuration was written)"
+    try:
+        run.metrics = read_metrics(folder / METRICS)
+        if not run.metrics:
+            run.problems["metrics"] = f"{folder / METRICS}: empty (no row was written)"
+    except ResultsError as exc:
+        run.problems["metrics"] = str(exc)
+    try:
+        run.summary = read_summary(folder / SUMMARY)
+    except ResultsError as exc:
+        run.problems["summary"] = str(exc)
+    cmd = (run.summary or {}).get("command") or (run.config or {}).get("command")
+    if cmd == "circuit":
+        run.kind = "circuit"
+    elif run.metrics and "t" in run.metrics[0] and "epoch" not in run.metrics[0]:
+        run.kind = "circuit"
+    elif (run.summary and "epochs" in run.summary) or (run.config and "model" in run.config) or \
+            (run.metrics and "epoch" in run.metrics[0]):
+        run.kind = "train"
+        if "summary" in run.problems and "did not finish" in run.problems["summary"]:
+            run.problems["summary"] += "; finish it with `weightmirror train --resume --out DIR`"
+    if strict and run.kind == "unknown":
+        raise ResultsError(f"{folder}: not readable as a training or circuit run ("
+                           + "; ".join(run.problems.values()) + ")")
+    return run

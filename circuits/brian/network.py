@@ -35,6 +35,9 @@ Plasticity (every ``plasticity_dt``, gated by shared variables)
   of each presentation; KP: ``b ← b·e^{-λ' Δt} - η_W' Δt · δ_pre y_post``
   (the same local product in W's layout); FA: B fixed.
 
+W's plasticity is the same under every rule; B's is written by the rule's
+builder, registered by config name in :mod:`circuits.brian.plasticity`.
+
 Mirror-mode sources take turns by layer parity (every ``parity_period``):
 a source's forward input is silenced, so each ``B_l`` sees the white noise of
 layer ``l-1`` and its linear response ``W_l ξ``, independent of the layers
@@ -51,9 +54,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..rules import FeedbackAlignment, KolenPollack, WeightMirror
 from ..spec import CircuitSpec, SpecError
 from . import devices
+from .plasticity import FeedbackPathway, build_feedback_plasticity, engaged_update
 
 #: plasticity gates: engaged mode in the learning half of a presentation;
 #: mirror mode while the presynaptic layer of W (postsynaptic of B) is the source.
@@ -61,7 +64,13 @@ GATE_E = "(engaged_on_post*learn_window(t))"
 #: (the mirror samples the hold that just ended: its parity, and only if the previous event was in mirror mode)
 GATE_M = "(armed*mirror_on_post*(1 - abs(parity(t - {half_dt}*second) - source_parity)))"
 
-__all__ = ["BrianCircuit", "init_weights", "filter_gain", "PopulationNames"]
+#: Brian2 code of one noise sample per unit, by ``spec.noise_distribution`` (variance s_noise²).
+NOISE_CODE = {
+    "gaussian": "s_noise*randn()",
+    "uniform": "s_noise*sqrt(12.0)*(rand() - 0.5)",
+}
+
+__all__ = ["BrianCircuit", "init_weights", "filter_gain", "mirror_gain", "PopulationNames", "NOISE_CODE"]
 
 
 def init_weights(spec: CircuitSpec, seed: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -189,8 +198,8 @@ class BrianCircuit:
         self.directory = devices.activate(spec.device, spec.threads, directory)
         self.standalone = devices.is_standalone(spec.device)
         self.simulated = 0.0
-        self.plastic_time = {"mirror": [0.0] * spec.n_weight_layers, "engaged": 0.0}
-        self._built = False
+        #: ``(phase, start, stop)`` of every run_phase call, in simulated seconds
+        self.segments: list[tuple[str, float, float]] = []
         self._finished = False
         try:
             self._build()
@@ -228,7 +237,6 @@ class BrianCircuit:
                             Synapses, TimedArray, defaultclock, second)
 
         spec = self.spec
-        rule = spec.rule
         nL = len(spec.layers)
         L = nL - 1
         dt = spec.dt * second
@@ -237,11 +245,6 @@ class BrianCircuit:
         spiking = spec.neuron.kind == "spiking"
         g = self.gains()
         self.kappa = g["kappa"]
-        # mirror: one plasticity event per noise sample (at the end of its hold):
-        # ΔB = lr/(m κ) · δ_l δ_{l-1} per event, decay (1-λ_B)^{1/m} per event
-        m_batch = rule.mirror_batch_size if isinstance(rule, WeightMirror) else 1
-        hebb_m = (rule.lr / (m_batch * self.kappa)) if isinstance(rule, WeightMirror) else 0.0
-        keep_m = (1.0 - rule.decay) ** (1.0 / m_batch) if isinstance(rule, WeightMirror) else 1.0
         gate_m = GATE_M.format(half_dt=repr(spec.dt / 2))
         eta_e, lam_e = spec.engaged_rates()
         dtp = spec.plasticity_dt
@@ -282,9 +285,7 @@ class BrianCircuit:
         else:
             self.presented_labels = None
 
-        noise_code = "s_noise*randn()"
-        if isinstance(rule, WeightMirror) and rule.noise == "uniform":
-            noise_code = "s_noise*sqrt(12.0)*(rand() - 0.5)"
+        noise_code = NOISE_CODE[spec.noise_distribution]
 
         # populations --------------------------------------------------------
         def out_eqs(var: str) -> str:
@@ -368,7 +369,7 @@ class BrianCircuit:
             jj = np.tile(np.arange(n_post), n_pre)
             SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)", name=f"W{l}", namespace=ns)
             SW.connect(i=ii, j=jj)
-            SW.run_regularly(f"w = w*(1 - {GATE_E}*{1 - keep_e!r}) - {GATE_E}*{eta_e * dtp!r}*r_pre*err_post",
+            SW.run_regularly(engaged_update("w", GATE_E, keep_e, eta_e, dtp, "r_pre", "err_post"),
                              dt=dtp * second, when="groups", order=-0.5, name=f"W{l}_plasticity")
             # B_l: delta_l (pre, index i over n_l) -> delta_{l-1} (post, j over n_{l-1})
             bi = np.repeat(np.arange(n_post), n_pre)
@@ -377,17 +378,9 @@ class BrianCircuit:
                           "armed : 1 (shared)", name=f"B{l}", namespace=ns)
             SB.connect(i=bi, j=bj)
             SB.source_parity = (l - 1) % 2
-            if isinstance(rule, WeightMirror):
-                tn = spec.noise.correlation_time * second
-                SB.run_regularly(f"b = b*(1 - {gate_m}*{1 - keep_m!r}) + {gate_m}*{hebb_m!r}*r_pre*r_post",
-                                 dt=tn, when="groups", order=-0.5, name=f"B{l}_plasticity")
-                SB.run_regularly("armed = mirror_on_post", dt=tn, when="groups", order=-0.4,
-                                 name=f"B{l}_armed")
-            elif isinstance(rule, KolenPollack):
-                SB.run_regularly(f"b = b*(1 - {GATE_E}*{1 - keep_e!r}) - {GATE_E}*{eta_e * dtp!r}*r_pre*ycopy_post",
-                                 dt=dtp * second, when="groups", order=-0.5, name=f"B{l}_plasticity")
-            else:
-                assert isinstance(rule, FeedbackAlignment)
+            build_feedback_plasticity(FeedbackPathway(
+                spec=spec, layer=l, synapses=SB, gate_engaged=GATE_E, gate_mirror=gate_m, plasticity_dt=dtp,
+                engaged_rate=eta_e, engaged_keep=keep_e, mirror_gain=self.kappa))
             self.S_W.append(SW)
             self.S_B.append(SB)
             objects += [SW, SB]
@@ -427,7 +420,6 @@ class BrianCircuit:
             objects.append(self.mon_out)
         self.net = Network(*objects)
         self._set_phase(None)
-        self._built = True
 
     # ------------------------------------------------------------------
     def set_weights(self, weights) -> None:
@@ -487,8 +479,7 @@ class BrianCircuit:
         self.simulated += steps * dt
 
     def _account(self, phase, start, stop) -> None:
-        """Track how long each B was plastic in mirror mode (for the rate-mode prediction)."""
-        self.segments = getattr(self, "segments", [])
+        """Record a phase segment (for :meth:`mirror_plastic_time` and the metrics rows)."""
         self.segments.append((phase, start, stop))
 
     def mirror_plastic_time(self, t: float) -> list[float]:
@@ -506,7 +497,7 @@ class BrianCircuit:
         for l in range(1, self.spec.n_weight_layers + 1):
             par = (l - 1) % 2
             count = 0
-            for phase, a, b in getattr(self, "segments", []):
+            for phase, a, b in self.segments:
                 if phase != "mirror":
                     continue
                 k0 = int(math.ceil(a / tn - 1e-9)) + 1  # the first event after a is not armed

@@ -1,0 +1,140 @@
+"""The plasticity of the feedback synapses ``B``: one registered builder per rule.
+
+Circuit mode learns W the same way under every rule (the engaged-mode
+update of :mod:`circuits.brian.network`); the rules differ in how ``B``
+learns. Each rule that circuit mode builds (``circuits.spec.CIRCUIT_RULES``,
+the names of ``circuits.spec.CIRCUIT_RULE_REGISTRY``) registers here, by its
+config name, one builder that writes the plasticity of one feedback pathway
+``B_l`` (Brian2 ``run_regularly`` operations on its synapses), in the manner
+of Nengo's builder registry::
+
+    @register_feedback_plasticity("wm")
+    def _weight_mirror(pathway: FeedbackPathway) -> None:
+        pathway.synapses.run_regularly(...)
+
+A builder receives a :class:`FeedbackPathway`: the declaration, the synapse
+object, the gate expressions, the rates, and the names of the activities
+its code reads, so that another neuron model (or delays, or sign-constrained
+synapses) changes what the network hands over, not the builders' signature.
+Looking up a rule that is not registered raises
+:class:`~circuits.spec.SpecError` listing the registered ones.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..spec import CircuitSpec, SpecError
+
+__all__ = ["FeedbackPathway", "FEEDBACK_PLASTICITY", "register_feedback_plasticity",
+           "feedback_plasticity", "build_feedback_plasticity", "engaged_update"]
+
+
+@dataclass(frozen=True)
+class FeedbackPathway:
+    """What a rule's builder gets for one feedback pathway ``B_l`` (``δ_l → δ_{l-1}``).
+
+    Parameters
+    ----------
+    spec : the declaration (``spec.rule``, ``spec.mirror``, ``spec.noise`` ...).
+    layer : ``l`` (1..L); the synapse object's names end in it.
+    synapses : the Brian2 ``Synapses`` of ``B_l``; its weight variable is ``b``,
+        synapse ``k`` holds ``layer.B[i, j]`` (W's layout).
+    gate_engaged : expression that is 1 while engaged-mode plasticity is on
+        (the learning half of a presentation), else 0.
+    gate_mirror : expression that is 1 at a mirror-mode plasticity event
+        whose noise source was layer ``l-1``, else 0.
+    plasticity_dt : seconds between engaged-mode plasticity updates.
+    engaged_rate : ``η_W'``, the engaged learning rate per learning second.
+    engaged_keep : ``e^{-λ' Δt}``, the engaged decay factor per update
+        (``λ'`` from ``CircuitRule.engaged_decay``).
+    mirror_gain : ``κ``, the settled correlation gain of the neuron filters
+        at a mirror event (``network.mirror_gain``).
+    pre : the presynaptic feedback unit's activity ``δ_l`` in the synapse code.
+    post : the postsynaptic feedback unit's activity ``δ_{l-1}``.
+    post_forward : the postsynaptic cell's forward activity ``y_{l-1}``.
+    """
+
+    spec: CircuitSpec
+    layer: int
+    synapses: Any
+    gate_engaged: str
+    gate_mirror: str
+    plasticity_dt: float
+    engaged_rate: float
+    engaged_keep: float
+    mirror_gain: float
+    pre: str = "r_pre"
+    post: str = "r_post"
+    post_forward: str = "ycopy_post"
+
+
+def engaged_update(var: str, gate: str, keep: float, rate: float, dt: float, pre: str, post: str) -> str:
+    """``var ← var·(1 - gate·(1-keep)) - gate·η Δt · pre·post``: the engaged-mode
+    update of a weight by a local product (W's, and Kolen-Pollack's B)."""
+    return f"{var} = {var}*(1 - {gate}*{1 - keep!r}) - {gate}*{rate * dt!r}*{pre}*{post}"
+
+
+#: rule config name -> builder of one feedback pathway's plasticity.
+FEEDBACK_PLASTICITY: dict[str, Callable[[FeedbackPathway], None]] = {}
+
+
+def register_feedback_plasticity(key: str):
+    """Decorator: register the builder of rule ``key``'s B plasticity (once per rule)."""
+    def decorate(builder: Callable[[FeedbackPathway], None]):
+        if key in FEEDBACK_PLASTICITY:
+            raise ValueError(f"feedback plasticity of rule {key!r} is already registered")
+        FEEDBACK_PLASTICITY[key] = builder
+        return builder
+    return decorate
+
+
+def feedback_plasticity(key: str) -> Callable[[FeedbackPathway], None]:
+    """The registered builder of rule ``key``; a :class:`SpecError` lists the registered rules."""
+    builder = FEEDBACK_PLASTICITY.get(key)
+    if builder is None:
+        raise SpecError(f"rule {key!r} has no Brian2 feedback plasticity; allowed rules: "
+                        f"{', '.join(FEEDBACK_PLASTICITY)}")
+    return builder
+
+
+def build_feedback_plasticity(pathway: FeedbackPathway) -> None:
+    """Write the plasticity of ``pathway`` with the builder of its rule."""
+    feedback_plasticity(pathway.spec.rule.key)(pathway)
+
+
+# ---------------------------------------------------------------------------
+# the builders
+# ---------------------------------------------------------------------------
+@register_feedback_plasticity("wm")
+def _weight_mirror(p: FeedbackPathway) -> None:
+    """Mirror mode: one event per noise sample (at the end of its hold),
+    ``b ← b·(1-λ_B)^{1/m} + lr/(m κ) · δ_pre δ_post`` while layer ``l-1`` was the
+    source; ``armed`` marks that the previous event was in mirror mode too."""
+    from brian2 import second
+
+    hebb, keep = p.spec.mirror.per_sample(p.mirror_gain)
+    tn = p.spec.noise.correlation_time * second
+    g = p.gate_mirror
+    p.synapses.run_regularly(f"b = b*(1 - {g}*{1 - keep!r}) + {g}*{hebb!r}*{p.pre}*{p.post}",
+                             dt=tn, when="groups", order=-0.5, name=f"B{p.layer}_plasticity")
+    p.synapses.run_regularly("armed = mirror_on_post", dt=tn, when="groups", order=-0.4,
+                             name=f"B{p.layer}_armed")
+
+
+@register_feedback_plasticity("kp")
+def _kolen_pollack(p: FeedbackPathway) -> None:
+    """Engaged mode: W's local product transposed and W's decay,
+    ``b ← b·e^{-λ' Δt} - η_W' Δt · δ_pre y_post``."""
+    from brian2 import second
+
+    code = engaged_update("b", p.gate_engaged, p.engaged_keep, p.engaged_rate, p.plasticity_dt,
+                          p.pre, p.post_forward)
+    p.synapses.run_regularly(code, dt=p.plasticity_dt * second, when="groups", order=-0.5,
+                             name=f"B{p.layer}_plasticity")
+
+
+@register_feedback_plasticity("fa")
+def _feedback_alignment(p: FeedbackPathway) -> None:
+    """B is fixed: nothing to write."""

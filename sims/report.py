@@ -1,0 +1,34 @@
+"""What the commands print: the comparison table and the one-line summaries."""
+from __future__ import annotations
+
+__all__ = ["format_table", "circuit_line"]
+
+
+def _angle(value) -> str:
+    return "–" if value is None or value != value else f"{value:.1f}"
+
+
+def format_table(summaries: list[dict]) -> str:
+    """The comparison table of training runs: label, test error, per-layer angles, time."""
+    lines = ["| run | rule | test top-1 error (%) | angle(B, Wᵀ) per layer (°) | angle(δ, δ_BP) per layer (°) "
+             "| time (s) |",
+             "|---|---|---:|---|---|---:|"]
+    for s in summaries:
+        angles = " / ".join(_angle(a) for a in s["angles_deg"])
+        deltas = " / ".join(_angle(d) for d in s["delta_angles_deg"])
+        lines.append(f"| {s.get('label') or s['rule']} | {s['rule']} | {s['test_top1_error']:.2f} | {angles} | "
+                     f"{deltas} | {s['wall_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def circuit_line(summary: dict) -> str:
+    """One line on a finished circuit run: time simulated, angles, prediction, error."""
+    angles = ", ".join(_angle(a) for a in summary["angles_deg"])
+    line = (f"circuit {summary.get('label') or summary['rule']} ({summary['rule']}, {summary['neuron']} neurons, "
+            f"{summary['device']}): {summary['simulated_seconds']:.3f} s simulated in "
+            f"{summary['wall_seconds']:.1f} s; angle(B, W^T) per layer {angles} deg")
+    if summary.get("predicted_angles_deg") is not None:
+        line += " (rate-mode prediction " + ", ".join(_angle(a) for a in summary["predicted_angles_deg"]) + ")"
+    if summary.get("test_top1_error") is not None:
+        line += f"; test error {summary['test_top1_error']:.1f} %"
+    return line

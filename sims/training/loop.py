@@ -1,0 +1,451 @@
+"""The training loop: one step function, one epoch loop, checkpoints, resume, data parallel.
+
+``train(cfg, out)`` trains the configured model with the configured rule and
+returns a :class:`weightmirror.results.Run`; with ``out`` a folder it also
+writes the results folder (see :mod:`weightmirror.results`), with
+``out=None`` it keeps everything in memory.
+
+Randomness and resume
+---------------------
+Randomness is drawn from generators seeded by ``(seed, purpose, epoch)``
+(:mod:`.seeds`), so an epoch's data order and noise depend only on the seed
+and the epoch. A checkpoint (``checkpoint.npz``: network, optimiser state and
+the :class:`~.checkpoint.TrainState`, written atomically) is written at the
+end of every ``run.checkpoint_every`` epochs, every
+``run.checkpoint_every_steps`` training steps if that is > 0, and at the
+current step when SIGINT or SIGTERM arrives (the loop then stops cleanly; a
+second signal stops at once). ``resume=True`` continues from the checkpoint:
+
+* from an **epoch boundary** the resumed run is exactly the uninterrupted
+  one (same metrics, bit for bit);
+* from **mid-epoch** it continues at the saved step with the same epoch
+  permutation (and, for ImageNet, the same per-sample augmentation), but
+  the noise generator of the rest of that epoch (weight-mirror noise,
+  brSF magnitudes) is reseeded from ``(seed, NOISE, epoch, step)``:
+  those draws differ from the uninterrupted run's, so a mid-epoch resume
+  is not bit-identical for rules that draw noise (it is for bp, fa, usf,
+  frsf and kp). Following epochs use their usual seeds again.
+
+Data parallel
+-------------
+With ``run.distributed = true`` (CLI ``--distributed``) and a launch of
+``mpirun -n K weightmirror train ...``, each of the K processes (one per
+device) builds the same network (same initial seed, then broadcast from
+rank 0), takes its :func:`~weightmirror.sims.distributed.shard_indices` part
+of every global batch of ``batch_size`` samples, computes its gradients, and
+:func:`~weightmirror.sims.distributed.average_gradients` averages them
+before the optimiser step (shards of unequal size are weighted by their
+sample count, so the update is that of the whole global batch). The
+communicator is :func:`~weightmirror.sims.distributed.make_communicator`:
+MPI on the CPU, NCCL for ``device = "cuda"``. Per rule:
+
+* Kolen-Pollack's B follows from the averaged step, so it stays identical;
+* the weight mirror's noise is drawn by each rank from its own stream
+  (:func:`~weightmirror.sims.distributed.rank_seed`), and after
+  ``rule.after_step`` the ranks' B arrays are averaged, so replicas stay
+  identical (K ranks together form one mirror batch K times as large; this
+  costs a second collective per step, of the size of the weights);
+* BatchNorm running statistics are averaged over ranks before every
+  evaluation and checkpoint.
+
+Each rank evaluates its shard of the test set and the counts are summed.
+Only rank 0 writes the results folder (which must be on a file system that
+every rank reads, for ``--resume``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ... import results
+from ...circuits.rules import LearningRule
+from ...models.backend import get_array_module, make_rng, synchronize, use_gpu_options
+from ...models.layers import softmax_cross_entropy
+from ...models.optim import SGD, Schedule
+from ...models.zoo import build_model
+from .. import datasets
+from ..config import TrainConfig, resolve
+from ..distributed import (
+    Communicator,
+    allreduce_mean_arrays,
+    allreduce_sum,
+    average_gradients,
+    make_communicator,
+    rank_seed,
+)
+from . import seeds
+from .checkpoint import TrainState, load_checkpoint
+from .interrupts import StopRequests
+from .metrics import as_input, bn_buffers, epoch_line, metrics_row
+from .output import RunOutput, check_out_dir
+from .sources import BatchSource, make_batch_source
+
+__all__ = ["train", "train_step", "build_network", "load_data"]
+
+
+def load_data(cfg: TrainConfig):
+    """The configured data set: arrays in memory (flattened for the ``mlp``), or the
+    scanned ImageNet folders (images are decoded while training)."""
+    return datasets.load(cfg.data, cfg.data_dir or None, flatten=cfg.model == "mlp", seed=cfg.seed)
+
+
+def build_network(cfg: TrainConfig, data, xp):
+    """The configured model with the configured rule; initial weights from ``(seed, INIT)``.
+
+    ``data`` is anything with ``image_shape`` and ``num_classes`` (a
+    Dataset or a BatchSource).
+    """
+    rng = make_rng(xp, [int(cfg.seed), seeds.INIT])
+    return build_model(cfg.model, data.image_shape, data.num_classes, cfg.make_rule(), xp, rng,
+                       **cfg.model_options)
+
+
+# --------------------------------------------------------------------------
+# one step
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Trainee:
+    """What a training step acts on: the network, its rule and optimiser, the ranks."""
+
+    net: object
+    rule: LearningRule
+    opt: SGD
+    comm: Communicator
+    xp: object
+    label_smoothing: float = 0.0
+
+    @property
+    def syncs_feedback(self) -> bool:
+        """Does the rule change stored B after each step from rank-local noise (weight mirror)?
+        Then the ranks average B after every step."""
+        rule = self.rule
+        return (self.comm.size > 1 and rule.stores_feedback
+                and type(rule).after_step is not LearningRule.after_step)
+
+
+def train_step(t: Trainee, xb, yb, lr: float, progress: float, noise_rng, want_stop: bool = False):
+    """One optimiser step on this rank's shard ``(xb, yb)`` of a global batch.
+
+    Forward, softmax cross-entropy, the rule's backward pass, gradient
+    averaging over ranks (weighted by each shard's sample count), the SGD
+    update at learning rate ``lr`` (``progress``: the fraction of training
+    done, for Kolen-Pollack's decay window), then the rule's own step (the
+    weight mirror's mirror mode) and, data parallel, the average of B.
+    Collective: every rank calls it, also with an empty shard.
+
+    Returns
+    -------
+    (loss, samples, halt)
+        The global batch's mean loss (NaN if it was empty), its number of
+        samples over all ranks, and whether any rank asked to stop.
+    """
+    xp, net, comm = t.xp, t.net, t.comm
+    n_local = len(yb)
+    loss, dlogits = 0.0, None
+    if n_local:
+        yb = xp.asarray(yb)
+        logits = net.forward(as_input(net, xb, xp), train=True)
+        loss, dlogits = softmax_cross_entropy(logits, yb, xp, t.label_smoothing)
+    if comm.size > 1:
+        # one small collective: sample counts, loss sums, and whether any rank must stop
+        n_total, loss_total, votes = allreduce_sum(comm, [n_local, loss * n_local, want_stop], xp)
+        halt = votes > 0
+        step_loss = loss_total / n_total if n_total else math.nan
+        if n_total:
+            if n_local:
+                share = n_local * comm.size / n_total  # unequal shards: weight by sample count
+                if share != 1.0:
+                    dlogits *= xp.float32(share)
+                net.backward(dlogits, rng=noise_rng)
+            else:
+                _zero_grads(net, xp)
+            average_gradients(comm, net.parameter_modules())
+    else:
+        n_total, step_loss, halt = n_local, loss, want_stop
+        if n_local:
+            net.backward(dlogits, rng=noise_rng)
+    if n_total:
+        t.opt.step(lr, progress=progress)
+        t.rule.after_step(net.weight_layers, xp, noise_rng)
+        if t.syncs_feedback:
+            allreduce_mean_arrays(comm, [layer.B for layer in net.weight_layers])
+    return step_loss, n_total, halt
+
+
+def _zero_grads(net, xp) -> None:
+    """Zero gradients (a rank whose shard was empty contributes nothing)."""
+    for m in net.parameter_modules():
+        for name, p in m.params.items():
+            g = m.grads.get(name)
+            if g is None or g.shape != p.shape:
+                m.grads[name] = xp.zeros_like(p)
+            else:
+                g[...] = 0
+
+
+# --------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------
+
+
+def train(cfg, out: str | Path | None = None, *, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print, data=None, stop_after: int | None = None,
+          stop_after_steps: int | None = None, comm: Communicator | None = None) -> results.Run:
+    """Train per ``cfg``; write the results folder ``out`` (None: keep the run in memory).
+
+    Parameters
+    ----------
+    cfg : TrainConfig, mapping or None
+        The configuration (a mapping is resolved by :func:`~..config.resolve`).
+        With ``resume`` the run's own ``config.toml`` is used instead and
+        ``cfg`` may only raise ``epochs`` or set ``run.distributed``
+        (a mapping such as ``{"epochs": 30}``; ``None``: neither).
+    out : str, Path or None
+        The results folder; it must not hold a run unless ``resume``.
+    resume : bool
+        Continue from ``out/checkpoint.npz`` (an epoch boundary or a
+        mid-epoch step; see the module docstring for what is bit-identical).
+    progress : bool
+        Show a progress bar and per-epoch lines (rank 0 only).
+    log : callable
+        Receives the one-line messages (rank 0 only).
+    data : Dataset, ImageNetFolders or BatchSource, optional
+        Data already loaded (``compare`` shares it between rules);
+        default :func:`load_data`.
+    stop_after : int, optional
+        End this invocation after that many epochs, checkpointed, as an
+        interruption would (a later ``resume=True`` call continues).
+    stop_after_steps : int, optional
+        End this invocation after that many training steps, exactly as a
+        SIGINT arriving during that step would.
+    comm : Communicator, optional
+        The ranks to train over; default
+        :func:`~weightmirror.sims.distributed.make_communicator`.
+
+    Returns
+    -------
+    weightmirror.results.Run
+        ``config`` (as written to ``config.toml``), ``metrics`` (one row per
+        epoch, epoch 0 first), ``summary`` (as written to ``summary.json``
+        once every epoch ran, plus ``rank``; when the run stopped early,
+        ``completed`` is False and ``resume_from`` holds the checkpoint's
+        epoch and step) and ``path``.
+    """
+    out = None if out is None else Path(out)
+    if resume:
+        if out is None:
+            raise results.ResultsError("resume needs the results folder of the run (out)")
+        check_out_dir(out, True)
+        saved = resolve(results.read_config(out))  # the run's own config
+        allowed = {"epochs", "run"}
+        changes = dict(cfg or {}) if not isinstance(cfg, TrainConfig) else {}
+        changes = {k: v for k, v in changes.items() if k in allowed and v is not None}
+        if "run" in changes:
+            changes["run"] = {"distributed": bool(changes["run"]["distributed"])} \
+                if changes["run"].get("distributed") is not None else {}
+        cfg = saved.updated(changes) if changes else saved
+    else:
+        cfg = cfg if isinstance(cfg, TrainConfig) else resolve(cfg)
+        if out is not None:
+            check_out_dir(out, False)
+    comm = comm if comm is not None else make_communicator(cfg.run.distributed, cfg.device)
+    comm.barrier()  # every rank has checked the folder before rank 0 writes to it
+    if not comm.is_root:
+        progress, log = False, _silent
+    output = RunOutput(out, writes=comm.is_root)
+    xp = get_array_module(cfg.device)
+    # GPU-only numerics and kernels, restored when the run ends (no effect on NumPy)
+    with use_gpu_options(tf32=cfg.run.tf32, conv_algorithm=cfg.run.conv_algorithm):
+        data = data if data is not None else load_data(cfg)
+        source = make_batch_source(cfg, data, comm.rank, comm.size)
+        try:
+            return _run(cfg, output, resume, progress, log, source, stop_after, stop_after_steps, comm, xp)
+        finally:
+            if source is not data:
+                source.close()
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log, source: BatchSource,
+         stop_after, stop_after_steps, comm: Communicator, xp) -> results.Run:
+    net = build_network(cfg, source, xp)
+    o = cfg.optim
+    opt = SGD(net.parameter_modules(), net.rule, xp, o.momentum, o.nesterov, o.weight_decay)
+    t = Trainee(net, net.rule, opt, comm, xp, o.label_smoothing)
+    schedule = Schedule(o.lr, o.schedule, cfg.epochs, o.warmup_epochs, tuple(o.milestones), o.gamma,
+                        o.final_fraction)
+    steps = source.steps_per_epoch()
+    mx, my = source.metric_batch(cfg.run.delta_batch_size)
+    metric_batch = (as_input(net, mx, xp), xp.asarray(my))
+    every_steps = cfg.run.checkpoint_every_steps
+    root = comm.is_root
+
+    def measure(epoch, train_loss, seconds, lr, skipped):
+        return metrics_row(net, xp, cfg, epoch, metric_batch, source, comm, train_loss, seconds, lr, skipped)
+
+    def checkpoint(state: TrainState) -> None:
+        # collective: every rank calls it at the same point
+        allreduce_mean_arrays(comm, bn_buffers(net))
+        if state.partial and source.counts_skips and comm.size > 1:
+            state.partial["skipped"] = int(allreduce_sum(comm, [state.partial["skipped"]], xp)[0])
+        state.world_size = comm.size
+        output.checkpoint(net, opt, state)
+
+    if resume:
+        state = load_checkpoint(output.checkpoint_path, net, opt)
+        if not 0 <= state.step < steps:
+            raise results.ResultsError(f"{output.checkpoint_path}: step {state.step} is not within an epoch "
+                                       f"of {steps} steps")
+        output.rewrite_metrics(state.metrics)
+        where = f", step {state.step + 1}/{steps}" if state.step else ""
+        log(f"resuming {output.path} at epoch {state.epoch + 1}/{cfg.epochs}{where}")
+    else:
+        state = TrainState()
+        output.start(cfg)
+    if comm.size > 1:  # the replicas start identical whatever happened before
+        comm.bcast(list(net.state().values()))
+        comm.bcast(list(opt.state().values()))
+    if not resume:
+        t.rule.initial_phase(net.weight_layers, xp, make_rng(xp, [int(cfg.seed), seeds.MIRROR0]))
+        state.metrics.append(measure(0, None, 0.0, 0.0, 0))
+        output.append(state.metrics[-1])
+
+    noise_seed = int(cfg.seed) if comm.size == 1 else rank_seed(cfg.seed, comm.rank)
+    t_start = time.perf_counter()
+    wall_before = state.wall_seconds
+    steps_here = 0
+    resume_from = None
+    with StopRequests() as stop:
+        for epoch in range(state.epoch, cfg.epochs):
+            first = state.step if epoch == state.epoch else 0
+            if first:
+                # mid-epoch resume: the noise of the rest of the epoch comes from a stream of its own
+                noise_rng = make_rng(xp, [noise_seed, seeds.NOISE, epoch, first])
+                losses = list(state.partial.get("losses", []))
+                skipped_before = int(state.partial.get("skipped", 0)) if root else 0
+                seconds_before = float(state.partial.get("seconds", 0.0))
+            else:
+                noise_rng = make_rng(xp, [noise_seed, seeds.NOISE, epoch])
+                losses, skipped_before, seconds_before = [], 0, 0.0
+            skipped_at_start = source.skipped
+            bar = _progress(steps - first, f"{cfg.run_label} epoch {epoch + 1}/{cfg.epochs}", progress)
+            t0 = time.perf_counter()
+            step, halt = first, False
+
+            def partial_state():
+                return {"losses": losses, "seconds": seconds_before + time.perf_counter() - t0,
+                        "skipped": skipped_before + source.skipped - skipped_at_start}
+
+            for xb, yb in source.train_batches(epoch, first):
+                want_stop = stop.hit or (stop_after_steps is not None and steps_here + 1 >= stop_after_steps)
+                fraction = epoch + step / steps
+                loss, n, halt = train_step(t, xb, yb, schedule(fraction), fraction / cfg.epochs, noise_rng,
+                                           want_stop)
+                if n:
+                    losses.append(loss)
+                step += 1
+                steps_here += 1
+                if bar is not None:
+                    bar.update(1)
+                    if step % 20 == 0:
+                        bar.set_postfix(loss=f"{loss:.3f}")
+                if halt and step < steps:
+                    break
+                if every_steps and (epoch * steps + step) % every_steps == 0 and step < steps:
+                    checkpoint(TrainState(epoch, step, wall_before + time.perf_counter() - t_start,
+                                          state.metrics, partial_state()))
+            synchronize(xp)
+            epoch_seconds = seconds_before + time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+            if step < steps:  # stopped mid-epoch
+                if not halt:
+                    raise RuntimeError(f"the batch source gave {step - first} of {steps - first} batches "
+                                       f"in epoch {epoch + 1}")
+                checkpoint(TrainState(epoch, step, wall_before + time.perf_counter() - t_start, state.metrics,
+                                      {**partial_state(), "seconds": epoch_seconds}))
+                resume_from = {"epoch": epoch, "step": step}
+                log(f"interrupted at epoch {epoch + 1}, step {step}/{steps}: {output.resume_hint()}")
+                break
+            skipped = skipped_before + source.skipped - skipped_at_start
+            if source.counts_skips and comm.size > 1:
+                skipped = int(allreduce_sum(comm, [skipped], xp)[0])
+            train_loss = float(np.mean(losses)) if losses else math.nan
+            row = measure(epoch + 1, train_loss, epoch_seconds, schedule(epoch + 1 - 1e-9), skipped)
+            state.metrics.append(row)
+            output.append(row)
+            wall = wall_before + time.perf_counter() - t_start
+            stopping = halt or stop.hit
+            if comm.size > 1:
+                stopping = allreduce_sum(comm, [stopping], xp)[0] > 0
+            last = epoch + 1 == cfg.epochs
+            by_count = stop_after is not None and epoch + 1 - state.epoch >= stop_after
+            due = (epoch + 1) % cfg.run.checkpoint_every == 0 or (
+                every_steps and (epoch + 1) * steps % every_steps == 0)
+            if due or last or stopping or by_count:
+                checkpoint(TrainState(epoch + 1, 0, wall, state.metrics))
+            if progress:
+                log(epoch_line(cfg.run_label, row))
+            if (stopping or by_count) and not last:
+                resume_from = {"epoch": epoch + 1, "step": 0}
+                if stopping:
+                    log(f"interrupted after epoch {epoch + 1}: {output.resume_hint()}")
+                break
+
+    wall = wall_before + time.perf_counter() - t_start
+    summary = _summary(cfg, net, source, state.metrics, comm, wall, completed=resume_from is None)
+    if resume_from is None:
+        output.summary(summary)
+    else:
+        summary["resume_from"] = resume_from
+    summary["rank"] = comm.rank
+    return results.Run(path=output.path, kind="train", config=cfg.to_dict(), metrics=state.metrics,
+                       summary=summary)
+
+
+def _summary(cfg: TrainConfig, net, source, rows, comm, wall, completed: bool) -> dict:
+    """The figures of a run, as written to ``summary.json``."""
+    last = rows[-1]
+    rule = net.rule
+    summary = {
+        "rule": rule.key,
+        "rule_long_name": rule.long_name,
+        "label": cfg.run_label,
+        "model": cfg.model,
+        "data": cfg.data,
+        "epochs": last["epoch"],
+        "test_top1_error": last["test_top1_error"],
+        "test_top5_error": last.get("test_top5_error"),
+        "train_loss": last.get("train_loss"),
+        "angles_deg": last["angles_deg"],
+        "delta_angles_deg": last["delta_angles_deg"],
+        "weight_norms": last["weight_norms"],
+        "layer_shapes": [list(layer.W.shape) for layer in net.weight_layers],
+        "n_parameters": int(sum(int(np.prod(a.shape)) for m in net.parameter_modules() for a in m.params.values())),
+        "device": cfg.device,
+        "seed": cfg.seed,
+        "world_size": comm.size,
+        "wall_seconds": wall,
+        "completed": completed,
+    }
+    if source.counts_skips:
+        summary["skipped_images"] = int(sum(r.get("skipped_images", 0) for r in rows))
+    return summary
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)

@@ -1,0 +1,74 @@
+"""Where a training run's files go: a results folder, or nowhere (a run kept in memory).
+
+A results folder (see :mod:`weightmirror.results`) holds ``config.toml``,
+``metrics.jsonl``, ``checkpoint.npz`` and, once every epoch ran,
+``summary.json``. Only rank 0 of a data-parallel run writes; the others
+(and an in-memory run, ``path=None``) write nothing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ... import results
+from ...results import RunExistsError
+from .checkpoint import TrainState, save_checkpoint
+
+__all__ = ["RunExistsError", "RunOutput", "check_out_dir"]
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse a folder that holds a run (or, with ``resume``, one that holds none)."""
+    if resume:
+        for name in (results.CONFIG, results.CHECKPOINT):
+            if not (out / name).is_file():
+                raise RunExistsError(f"--resume: {out / name} not found; nothing to resume in {out}")
+        return
+    results.refuse_existing_run(out, "give --resume to continue it or another --out")
+
+
+class RunOutput:
+    """The files of one run; every method is a no-op where this process does not write.
+
+    Parameters
+    ----------
+    path : the results folder, or None to keep the run in memory only.
+    writes : False on ranks other than 0.
+    """
+
+    def __init__(self, path: Path | None, writes: bool = True):
+        self.path = None if path is None else Path(path)
+        self.writes = writes and self.path is not None
+
+    def start(self, cfg) -> None:
+        """A new run: the resolved config and an empty metrics file."""
+        if self.writes:
+            self.path.mkdir(parents=True, exist_ok=True)
+            results.write_config(self.path / results.CONFIG, cfg.to_dict())
+            results.write_metrics(self.path / results.METRICS, [])
+
+    def rewrite_metrics(self, rows: list[dict]) -> None:
+        """Metrics as the checkpoint has them (a resumed run drops rows written after it)."""
+        if self.writes:
+            results.write_metrics(self.path / results.METRICS, rows)
+
+    def append(self, row: dict) -> None:
+        if self.writes:
+            results.append_metrics(self.path / results.METRICS, row)
+
+    def checkpoint(self, net, opt, state: TrainState) -> None:
+        if self.writes:
+            save_checkpoint(self.path / results.CHECKPOINT, net, opt, state)
+
+    def summary(self, summary: dict) -> None:
+        if self.writes:
+            results.write_json(self.path / results.SUMMARY, summary)
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.path is None else self.path / results.CHECKPOINT
+
+    def resume_hint(self) -> str:
+        """What the user runs to continue (or why an in-memory run cannot be)."""
+        if self.path is None:
+            return "an in-memory run (out=None) cannot be resumed"
+        return f"checkpoint written to {self.checkpoint_path}; continue with: weightmirror train --resume --out {self.path}"

@@ -1,0 +1,237 @@
+"""Batch sources: where the training loop's batches come from.
+
+The loop takes its batches from a :class:`BatchSource` and does not care
+where they come from:
+
+* :class:`ArraySource` -- a :class:`~weightmirror.sims.datasets.Dataset` in
+  memory (digits, MNIST, Fashion-MNIST, CIFAR-10, downsampled ImageNet 32/64);
+* :class:`ImageFolderSource` -- the ImageNet JPEG folder layout
+  (``data = "imagenet"``, ``data_dir`` the root holding ``train/`` and
+  ``val/``), decoded by :class:`~weightmirror.sims.datasets.imagenet.ImageNetLoader`
+  with the training transform for ``train/`` and the evaluation transform
+  for ``val/``, crops of ``run.image_size`` pixels, ``run.workers``
+  decoding processes. Files that cannot be decoded are skipped and counted.
+
+Every source serves this rank's part of each global batch (data parallel:
+:func:`weightmirror.sims.distributed.shard_indices`).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..datasets import Dataset, ImageNetFolders
+from ..distributed import shard_indices
+from .seeds import ORDER
+
+__all__ = ["BatchSource", "ArraySource", "ImageFolderSource", "make_batch_source"]
+
+
+class BatchSource:
+    """Where the training loop's batches come from.
+
+    A source serves this rank's part of every global training batch of an
+    epoch, this rank's part of the test set, and a fixed batch of training
+    samples for the δ-angle metric.  All arrays are NumPy, ``(n, ...)`` with
+    int64 labels; the loop moves them to the device.
+
+    Attributes
+    ----------
+    image_shape : tuple of int
+        ``(C, H, W)`` of one sample.
+    num_classes : int
+        Number of classes.
+    counts_skips : bool
+        True when samples can be skipped (undecodable files); the metrics
+        rows then carry ``skipped_images`` and ``skipped_eval_images``.
+    skipped, eval_skipped : int
+        Training / evaluation samples skipped so far by this rank.
+    """
+
+    image_shape: tuple = ()
+    num_classes: int = 0
+    counts_skips: bool = False
+    skipped: int = 0
+    eval_skipped: int = 0
+
+    def steps_per_epoch(self) -> int:
+        """Global batches (optimiser steps) per epoch."""
+        raise NotImplementedError
+
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This rank's shard of the global batches ``start_step ..`` of ``epoch``.
+
+        Yields exactly ``steps_per_epoch() - start_step`` batches (a batch
+        whose files all failed to decode is yielded empty), in the epoch's
+        order, which depends only on the seed and ``epoch``.
+        """
+        raise NotImplementedError
+
+    def eval_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This rank's part of the whole test (or val) set, in batches."""
+        raise NotImplementedError
+
+    def metric_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``n`` fixed training samples (deterministic, the same on every rank)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release worker processes, if any."""
+
+
+class ArraySource(BatchSource):
+    """Batches from a :class:`~weightmirror.sims.datasets.Dataset` held in memory.
+
+    Parameters
+    ----------
+    data : Dataset
+        Training and test arrays.
+    cfg : TrainConfig
+        ``seed``, ``batch_size``, ``run.eval_batch_size``.
+    rank, world_size : int
+        This rank and the number of ranks.
+
+    Notes
+    -----
+    Epoch ``e`` visits the training set in the permutation drawn from
+    ``(seed, ORDER, e)``; the last partial global batch is dropped (unless the
+    set is smaller than one batch).
+    """
+
+    def __init__(self, data: Dataset, cfg, rank: int = 0, world_size: int = 1):
+        self.data = data
+        self.seed = int(cfg.seed)
+        self.batch_size = int(cfg.batch_size)
+        self.eval_batch_size = int(cfg.run.eval_batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.image_shape = tuple(data.image_shape)
+        self.num_classes = int(data.num_classes)
+
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.data.y_train) // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's permutation of the training set (the same on every rank)."""
+        return np.random.default_rng([self.seed, ORDER, int(epoch)]).permutation(len(self.data.y_train))
+
+    def train_batches(self, epoch: int, start_step: int = 0):
+        perm = self.order(epoch)
+        b = self.batch_size
+        for step in range(start_step, self.steps_per_epoch()):
+            idx = perm[step * b:(step + 1) * b]
+            idx = idx[shard_indices(len(idx), self.rank, self.world_size)]
+            yield self.data.x_train[idx], self.data.y_train[idx]
+
+    def eval_batches(self):
+        part = shard_indices(len(self.data.y_test), self.rank, self.world_size)
+        x, y = self.data.x_test[part], self.data.y_test[part]
+        for start in range(0, len(y), self.eval_batch_size):
+            yield x[start:start + self.eval_batch_size], y[start:start + self.eval_batch_size]
+
+    def metric_batch(self, n: int):
+        n = min(int(n), len(self.data.y_train))
+        return self.data.x_train[:n], self.data.y_train[:n]
+
+
+class ImageFolderSource(BatchSource):
+    """Batches decoded from the ImageNet JPEG folder layout.
+
+    Parameters
+    ----------
+    folders : ImageNetFolders
+        The scanned ``train/`` and ``val/`` splits.
+    cfg : TrainConfig
+        ``seed``, ``batch_size``, ``run.image_size``, ``run.workers``,
+        ``run.eval_batch_size``.
+    rank, world_size : int
+        This rank and the number of ranks.
+
+    Notes
+    -----
+    Training uses the loader with the training transform (random resized
+    crop, flip), drawn per sample from ``(seed, epoch, index)``; the last
+    partial global batch is dropped (unless the split is smaller than one
+    batch).  Evaluation uses the ``val/`` split with the evaluation transform
+    (resize, centre crop). The δ-angle batch is ``n`` training images spread
+    evenly over the (class-sorted) split, decoded with the evaluation transform.
+    """
+
+    counts_skips = True
+
+    def __init__(self, folders: ImageNetFolders, cfg, rank: int = 0, world_size: int = 1):
+        from ..datasets.imagenet import ImageNetLoader
+
+        self.folders = folders
+        self.size = int(cfg.run.image_size)
+        self.workers = int(cfg.run.workers)
+        self.seed = int(cfg.seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        batch = int(cfg.batch_size)
+        self.image_shape = (3, self.size, self.size)
+        self.num_classes = folders.num_classes
+        self.train_loader = ImageNetLoader(folders.train, batch, train=True, size=self.size, seed=self.seed,
+                                           workers=self.workers, drop_last=len(folders.train) >= batch,
+                                           rank=rank, world_size=world_size)
+        self.val_loader = ImageNetLoader(folders.val, int(cfg.run.eval_batch_size), train=False,
+                                         size=self.size, seed=self.seed, workers=self.workers,
+                                         rank=rank, world_size=world_size)
+
+    @property
+    def skipped(self) -> int:  # type: ignore[override]
+        return self.train_loader.skipped
+
+    @property
+    def eval_skipped(self) -> int:  # type: ignore[override]
+        return self.val_loader.skipped
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def train_batches(self, epoch: int, start_step: int = 0):
+        # empty batches (every file unreadable) are kept: each rank takes the same steps
+        return self.train_loader.epoch(epoch, start=start_step, keep_empty=True)
+
+    def eval_batches(self):
+        try:
+            yield from self.val_loader.epoch(0, keep_empty=True)
+        finally:
+            self.val_loader.close()  # its workers are idle until the next evaluation
+
+    def metric_batch(self, n: int):
+        from ..datasets.imagenet import ImageFolder, ImageNetLoader
+
+        split = self.folders.train
+        n = min(int(n), len(split))
+        pick = np.unique(np.linspace(0, len(split) - 1, n).round().astype(np.int64))
+        sub = ImageFolder(root=split.root, paths=tuple(split.paths[i] for i in pick),
+                          labels=split.labels[pick], classes=split.classes)
+        with ImageNetLoader(sub, len(pick), train=False, size=self.size, seed=self.seed,
+                            workers=min(self.workers, 1)) as loader:
+            batches = list(loader.epoch(0))
+        x = np.concatenate([b[0] for b in batches]) if batches else np.empty((0, *self.image_shape), np.float32)
+        y = np.concatenate([b[1] for b in batches]) if batches else np.empty((0,), np.int64)
+        return x, y
+
+    def close(self) -> None:
+        self.train_loader.close()
+        self.val_loader.close()
+
+
+def make_batch_source(cfg, data, rank: int = 0, world_size: int = 1) -> BatchSource:
+    """The batch source for ``data`` (a Dataset, ImageNetFolders or a BatchSource).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    data : Dataset, ImageNetFolders or BatchSource
+        What :func:`weightmirror.sims.datasets.load` returned, or a ready
+        source (returned as is).
+    rank, world_size : int
+        This rank and the number of ranks.
+    """
+    if isinstance(data, BatchSource):
+        return data
+    if isinstance(data, ImageNetFolders):
+        return ImageFolderSource(data, cfg, rank, world_size)
+    return ArraySource(data, cfg, rank, world_size)
