@@ -55,6 +55,8 @@ __all__ = [
     "RULES",
     "RULE_NAMES",
     "make_rule",
+    "rule_label",
+    "rule_display_name",
     "angle_degrees",
 ]
 
@@ -101,7 +103,12 @@ class LearningRule:
     """
 
     name: ClassVar[str] = ""
+    #: a snake_case identifier (written to summary.json as ``rule_long_name``)
     long_name: ClassVar[str] = ""
+    #: how people name the rule: short, for legends and tables (``WM``) ...
+    label: ClassVar[str] = ""
+    #: ... and in words, for titles (``weight mirror``)
+    display_name: ClassVar[str] = ""
     #: does the feedback path read a stored B (else it is derived from W)?
     stores_feedback: ClassVar[bool] = True
 
@@ -166,6 +173,8 @@ class Backprop(LearningRule):
 
     name: ClassVar[str] = "bp"
     long_name: ClassVar[str] = "backprop"
+    label: ClassVar[str] = "BP"
+    display_name: ClassVar[str] = "backprop"
     stores_feedback: ClassVar[bool] = False
 
     def init_feedback(self, W, xp, rng):
@@ -185,6 +194,8 @@ class FeedbackAlignment(LearningRule):
 
     name: ClassVar[str] = "fa"
     long_name: ClassVar[str] = "feedback_alignment"
+    label: ClassVar[str] = "FA"
+    display_name: ClassVar[str] = "feedback alignment"
 
 
 @dataclass(frozen=True)
@@ -221,6 +232,15 @@ class SignSymmetry(LearningRule):
     @property
     def key(self) -> str:
         return {"uniform": "usf", "batch_random": "brsf", "fixed_random": "frsf"}[self.magnitude]
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return {"uniform": "uSF", "batch_random": "brSF", "fixed_random": "frSF"}[self.magnitude]
+
+    @property
+    def display_name(self) -> str:  # type: ignore[override]
+        return "sign symmetry, " + {"uniform": "uniform magnitude", "batch_random": "batch-random magnitude",
+                                    "fixed_random": "fixed-random magnitude"}[self.magnitude]
 
     def init_feedback(self, W, xp, rng):
         scale = _rms(xp, W)
@@ -303,6 +323,8 @@ class WeightMirror(LearningRule):
 
     name: ClassVar[str] = "wm"
     long_name: ClassVar[str] = "weight_mirror"
+    label: ClassVar[str] = "WM"
+    display_name: ClassVar[str] = "weight mirror"
     sigma: float = 1.0
     lr: float = 0.001
     decay: float = 0.001
@@ -445,6 +467,8 @@ class KolenPollack(LearningRule):
 
     name: ClassVar[str] = "kp"
     long_name: ClassVar[str] = "kolen_pollack"
+    label: ClassVar[str] = "KP"
+    display_name: ClassVar[str] = "Kolen-Pollack"
     weight_decay: float = 0.0
     decay: float = 0.0
     decay_until: float = 1.0
@@ -526,3 +550,19 @@ def make_rule(name: str, **params) -> LearningRule:
         return cls(**fixed, **params)
     except TypeError as exc:  # wrong type that dataclass could not take
         raise RuleError(f"rule {name}: {exc}") from None
+
+
+def rule_label(name: str) -> str:
+    """The short label of rule ``name`` (a config/CLI value) for legends and tables: ``WM``, ``uSF`` ...
+
+    Raises ``RuleError`` for an unknown rule.
+    """
+    return make_rule(name).label
+
+
+def rule_display_name(name: str) -> str:
+    """Rule ``name`` in words, for titles: ``weight mirror``, ``Kolen-Pollack`` ...
+
+    Raises ``RuleError`` for an unknown rule.
+    """
+    return make_rule(name).display_name

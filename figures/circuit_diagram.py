@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+from weightmirror import results, tomlfile
 from weightmirror.circuits.spec import CIRCUIT_RULE_REGISTRY
 
 from . import style
-from .inputs import SkipFigure, no_runs_reason, unique_names, usable
+from .inputs import FigureInputError, SkipFigure, no_runs_reason, unique_names, usable
 
 NAME = "circuit_diagram"
 NEEDS = "a circuit run's config.toml (or a CircuitSpec)"
@@ -30,19 +31,21 @@ _B_RULE = {
 
 
 def declaration(source) -> dict:
-    """The declaration as a dict, from a spec object, a dict or a run's ``config.toml``."""
+    """The declaration as a dict, from a spec object, a dict or a run's ``config.toml``.
+
+    Raises SkipFigure when there is no ``config.toml``, FigureInputError when
+    it is not readable TOML.
+    """
     if hasattr(source, "to_dict"):
         return source.to_dict()
     if isinstance(source, dict):
         return source
-    import tomllib
-
     path = Path(source)
     if path.is_dir():
-        path = path / "config.toml"
+        path = path / results.CONFIG
     if not path.is_file():
         raise SkipFigure(f"{path}: missing (the circuit declaration is read from a run's config.toml)")
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    return tomlfile.read(path, FigureInputError, what="circuit declaration")
 
 
 def _box(ax, x, y, w, h, text, color):
@@ -133,7 +136,7 @@ def draw(source):
     kind = neuron.get("kind", "rate")
     nd = f"{kind} neurons, τ = {1e3 * float(neuron['tau']):g} ms" if "tau" in neuron else f"{kind} neurons"
     ax.set_title(f"circuit: layers {'-'.join(map(str, layers))}, rule {rule} "
-                 f"({style.RULE_LONG.get(rule, rule)}), {nd}, phases: {schedule}")
+                 f"({style.rule_display_name(rule)}), {nd}, phases: {schedule}")
     fig.tight_layout()
     return fig
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from . import style
-from .inputs import SkipFigure, group_title, make_per_training_group
+from .inputs import SkipFigure, group_title, make_per_training_group, legend_title, rule_variants, run_labels
 
 NAME = "delta_angles"
 NEEDS = "training runs (not BP) of a network with two or more weight layers, with delta_angles_deg"
+#: bars of a second, third ... run of one rule (same colour)
+HATCHES = ("////", "....", "xxxx", "\\\\")
 
 
 def _value(v):
@@ -24,7 +26,10 @@ def _value(v):
 
 
 def draw(group, title: str | None = None):
-    rules = [r for r in group if r.rule != "bp"]
+    # names as in the other figures of the group (BP's runs included)
+    named = [(r, lab, v) for r, lab, v in zip(group, run_labels(group), rule_variants(group)) if r.rule != "bp"]
+    rules = [r for r, _, _ in named]
+    labels, variants = [lab for _, lab, _ in named], [v for _, _, v in named]
     n = max(r.n_layers for r in group)
     hidden = n - 1
     if not rules:
@@ -40,7 +45,8 @@ def draw(group, title: str | None = None):
         vals = [_value(final[l]) if l < len(final) else math.nan for l in range(hidden)]
         pos = x - 0.4 + width * (k + 0.5)
         ax.bar(pos, np.nan_to_num(vals), width=width * 0.95, color=style.rule_color(run.rule),
-               label=style.rule_label(run.rule), edgecolor="white", linewidth=0.3)
+               label=labels[k], edgecolor="white", linewidth=0.3,
+               hatch=HATCHES[(variants[k] - 1) % len(HATCHES)] if variants[k] else None)
         for p, v in zip(pos, vals):
             ax.text(p, (0 if math.isnan(v) else v) + 1, "n/a" if math.isnan(v) else f"{v:.0f}",
                     ha="center", va="bottom", fontsize=6, rotation=90 if len(rules) > 4 else 0)
@@ -52,7 +58,7 @@ def draw(group, title: str | None = None):
     ax.grid(axis="x", visible=False)
     # over epochs: one line per rule and layer (layer by line width)
     styles = ["-", "--", ":", "-."]
-    for run in rules:
+    for run, variant in zip(rules, variants):
         for l in range(hidden):
             xs, ys = [], []
             for e, d in zip(*run.series("delta_angles_deg")):
@@ -60,7 +66,8 @@ def draw(group, title: str | None = None):
                     xs.append(e)
                     ys.append(_value(d[l]))
             ax2.plot(xs, ys, color=style.rule_color(run.rule), linestyle=styles[l % len(styles)],
-                     marker=style.RULE_MARKERS.get(run.rule), markersize=3)
+                     marker=style.RULE_MARKERS.get(run.rule), markersize=3,
+                     fillstyle="none" if variant else "full")
     ax2.set_xlabel("epoch (0 = before training)")
     ax2.set_ylabel("angle($\\delta$, $\\delta_{BP}$) (degrees)")
     ax2.set_title("over training")
@@ -72,7 +79,7 @@ def draw(group, title: str | None = None):
                             label=f"$\\delta_{{{l + 1}}}$") for l in range(hidden)]
     ax2.legend(handles=layer_handles, frameon=False, fontsize=7, loc="upper right", ncol=hidden,
                title="line style = layer", title_fontsize=7)
-    ax.legend(frameon=False, title="rule", ncol=2, fontsize=7, loc="upper right")
+    ax.legend(frameon=False, title=legend_title(rules), ncol=2, fontsize=7, loc="upper right")
     fig.suptitle("angle between each rule's δ and backprop's δ on the same batch "
                  "(top layer: 0° for every rule; BP: 0°)\n" + (title or group_title(group)))
     fig.tight_layout()

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from . import style
-from .inputs import SkipFigure, group_title, make_per_training_group
+from .inputs import SkipFigure, group_title, make_per_training_group, legend_title, rule_variants, run_labels
 
 NAME = "feedback_angles"
 NEEDS = "training runs with metrics.jsonl (angles_deg, at least one trained epoch) and summary.json"
@@ -33,15 +33,14 @@ def draw(group, title: str | None = None):
     fig, axes = style.figure(rows, cols, figsize=(2.7 * cols + 0.6, 2.5 * rows + 0.5), squeeze=False,
                              sharey=True)
     shapes = group[0].layer_shapes
+    drawn = [(run, label, variant) for run, label, variant in zip(group, run_labels(group), rule_variants(group))
+             if run.rule != "bp"]  # the reference line stands for BP
     top = 90.0
     for l in range(n):
         ax = axes[l // cols][l % cols]
         ax.axhline(0.0, color=style.rule_color("bp"), linestyle="--", linewidth=1.2,
                    label="BP ($B = W^T$, 0°)")
-        labelled = set()
-        for run in group:
-            if run.rule == "bp":
-                continue  # the reference line stands for BP
+        for run, label, variant in drawn:
             xs, ys = [], []
             for e, a in zip(*run.series("angles_deg")):
                 if l < len(a) and a[l] is not None:
@@ -50,9 +49,7 @@ def draw(group, title: str | None = None):
             if not xs:
                 continue
             top = max(top, max(ys))
-            ax.plot(xs, ys, label=None if run.rule in labelled else style.rule_label(run.rule),
-                    **style.line_kwargs(run.rule))
-            labelled.add(run.rule)
+            ax.plot(xs, ys, label=label, **style.line_kwargs(run.rule, variant))
         ax.set_title(_layer_title(l, shapes))
         ax.set_xlabel("epoch (0 = before training)")
         if l % cols == 0:
@@ -67,7 +64,7 @@ def draw(group, title: str | None = None):
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
     fig.legend(list(seen.values()), list(seen.keys()), loc="center left", bbox_to_anchor=(1.0, 0.5),
-               frameon=False, title="rule")
+               frameon=False, title=legend_title(group))
     fig.suptitle("angle between feedback $B$ and $W^T$ per layer — " + (title or group_title(group)))
     fig.tight_layout()
     return fig

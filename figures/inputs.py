@@ -2,37 +2,30 @@
 
 A results folder is recognised by the files ``weightmirror train``,
 ``weightmirror compare`` (one folder per rule) and ``weightmirror circuit``
-write: ``summary.json``, ``metrics.jsonl``, ``config.toml`` (see
-:mod:`weightmirror.results`). A path given by the user is either such a folder or a
-folder of them (searched a few levels down).
+write: ``summary.json``, ``metrics.jsonl``, ``config.toml``. A path given by
+the user is either such a folder or a folder of them (searched a few levels
+down). Each folder is read into a :class:`weightmirror.results.Run`
+(``results.load_run(path, strict=False)``); what is figure-specific about a
+run (what it lacks for a figure, how figures and tables name it) is here, as
+functions of the run.
 
-Only :mod:`weightmirror.results` (file readers), the standard library and NumPy are
-imported here.
+Only :mod:`weightmirror.results`, :mod:`weightmirror.errors`, the pure
+:mod:`weightmirror.circuits.rules`, the figures' own modules and the standard
+library are imported here.
 """
 from __future__ import annotations
 
-import math
-import tomllib
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
+
+from weightmirror import results
+from weightmirror.circuits import rules  # pure: names the rules, no backend
+from weightmirror.results import Run
 
 from ..errors import InputError
 
-from weightmirror import results
-
-RUN_FILES = (results.SUMMARY, results.METRICS, results.CONFIG)
 MAX_DEPTH = 4
-
-DATA_NAMES = {
-    "digits": "scikit-learn digits (8×8)",
-    "mnist": "MNIST",
-    "fashion-mnist": "Fashion-MNIST",
-    "cifar10": "CIFAR-10",
-    "imagenet": "ImageNet",
-    "imagenet32": "ImageNet 32×32",
-    "imagenet64": "ImageNet 64×64",
-}
 
 
 class FigureInputError(InputError):
@@ -43,187 +36,138 @@ class SkipFigure(Exception):
     """The inputs do not allow this figure; the message says why."""
 
 
-def _nan(v):
-    return math.nan if v is None else float(v)
+# ---------------------------------------------------------------------------
+# what a run lacks for a figure
+# ---------------------------------------------------------------------------
+def _file(run: Run, name: str) -> str:
+    return str(run.path / name) if run.path is not None else f"{name} (of a run in memory)"
 
 
-@dataclass
-class Run:
-    """One results folder, read once."""
+def missing(run: Run, *needs: str) -> str | None:
+    """Why ``run`` cannot serve a figure that needs ``needs``, or None.
 
-    path: Path
-    kind: str  # "train", "circuit" or "unknown"
-    config: dict | None = None
-    metrics: list[dict] | None = None
-    summary: dict | None = None
-    problems: dict[str, str] = field(default_factory=dict)  # file -> what is wrong
-
-    # -- what a figure needs ----------------------------------------------
-    def missing(self, *needs: str) -> str | None:
-        """Why this run cannot serve a figure that needs ``needs``, or None.
-
-        needs: ``config``, ``metrics``, ``summary``, ``trained`` (a training
-        run with at least one epoch after epoch 0), ``intervals`` (a circuit
-        run with at least one simulated interval), ``spikes``.
-        """
-        why = []
-        for need in needs:
-            if need in ("config", "metrics", "summary"):
-                if need in self.problems:
-                    why.append(self.problems[need])
-            elif need == "trained":
-                if "metrics" in self.problems:
-                    why.append(self.problems["metrics"])
-                elif not self.epochs_trained():
-                    why.append(f"{self.path / results.METRICS}: no trained epoch "
-                               f"({'empty' if not self.metrics else 'only epoch 0, the state before training'})")
-            elif need == "intervals":
-                if "metrics" in self.problems:
-                    why.append(self.problems["metrics"])
-                elif not self.metrics or len(self.metrics) < 2:
-                    why.append(f"{self.path / results.METRICS}: no simulated interval "
-                               f"({len(self.metrics or [])} row(s))")
-            elif need == "spikes":
-                if not self.spikes_path.is_file():
-                    why.append(f"{self.spikes_path}: missing (spikes are written by spiking runs only)")
-            else:  # pragma: no cover - programming error
-                raise ValueError(need)
-        # the same text can come from two needs
-        return "; ".join(dict.fromkeys(why)) or None
-
-    # -- common fields ------------------------------------------------------
-    @property
-    def spikes_path(self) -> Path:
-        return self.path / "spikes.npz"
-
-    @property
-    def rule(self) -> str:
-        for src in (self.summary, self.config):
-            if src and "rule" in src:
-                r = src["rule"]
-                return r.get("name", "?") if isinstance(r, dict) else str(r)
-        return "?"
-
-    def epochs_trained(self) -> list[dict]:
-        return [r for r in (self.metrics or []) if r.get("epoch", 0) >= 1]
-
-    def series(self, key: str) -> tuple[list[float], list[Any]]:
-        """(epochs, values) of a per-epoch key, rows lacking it left out."""
-        xs, ys = [], []
-        for r in self.metrics or []:
-            if key in r and r[key] is not None and "epoch" in r:
-                xs.append(r["epoch"])
-                ys.append(r[key])
-        return xs, ys
-
-    # -- training runs --------------------------------------------------------
-    @property
-    def data(self) -> str:
-        return str((self.summary or {}).get("data") or (self.config or {}).get("data") or "?")
-
-    @property
-    def model(self) -> str:
-        return str((self.summary or {}).get("model") or (self.config or {}).get("model") or "?")
-
-    @property
-    def layer_shapes(self) -> list[list[int]]:
-        return [list(s) for s in (self.summary or {}).get("layer_shapes") or []]
-
-    @property
-    def n_layers(self) -> int:
-        if self.layer_shapes:
-            return len(self.layer_shapes)
-        for r in self.metrics or []:
-            if r.get("angles_deg"):
-                return len(r["angles_deg"])
-        return 0
-
-    def model_description(self) -> str:
-        """``MLP 64-64-64-10`` for MLPs (from the layer shapes), else the model name."""
-        shapes = self.layer_shapes
-        if self.model == "mlp" and shapes and all(len(s) == 2 for s in shapes):
-            sizes = [shapes[0][1]] + [s[0] for s in shapes]
-            act = ((self.config or {}).get("model_options") or {}).get("activation")
-            return "MLP " + "-".join(str(n) for n in sizes) + (f" ({act})" if act else "")
-        return {"convnet": "small convnet", "resnet20": "ResNet-20", "resnet18": "ResNet-18",
-                "resnet50": "ResNet-50"}.get(self.model, self.model)
-
-    def data_description(self) -> str:
-        return DATA_NAMES.get(self.data, self.data)
-
-    def group_key(self) -> tuple:
-        """Runs comparable in one figure: same data, model and layer shapes."""
-        return (self.data, self.model, tuple(tuple(s) for s in self.layer_shapes))
-
-    # -- circuit runs ---------------------------------------------------------
-    @property
-    def neuron(self) -> str:
-        if self.summary and "neuron" in self.summary:
-            return str(self.summary["neuron"])
-        return str(((self.config or {}).get("neuron") or {}).get("kind", "?"))
-
-    @property
-    def schedule(self) -> str:
-        if self.summary and "schedule" in self.summary:
-            return str(self.summary["schedule"])
-        return str(((self.config or {}).get("phases") or {}).get("schedule", "?"))
-
-    def tag(self) -> str:
-        if self.kind == "circuit":
-            return f"{self.rule}-{self.neuron}-{self.schedule}"
-        return f"{self.rule}"
+    needs: ``config``, ``metrics``, ``summary``, ``trained`` (a training run
+    with at least one epoch after epoch 0), ``intervals`` (a circuit run with
+    at least one simulated interval), ``spikes``.
+    """
+    why = []
+    for need in needs:
+        if need in ("config", "metrics", "summary"):
+            if need in run.problems:
+                why.append(run.problems[need])
+        elif need == "trained":
+            if "metrics" in run.problems:
+                why.append(run.problems["metrics"])
+            elif not run.epochs_trained():
+                why.append(f"{_file(run, results.METRICS)}: no trained epoch "
+                           f"({'empty' if not run.metrics else 'only epoch 0, the state before training'})")
+        elif need == "intervals":
+            if "metrics" in run.problems:
+                why.append(run.problems["metrics"])
+            elif not run.metrics or len(run.metrics) < 2:
+                why.append(f"{_file(run, results.METRICS)}: no simulated interval "
+                           f"({len(run.metrics or [])} row(s))")
+        elif need == "spikes":
+            if "spikes" not in run.arrays and (run.spikes_path is None or not run.spikes_path.is_file()):
+                why.append(f"{_file(run, 'spikes.npz')}: missing (spikes are written by spiking runs only)")
+        else:  # pragma: no cover - programming error
+            raise ValueError(need)
+    # the same text can come from two needs
+    return "; ".join(dict.fromkeys(why)) or None
 
 
-def _read_toml(path: Path) -> dict:
+# ---------------------------------------------------------------------------
+# how figures name a run
+# ---------------------------------------------------------------------------
+def tag(run: Run) -> str:
+    """A short name for file names: the rule (circuit runs: rule-neuron-schedule)."""
+    if run.kind == "circuit":
+        return f"{run.rule}-{run.neuron}-{run.schedule}"
+    return f"{run.rule}"
+
+
+def own_label(run: Run) -> str | None:
+    """The label the run was given (``--label``), or None where it is just its rule.
+
+    A label that is a rule name standing for the run's rule (``ss`` on a run
+    whose rule is recorded as ``usf``) is the rule too.
+    """
+    label = run.label
+    if label in (run.rule, "", "?"):
+        return None
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise results.ResultsError(f"{path}: not valid TOML ({exc})") from None
-    except UnicodeDecodeError:
-        raise results.ResultsError(f"{path}: not a text file") from None
+        if rules.make_rule(label).key == run.rule:
+            return None
+    except rules.RuleError:
+        pass
+    return label
 
 
-def load_run(folder: Path) -> Run:
-    """Read one results folder; what is missing or unreadable goes to ``problems``."""
-    folder = Path(folder)
-    run = Run(path=folder, kind="unknown")
-    cfg_path = folder / results.CONFIG
-    if cfg_path.is_file():
-        try:
-            run.config = _read_toml(cfg_path)
-        except results.ResultsError as exc:
-            run.problems["config"] = str(exc)
-    else:
-        run.problems["config"] = f"{cfg_path}: missing (no configuration was written)"
-    try:
-        run.metrics = results.read_metrics(folder / results.METRICS)
-        if not run.metrics:
-            run.problems["metrics"] = f"{folder / results.METRICS}: empty (no row was written)"
-    except results.ResultsError as exc:
-        run.problems["metrics"] = str(exc)
-    try:
-        run.summary = results.read_summary(folder / results.SUMMARY)
-    except results.ResultsError as exc:
-        run.problems["summary"] = str(exc)
-    cmd = (run.summary or {}).get("command") or (run.config or {}).get("command")
-    if cmd == "circuit":
-        run.kind = "circuit"
-    elif run.metrics and "t" in run.metrics[0] and "epoch" not in run.metrics[0]:
-        run.kind = "circuit"
-    elif (run.summary and "epochs" in run.summary) or (run.config and "model" in run.config) or \
-            (run.metrics and "epoch" in run.metrics[0]):
-        run.kind = "train"
-        if "summary" in run.problems and "did not finish" in run.problems["summary"]:
-            run.problems["summary"] += "; finish it with `weightmirror train --resume --out DIR`"
-    return run
+def run_label(run: Run) -> str:
+    """The run in a legend or a table row: its own label, else its rule's (``WM``, ``uSF`` ...)."""
+    from .style import rule_label
+
+    return own_label(run) or rule_label(run.rule)
 
 
-def _is_run_dir(d: Path) -> bool:
-    return any((d / name).is_file() for name in RUN_FILES)
+def _where(run: Run, parts: int) -> str:
+    if run.path is None:
+        return ""
+    return "/".join(Path(run.path).parts[-parts:])
 
 
+def run_labels(runs: Iterable[Run]) -> list[str]:
+    """:func:`run_label` of each run, made distinct within ``runs``.
+
+    Runs that would share a text get their results folder appended, as many
+    trailing path parts as it takes to tell them apart (``WM (a/wm)``,
+    ``WM (b/wm)``); what still clashes is numbered.
+    """
+    runs = list(runs)
+    labels = [run_label(r) for r in runs]
+    for text, n in Counter(labels).items():
+        if n < 2:
+            continue
+        idx = [i for i, lab in enumerate(labels) if lab == text]
+        depth = max((len(Path(runs[i].path).parts) for i in idx if runs[i].path is not None), default=0)
+        for parts in range(1, depth + 1):
+            where = [_where(runs[i], parts) for i in idx]
+            if len(set(where)) == len(where):
+                break
+        for i, w in zip(idx, where if depth else [""] * len(idx)):
+            if w:
+                labels[i] = f"{text} ({w})"
+    count: Counter = Counter()
+    seen = Counter(labels)
+    for i, lab in enumerate(labels):
+        if seen[lab] > 1:
+            count[lab] += 1
+            labels[i] = f"{lab} #{count[lab]}"
+    return labels
+
+
+def legend_title(runs: Iterable[Run]) -> str:
+    """``rule`` while every run is named by its rule alone, else ``run``."""
+    runs = list(runs)
+    plain = [run_label(r) for r in runs]
+    return "rule" if plain == run_labels(runs) and not any(own_label(r) for r in runs) else "run"
+
+
+def rule_variants(runs: Iterable[Run]) -> list[int]:
+    """For each run, how many runs of the same rule come before it (0, 1, ...): its line variant."""
+    count: Counter = Counter()
+    out = []
+    for r in runs:
+        out.append(count[r.rule])
+        count[r.rule] += 1
+    return out
+
+
+# ---------------------------------------------------------------------------
+# finding results folders
+# ---------------------------------------------------------------------------
 def _find_run_dirs(d: Path, depth: int) -> list[Path]:
-    if _is_run_dir(d):
+    if results.is_run_dir(d):
         return [d]
     if depth >= MAX_DEPTH:
         return []
@@ -255,20 +199,20 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
         if not p.exists():
             raise FigureInputError(f"{p}: no such results folder")
         if p.is_file():
-            if p.name in RUN_FILES:
+            if p.name in results.RUN_FILES:
                 p = p.parent
             else:
                 raise FigureInputError(f"{p}: a file, not a results folder (give the folder that holds "
-                                       f"{', '.join(RUN_FILES)})")
+                                       f"{', '.join(results.RUN_FILES)})")
         dirs = _find_run_dirs(p, 0)
         if not dirs:
-            raise FigureInputError(f"{p}: no results in it (none of {', '.join(RUN_FILES)} here or in "
+            raise FigureInputError(f"{p}: no results in it (none of {', '.join(results.RUN_FILES)} here or in "
                                    f"its sub-folders up to {MAX_DEPTH} levels down)")
         for d in dirs:
             key = d.resolve()
             if key not in seen:
                 seen.add(key)
-                runs.append(load_run(d))
+                runs.append(results.load_run(d, strict=False))
     return runs
 
 
@@ -278,7 +222,7 @@ def usable(runs: Iterable[Run], kind: str, *needs: str) -> tuple[list[Run], dict
     for run in runs:
         if run.kind != kind:
             continue
-        reason = run.missing(*needs)
+        reason = missing(run, *needs)
         if reason:
             why[str(run.path)] = reason
         else:
@@ -295,16 +239,21 @@ def no_runs_reason(kind: str, why: dict[str, str], what: str) -> str:
     return f"no {noun} among the results {what}".rstrip()
 
 
-def unique_names(base: str, runs: list[Run], key=lambda r: r.tag()) -> list[str]:
+def unique_names(base: str, runs: list[Run], key=tag) -> list[str]:
     """``base`` for a single run; ``base-<tag>`` (numbered on clashes) for several."""
     if len(runs) == 1:
         return [base]
     names, count = [], {}
     for r in runs:
-        tag = key(r)
-        count[tag] = count.get(tag, 0) + 1
-        names.append(f"{base}-{tag}" + (f"-{count[tag]}" if count[tag] > 1 else ""))
+        t = key(r)
+        count[t] = count.get(t, 0) + 1
+        names.append(f"{base}-{t}" + (f"-{count[t]}" if count[t] > 1 else ""))
     return names
+
+
+def group_key(run: Run) -> tuple:
+    """Runs comparable in one figure: same data, model and layer shapes."""
+    return (run.data, run.model, tuple(tuple(s) for s in run.layer_shapes))
 
 
 def group_training_runs(runs: list[Run]) -> list[list[Run]]:
@@ -313,7 +262,7 @@ def group_training_runs(runs: list[Run]) -> list[list[Run]]:
 
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        groups.setdefault(r.group_key(), []).append(r)
+        groups.setdefault(group_key(r), []).append(r)
     return [sorted(g, key=lambda r: (rule_sort_key(r.rule), str(r.path))) for g in groups.values()]
 
 

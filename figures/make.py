@@ -2,8 +2,10 @@
 
 Reads results folders written by ``weightmirror train``, ``compare`` (a
 folder of per-rule run folders) and ``circuit``; never trains or simulates.
-Each figure is one module of this package with ``make(runs, out_dir)``; it
-writes PNG (dpi 150) and PDF (the results table: Markdown and LaTeX).
+Each figure is one module of this package with ``make(runs, out_dir)`` and
+its ``NAME`` (the name of the files it writes: ``error_curves`` writes
+``test_error.png``); it writes PNG (dpi 150) and PDF (the results table:
+Markdown and LaTeX).
 
 Python use::
 
@@ -18,12 +20,12 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .inputs import FigureInputError, SkipFigure, discover
+from .inputs import FigureInputError, SkipFigure, discover, missing
 
 __all__ = ["FigureInputError", "FIGURES", "make_all"]
 
-#: figure modules, in the order they are made
-FIGURES = ("circuit_diagram", "mirror_phase", "spike_raster", "feedback_angles", "test_error",
+#: figure modules, in the order they are made (a module's NAME names its files)
+FIGURES = ("circuit_diagram", "mirror_phase", "spike_raster", "feedback_angles", "error_curves",
            "delta_angles", "results_table")
 
 
@@ -53,7 +55,7 @@ def make_all(result_dirs, out_dir) -> dict:
             ignored[str(run.path)] = ("cannot tell a training run from a circuit run: "
                                       + ("; ".join(run.problems.values()) or "no known keys"))
             continue
-        why = run.missing(*(("trained", "summary") if run.kind == "train" else ("intervals", "summary")))
+        why = missing(run, *(("trained", "summary") if run.kind == "train" else ("intervals", "summary")))
         if why:
             ignored[str(run.path)] = why
     for module in figure_modules():

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from . import style
-from .inputs import SkipFigure, no_runs_reason, unique_names, usable
+from .inputs import SkipFigure, no_runs_reason, own_label, unique_names, usable
 
 NAME = "mirror_phase"
 NEEDS = "a circuit run with a mirror phase (metrics.jsonl with t, angles_deg; summary.json)"
@@ -88,7 +88,8 @@ def draw(run):
     what = {"mirror": "mirror phase", "alternate": "alternating mirror and engaged modes"}.get(run.schedule,
                                                                                               run.schedule)
     note = "" if has_pred else " (no rate-mode prediction in this run)"
-    fig.suptitle(f"{what} in circuit mode{note}\nrule {run.rule} ({style.RULE_LONG.get(run.rule, run.rule)}), "
+    name = f"run {own_label(run)}, " if own_label(run) else ""
+    fig.suptitle(f"{what} in circuit mode{note}\n{name}rule {run.rule} ({style.rule_display_name(run.rule)}), "
                  f"{run.neuron} neurons, layers {'-'.join(map(str, layers))}, from {run.path.name}/")
     fig.tight_layout()
     return fig

@@ -15,7 +15,7 @@ from pathlib import Path
 from weightmirror import results
 
 from . import style
-from .inputs import SkipFigure, group_training_runs, no_runs_reason, usable
+from .inputs import SkipFigure, group_training_runs, legend_title, no_runs_reason, run_labels, usable
 
 NAME = "results_table"
 NEEDS = "finished training runs (summary.json)"
@@ -106,16 +106,16 @@ def training_table(group) -> Table:
     r0 = group[0]
     epochs = sorted({int(r.summary.get("epochs", 0)) for r in group})
     n = r0.n_layers
-    header = ["rule", "ours: test top-1 error (%)", f"ours: angle(B, Wᵀ) per layer, 1–{n} (°)",
+    header = [legend_title(group), "ours: test top-1 error (%)", f"ours: angle(B, Wᵀ) per layer, 1–{n} (°)",
               f"ours: angle(δ, δ_BP) per layer, 1–{max(n - 1, 1)} (°)",
               "published: MNIST error (%) [Akrout]", "published: angle(B, Wᵀ) layer 1 / 2 (°) [Akrout]",
               "published: Fashion-MNIST error (%) [FA benchmark]"]
     rows = []
-    for r in group:
+    for r, label in zip(group, run_labels(group)):
         s = r.summary
         ak = AKROUT.get(r.rule)
         rows.append([
-            style.rule_label(r.rule),
+            label,
             _f(s.get("test_top1_error")),
             _angles(s.get("angles_deg")),
             _angles(s.get("delta_angles_deg"), skip_top=True),
@@ -159,16 +159,16 @@ def published_table() -> Table:
 
 def circuit_table(runs) -> Table | None:
     rows = []
-    for r in runs:
+    for r, label in zip(runs, run_labels(runs)):
         s = r.summary
         layers = "-".join(map(str, s.get("layers", [])))
-        rows.append([style.rule_label(r.rule), s.get("neuron", "?"), layers, s.get("schedule", r.schedule),
+        rows.append([label, s.get("neuron", "?"), layers, s.get("schedule", r.schedule),
                      _f(s.get("simulated_seconds"), 3), _angles(s.get("initial_angles_deg")),
                      _angles(s.get("angles_deg")), _angles(s.get("predicted_angles_deg")),
                      _f(s.get("test_top1_error"))])
     if not rows:
         return None
-    header = ["rule", "neurons", "layers", "phases", "simulated (s)", "angle(B, Wᵀ) at start (°)",
+    header = [legend_title(runs), "neurons", "layers", "phases", "simulated (s)", "angle(B, Wᵀ) at start (°)",
               "angle(B, Wᵀ) at end (°)", "rate-mode prediction (°)", "test error (%)"]
     notes = ["Ours, circuit mode (Brian2): " + ", ".join(sorted({str(r.path) for r in runs})) + ".",
              "Angles per weight layer, bottom-up; test error only after engaged learning."]

@@ -17,7 +17,7 @@ import numpy as np
 from weightmirror import results
 
 from . import style
-from .inputs import SkipFigure, no_runs_reason
+from .inputs import SkipFigure, missing, no_runs_reason, own_label
 from .mirror_phase import segments
 
 NAME = "spike_raster"
@@ -71,8 +71,8 @@ def make(runs, out_dir: Path) -> dict:
     spiking = [r for r in runs if r.kind == "circuit" and r.neuron == "spiking"]
     if not spiking:
         raise SkipFigure("no spiking circuit run among the results (weightmirror circuit --neuron spiking)")
-    circuits = [r for r in spiking if not r.missing("config", "spikes")]
-    why = {str(r.path): r.missing("config", "spikes") for r in spiking if r.missing("config", "spikes")}
+    why = {str(r.path): missing(r, "config", "spikes") for r in spiking if missing(r, "config", "spikes")}
+    circuits = [r for r in spiking if str(r.path) not in why]
     if not circuits:
         raise SkipFigure(no_runs_reason("circuit", why, "with spikes"))
     chosen = {}
@@ -88,15 +88,16 @@ def make(runs, out_dir: Path) -> dict:
     fig, axes = style.figure(1, len(chosen), figsize=(4.2 * len(chosen) + 0.4, 4.2), squeeze=False)
     for ax, (mode, (run, a, b)) in zip(axes[0], chosen.items()):
         try:
-            arrays = results.load_arrays(run.spikes_path)
+            arrays = run.load_arrays("spikes")
         except results.ResultsError as exc:
             raise SkipFigure(str(exc)) from None
         panel(ax, arrays, a, b)
         layers = "-".join(map(str, (run.config or {}).get("layers", [])))
-        ax.set_title(f"{mode} mode, {b - a:g} s from t = {a:g} s\nrule {run.rule}, layers {layers}, "
+        name = f"run {own_label(run)}, " if own_label(run) else ""
+        ax.set_title(f"{mode} mode, {b - a:g} s from t = {a:g} s\n{name}rule {run.rule}, layers {layers}, "
                      f"from {run.path.name}/", fontsize=8)
-    missing = [m for m in ("mirror", "engaged") if m not in chosen]
-    note = f" (no spiking run in {missing[0]} mode among the results)" if missing else ""
+    absent = [m for m in ("mirror", "engaged") if m not in chosen]
+    note = f" (no spiking run in {absent[0]} mode among the results)" if absent else ""
     fig.suptitle(f"spikes of up to {MAX_NEURONS} recorded neurons per population "
                  f"(blue: forward $y_l$, red: feedback $\\delta_l$){note}")
     fig.tight_layout()

@@ -3,15 +3,21 @@
 Import this module before ``matplotlib.pyplot`` (it selects the Agg backend,
 so figures are made without a display).
 
-Colours: BP black, FA grey, the sign-symmetry family (SS, uSF, brSF, frSF)
-blues, WM orange-red, KP green. The same rule has the same colour, label and
-line style in every figure.
+Colours: BP black, FA grey, the sign-symmetry family (uSF, brSF, frSF)
+blues, WM orange-red, KP green. The same rule has the same colour, marker and
+line style in every figure; its names (``WM``, "weight mirror") are the rule
+class's own (:func:`weightmirror.circuits.rules.rule_label` /
+``rule_display_name``). A second run of the same rule in one figure keeps the
+colour and marker and takes another line style and hollow markers
+(``line_kwargs(rule, variant)``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+
+from weightmirror.circuits import rules as _rules  # pure: no backend, no Brian2
 
 matplotlib.use("Agg")
 
@@ -30,30 +36,11 @@ RULE_COLORS = {
     "wm": "#e6550d",
     "kp": "#2ca02c",
 }
-#: rule key -> label used in legends and tables
-RULE_LABELS = {
-    "bp": "BP",
-    "fa": "FA",
-    "ss": "SS",
-    "usf": "uSF",
-    "brsf": "brSF",
-    "frsf": "frSF",
-    "wm": "WM",
-    "kp": "KP",
-}
-RULE_LONG = {
-    "bp": "backprop",
-    "fa": "feedback alignment",
-    "ss": "sign symmetry",
-    "usf": "sign symmetry, uniform magnitude",
-    "brsf": "sign symmetry, batch-random magnitude",
-    "frsf": "sign symmetry, fixed-random magnitude",
-    "wm": "weight mirror",
-    "kp": "Kolen-Pollack",
-}
 RULE_ORDER = ("bp", "fa", "ss", "usf", "brsf", "frsf", "wm", "kp")
 #: line styles within the sign-symmetry blues, so they stay apart in grey print
 RULE_LINESTYLES = {"usf": "-", "brsf": "--", "frsf": "-.", "ss": ":"}
+#: line styles of the second, third ... run of one rule in a figure
+VARIANT_LINESTYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 RULE_MARKERS = {"bp": "o", "fa": "s", "ss": "v", "usf": "^", "brsf": "<", "frsf": ">", "wm": "D", "kp": "P"}
 
 FORWARD_COLOR = "#3b6ea8"   # forward populations y_l
@@ -92,16 +79,37 @@ def rule_color(rule: str) -> str:
 
 
 def rule_label(rule: str) -> str:
-    return RULE_LABELS.get(rule, rule)
+    """The rule's short label (``WM``, ``uSF`` ...); an unknown key (an old results folder) as it is."""
+    try:
+        return _rules.rule_label(rule)
+    except _rules.RuleError:
+        return rule
+
+
+def rule_display_name(rule: str) -> str:
+    """The rule in words (``weight mirror`` ...); an unknown key as it is."""
+    try:
+        return _rules.rule_display_name(rule)
+    except _rules.RuleError:
+        return rule
 
 
 def rule_sort_key(rule: str):
     return (RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER), rule)
 
 
-def line_kwargs(rule: str) -> dict:
-    return {"color": rule_color(rule), "linestyle": RULE_LINESTYLES.get(rule, "-"),
-            "marker": RULE_MARKERS.get(rule), "markersize": 3.5}
+def line_kwargs(rule: str, variant: int = 0) -> dict:
+    """Colour, line style and marker of a rule's line.
+
+    ``variant`` k > 0: the (k+1)-th run of the same rule in one figure; same
+    colour and marker, another line style, hollow markers.
+    """
+    base = RULE_LINESTYLES.get(rule, "-")
+    kwargs = {"color": rule_color(rule), "linestyle": base, "marker": RULE_MARKERS.get(rule), "markersize": 3.5}
+    if variant > 0:
+        styles = [s for s in VARIANT_LINESTYLES if s != base]
+        kwargs.update(linestyle=styles[(variant - 1) % len(styles)], fillstyle="none")
+    return kwargs
 
 
 def figure(*args, **kwargs):

@@ -243,7 +243,7 @@ class TrainConfig:
     @property
     def run_label(self) -> str:
         """How figures and tables name this run: ``label``, else the rule."""
-        return self.label or self.rule
+        return self.label or self.make_rule().key
 
     # -- conversion --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------------
 # real results, made once
 # ---------------------------------------------------------------------------
+TINY = {"data": "digits", "model": "mlp", "epochs": 2, "batch_size": 64,
+        "model_options": {"hidden": [16, 16]}, "wm": {"initial_mirror_steps": 50}}
+
+
 @pytest.fixture(scope="session")
 def training_results(tmp_path_factory) -> Path:
     """A compare-style folder: one real 2-epoch run per rule (digits, MLP 64-16-16-10)."""
@@ -35,14 +39,34 @@ def training_results(tmp_path_factory) -> Path:
     from weightmirror.sims.training import load_data, train
 
     out = tmp_path_factory.mktemp("compare")
-    base = {"data": "digits", "model": "mlp", "epochs": 2, "batch_size": 64,
-            "model_options": {"hidden": [16, 16]}, "wm": {"initial_mirror_steps": 50}}
+    base = TINY
     data = None
     for rule in RULES:
         cfg = config.resolve(base, {"rule": rule})
         if data is None:
             data = load_data(cfg)
         train(cfg, out / rule, progress=False, log=lambda s: None, data=data)
+    return out
+
+
+@pytest.fixture(scope="session")
+def wm_pairs(tmp_path_factory) -> Path:
+    """Four real 2-epoch WM runs: ``labelled/fast`` and ``labelled/slow`` (labels wm-fast and
+    wm-slow) and ``plain/a/wm``, ``plain/b/wm`` (no label: both named by their rule)."""
+    from weightmirror.sims import config
+    from weightmirror.sims.training import load_data, train
+
+    out = tmp_path_factory.mktemp("wm-pairs")
+    runs = {"labelled/fast": {"rule": "wm", "label": "wm-fast"},
+            "labelled/slow": {"rule": "wm", "label": "wm-slow", "wm": {"lr": 0.0005, "decay": 0.0005}},
+            "plain/a/wm": {"rule": "wm"},
+            "plain/b/wm": {"rule": "wm", "seed": 1}}
+    data = None
+    for folder, overrides in runs.items():
+        cfg = config.resolve(TINY, overrides)
+        if data is None:
+            data = load_data(cfg)
+        train(cfg, out / folder, progress=False, log=lambda s: None, data=data)
     return out
 
 
@@ -158,6 +182,151 @@ def test_make_all_and_the_command(training_results, circuit_results, tmp_path, c
     for png in report["made"]:
         if png.endswith(".png"):
             _check_png_pdf(Path(png))
+
+
+# ---------------------------------------------------------------------------
+# runs told apart by their label
+# ---------------------------------------------------------------------------
+def _legend_texts(fig) -> list[str]:
+    """Every entry of every legend of ``fig`` (figure legends and axes legends)."""
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return [t.get_text() for leg in legends for t in leg.get_texts()]
+
+
+def _one_group(paths):
+    from weightmirror.figures.inputs import group_training_runs
+
+    groups = group_training_runs(discover(paths))
+    assert len(groups) == 1
+    return groups[0]
+
+
+@pytest.mark.parametrize("name", ("feedback_angles", "test_error"))
+def test_two_labelled_runs_of_one_rule_get_two_legend_entries(name, wm_pairs):
+    import matplotlib.pyplot as plt
+
+    group = _one_group([wm_pairs / "labelled"])
+    assert sorted(r.label for r in group) == ["wm-fast", "wm-slow"]
+    fig = _module(name).draw(group)
+    try:
+        texts = _legend_texts(fig)
+        assert "wm-fast" in texts and "wm-slow" in texts, texts
+        assert len(texts) == len(set(texts)), texts
+        assert "WM" not in texts
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ("feedback_angles", "test_error"))
+def test_two_unlabelled_runs_of_one_rule_still_get_two_legend_entries(name, wm_pairs):
+    import matplotlib.pyplot as plt
+
+    group = _one_group([wm_pairs / "plain"])
+    assert [r.label for r in group] == ["wm", "wm"]
+    fig = _module(name).draw(group)
+    try:
+        texts = _legend_texts(fig)
+        wm = [t for t in texts if t.startswith("WM")]
+        assert len(wm) == 2 and len(set(wm)) == 2, texts
+        assert len(texts) == len(set(texts)), texts
+        assert any("a/wm" in t for t in wm) and any("b/wm" in t for t in wm), texts
+    finally:
+        plt.close(fig)
+
+
+def test_all_four_runs_in_one_figure_and_their_files(wm_pairs, tmp_path):
+    import matplotlib.pyplot as plt
+
+    group = _one_group([wm_pairs])
+    for name in ("feedback_angles", "test_error", "delta_angles"):
+        fig = _module(name).draw(group)
+        try:
+            texts = [t for t in _legend_texts(fig) if not t.startswith("$")]  # delta_angles: layer legend
+            runs = [t for t in texts if t.startswith(("WM", "wm-"))]
+            assert len(runs) == 4 and len(set(runs)) == 4, (name, texts)
+        finally:
+            plt.close(fig)
+    report = figures_make.make_all([wm_pairs], tmp_path / "figs")
+    assert {Path(p).stem for p in report["made"]} == {*TRAINING_FIGURES, "results_table"}
+
+
+def _table_rows(md: str, header_start: str) -> list[str]:
+    """The first cell of each row of the Markdown table whose header starts ``| header_start``."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header_start}"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line.split("|")[1].strip())
+    return rows
+
+
+def test_results_table_rows_are_named_by_label_and_distinct(wm_pairs, tmp_path):
+    _module("results_table").make(discover([wm_pairs]), tmp_path)
+    md = (tmp_path / "results_table.md").read_text(encoding="utf-8")
+    rows = _table_rows(md, "run | ours:")
+    assert len(rows) == 4 and len(set(rows)) == 4, rows
+    assert {"wm-fast", "wm-slow"} <= set(rows), rows
+    assert sorted(r for r in rows if r.startswith("WM")) == ["WM (a/wm)", "WM (b/wm)"], rows
+    # an unlabelled run that clashes with no other keeps its rule's label, as before
+    _module("results_table").make(discover([wm_pairs / "plain" / "a", wm_pairs / "labelled" / "fast"]),
+                                  tmp_path / "two")
+    rows = _table_rows((tmp_path / "two" / "results_table.md").read_text(encoding="utf-8"), "run | ours:")
+    assert sorted(rows) == ["WM", "wm-fast"], rows
+
+
+def test_run_labels_rules_of_naming():
+    from weightmirror.figures import inputs, style
+    from weightmirror.results import Run
+
+    def run(rule, label=None, path=None):
+        summary = {"rule": rule, **({"label": label} if label is not None else {})}
+        return Run(path=None if path is None else Path(path), kind="train", summary=summary)
+
+    # a run named by its rule shows the rule's own label; a label of its own, as given
+    assert inputs.run_labels([run("wm", "wm"), run("usf"), run("kp", "mine")]) == ["WM", "uSF", "mine"]
+    # a label naming the run's own rule (``ss`` recorded as rule usf) is the rule
+    assert inputs.run_labels([run("usf", "ss")]) == ["uSF"]
+    # clashes: the results folder (as many parts as it takes), else numbers
+    assert inputs.run_labels([run("wm", path="/r/x/wm"), run("wm", path="/r/y/wm"), run("fa")]) == \
+        ["WM (x/wm)", "WM (y/wm)", "FA"]
+    assert inputs.run_labels([run("wm", "same", "/r/one"), run("fa", "same", "/r/two")]) == \
+        ["same (one)", "same (two)"]
+    assert inputs.run_labels([run("wm"), run("wm")]) == ["WM #1", "WM #2"]
+    # an unknown rule of an old results folder is shown as it is
+    assert inputs.run_labels([run("dfa")]) == ["dfa"]
+    assert style.rule_label("dfa") == "dfa" and style.rule_display_name("dfa") == "dfa"
+    assert style.rule_label("brsf") == "brSF" and style.rule_display_name("kp") == "Kolen-Pollack"
+    # colours and markers stay by rule; a second run of a rule takes another line style
+    first, second = style.line_kwargs("wm", 0), style.line_kwargs("wm", 1)
+    assert first["color"] == second["color"] and first["marker"] == second["marker"]
+    assert first["linestyle"] != second["linestyle"]
+    assert inputs.rule_variants([run("wm"), run("fa"), run("wm")]) == [0, 0, 1]
+
+
+def test_missing_and_tag_are_functions_of_the_run(training_results, circuit_results):
+    from weightmirror.figures import inputs
+    from weightmirror.results import Run
+
+    train_run, circuit_run = discover([training_results / "wm"])[0], discover([circuit_results])[0]
+    assert inputs.missing(train_run, "trained", "summary", "config") is None
+    assert "spikes.npz: missing" in inputs.missing(circuit_run, "spikes")
+    assert inputs.tag(train_run) == "wm" and inputs.tag(circuit_run) == "wm-rate-mirror"
+    assert not hasattr(Run, "missing") and not hasattr(Run, "tag")
+
+
+def test_circuit_declaration_is_read_with_the_one_toml_reader(tmp_path):
+    from weightmirror.figures import circuit_diagram
+    from weightmirror.figures.inputs import FigureInputError
+
+    (tmp_path / "config.toml").write_text("layers = [3, 2\n", encoding="utf-8")
+    with pytest.raises(FigureInputError, match="config.toml: not valid TOML"):
+        circuit_diagram.declaration(tmp_path)
+    (tmp_path / "config.toml").write_text('layers = [3, 2]\nrule = {name = "wm"}\n', encoding="utf-8")
+    assert circuit_diagram.declaration(tmp_path)["layers"] == [3, 2]
+    with pytest.raises(SkipFigure, match="missing"):
+        circuit_diagram.declaration(tmp_path / "nowhere")
 
 
 # ---------------------------------------------------------------------------

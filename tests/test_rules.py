@@ -42,6 +42,30 @@ def test_registry_names_and_long_names():
     assert make_rule("brsf").key == "brsf"
 
 
+def test_rules_name_themselves_for_people():
+    expected = {
+        "bp": ("BP", "backprop"),
+        "fa": ("FA", "feedback alignment"),
+        "usf": ("uSF", "sign symmetry, uniform magnitude"),
+        "brsf": ("brSF", "sign symmetry, batch-random magnitude"),
+        "frsf": ("frSF", "sign symmetry, fixed-random magnitude"),
+        "wm": ("WM", "weight mirror"),
+        "kp": ("KP", "Kolen-Pollack"),
+    }
+    for key, (label, display) in expected.items():
+        assert rules.rule_label(key) == label and make_rule(key).label == label
+        assert rules.rule_display_name(key) == display and make_rule(key).display_name == display
+    # the sign-symmetry names follow the magnitude, like its key
+    assert make_rule("ss", magnitude="fixed_random").label == "frSF"
+    assert rules.rule_label("ss") == "uSF"  # ss = uniform magnitude by default (key usf)
+    assert rules.WeightMirror.label == "WM" and rules.KolenPollack.display_name == "Kolen-Pollack"
+    # the snake_case id written to summary.json is unchanged
+    assert make_rule("kp").long_name == "kolen_pollack"
+    for fn in (rules.rule_label, rules.rule_display_name):
+        with pytest.raises(rules.RuleError, match="unknown rule 'dfa'"):
+            fn("dfa")
+
+
 @pytest.mark.parametrize(
     "name, params, needle",
     [

@@ -17,6 +17,17 @@ learning rules:
 """
 __version__ = "0.2.0"
 
+from pathlib import Path as _Path
+
+# Installed, the subpackages sit inside this folder. In a source checkout they
+# are its sibling folders circuits/, models/, sims/, figures/ (pyproject maps
+# them under ``weightmirror``): let code run from a checkout find them too,
+# with or without an editable install.
+_checkout = _Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "sims" / "__init__.py").is_file():
+    __path__.append(str(_checkout))  # noqa: F821 - the package's own __path__
+del _checkout
+
 # The public names, each from the module that owns it. They are imported on
 # first use (PEP 562), so ``import weightmirror`` stays light (no Brian2, no
 # matplotlib) and ``weightmirror --version`` is instant.

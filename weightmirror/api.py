@@ -44,7 +44,7 @@ def _values(config, read, to_dict) -> dict[str, Any]:
     return to_dict(config)
 
 
-def train(config=None, *, out: str | Path | None = None, progress: bool = True, data=None,
+def train(config=None, *, out: str | Path | None = None, progress: bool = True, dataset=None,
           **overrides: Any) -> Run:
     """Train one rule on one data set and return the run.
 
@@ -58,11 +58,11 @@ def train(config=None, *, out: str | Path | None = None, progress: bool = True, 
         everything in memory.
     progress : bool
         Progress bar and one line per epoch.
-    data : Dataset, optional
+    dataset : Dataset, optional
         Data already loaded (:func:`weightmirror.load_dataset`), e.g. to
-        train several rules on one copy.
+        train several rules on one copy (it must be the configured ``data``).
     **overrides
-        Config keys on top of ``config``: ``rule="kp"``, ``epochs=3``,
+        Config keys on top of ``config``: ``rule="kp"``, ``data="digits"``, ``epochs=3``,
         ``optim={"lr": 0.01}``, ``model_options={"hidden": [128]}`` ...
 
     Returns
@@ -75,7 +75,7 @@ def train(config=None, *, out: str | Path | None = None, progress: bool = True, 
     from .sims.training import train as train_run
 
     cfg = resolve(_values(config, read_file, TrainConfig.to_dict), overrides)
-    return train_run(cfg, out, progress=progress, log=print if progress else (lambda s: None), data=data)
+    return train_run(cfg, out, progress=progress, log=print if progress else (lambda s: None), data=dataset)
 
 
 def simulate(circuit_config=None, *, out: str | Path | None = None, progress: bool = True,

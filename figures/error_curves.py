@@ -1,4 +1,4 @@
-"""Test error (%) against epoch for every rule (and the training loss).
+"""Test error (%) against epoch for every run (and the training loss): the figure ``test_error``.
 
 Input: training runs (``weightmirror train`` / ``compare``): ``metrics.jsonl``
 keys ``epoch``, ``test_top1_error``, ``train_loss``; ``summary.json`` for the
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import style
-from .inputs import group_title, make_per_training_group
+from .inputs import group_title, make_per_training_group, legend_title, rule_variants, run_labels
 
 NAME = "test_error"
 NEEDS = "training runs with metrics.jsonl (at least one trained epoch) and summary.json"
@@ -18,15 +18,12 @@ NEEDS = "training runs with metrics.jsonl (at least one trained epoch) and summa
 
 def draw(group, title: str | None = None):
     fig, (ax, ax2) = style.figure(1, 2, figsize=(8.2, 3.3))
-    labelled = set()
-    for run in group:
-        rule = run.rule
-        label = None if rule in labelled else style.rule_label(rule)
-        labelled.add(rule)
+    for run, label, variant in zip(group, run_labels(group), rule_variants(group)):
+        kwargs = style.line_kwargs(run.rule, variant)
         xs, ys = run.series("test_top1_error")
-        ax.plot(xs, ys, label=label, **style.line_kwargs(rule))
+        ax.plot(xs, ys, label=label, **kwargs)
         xs, ys = run.series("train_loss")
-        ax2.plot(xs, ys, label=label, **style.line_kwargs(rule))
+        ax2.plot(xs, ys, label=label, **kwargs)
     ax.set_xlabel("epoch (0 = before training)")
     ax.set_ylabel("test top-1 error (%)")
     ax.set_title("test top-1 error (log scale)")
@@ -38,7 +35,7 @@ def draw(group, title: str | None = None):
     ax2.set_yscale("log")
     for a in (ax, ax2):
         a.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(title="rule", ncol=2, frameon=False)
+    ax.legend(title=legend_title(group), ncol=2, frameon=False)
     fig.suptitle(title or group_title(group))
     fig.tight_layout()
     return fig
