@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .. import checks
 from ..errors import InputError
 
 __all__ = [
@@ -85,11 +86,6 @@ def angle_degrees(a, b, xp=None) -> float:
 
 def _rms(xp, a) -> float:
     return float(xp.sqrt(xp.mean(a.astype(xp.float32) ** 2)))
-
-
-def _check(condition: bool, rule: str, message: str) -> None:
-    if not condition:
-        raise RuleError(f"rule {rule}: {message}")
 
 
 @dataclass(frozen=True)
@@ -223,11 +219,7 @@ class SignSymmetry(LearningRule):
     MAGNITUDES: ClassVar[tuple[str, ...]] = ("uniform", "batch_random", "fixed_random")
 
     def __post_init__(self):
-        _check(
-            self.magnitude in self.MAGNITUDES,
-            self.name,
-            f"magnitude must be one of {', '.join(self.MAGNITUDES)}, got {self.magnitude!r}",
-        )
+        checks.choice(self.magnitude, self.MAGNITUDES, f"rule {self.name}: magnitude", RuleError)
 
     @property
     def key(self) -> str:
@@ -342,20 +334,23 @@ class WeightMirror(LearningRule):
     RESPONSES: ClassVar[tuple[str, ...]] = ("linear", "layer")
 
     def __post_init__(self):
-        n = self.name
-        _check(self.sigma > 0, n, f"sigma must be > 0, got {self.sigma}")
-        _check(self.lr >= 0, n, f"lr must be >= 0, got {self.lr}")
-        _check(0 <= self.decay < 1, n, f"decay must be in [0, 1), got {self.decay}")
-        _check(0 <= self.initial_decay < 1, n, f"initial_decay must be in [0, 1), got {self.initial_decay}")
-        _check(self.normalize in self.NORMALIZE, n, f"normalize must be one of {', '.join(self.NORMALIZE)}, got {self.normalize!r}")
-        _check(self.response in self.RESPONSES, n, f"response must be one of {', '.join(self.RESPONSES)}, got {self.response!r}")
-        _check(self.noise in self.NOISES, n, f"noise must be one of {', '.join(self.NOISES)}, got {self.noise!r}")
-        _check(self.mirror_batch_size >= 1, n, f"mirror_batch_size must be >= 1, got {self.mirror_batch_size}")
-        _check(self.mirror_batches >= 0, n, f"mirror_batches must be >= 0, got {self.mirror_batches}")
-        _check(self.initial_mirror_batch_size >= 1, n, f"initial_mirror_batch_size must be >= 1, got {self.initial_mirror_batch_size}")
-        _check(self.initial_mirror_steps >= 0, n, f"initial_mirror_steps must be >= 0, got {self.initial_mirror_steps}")
-        _check(self.decay > 0 or self.normalize != "none" or self.lr == 0, n,
-               "with normalize = 'none' a decay > 0 is needed to keep B bounded")
+        def what(key):
+            return f"rule {self.name}: {key}"
+
+        number, integer, choice = checks.number, checks.integer, checks.choice
+        number(self.sigma, what("sigma"), RuleError, low=0, low_open=True)
+        number(self.lr, what("lr"), RuleError, low=0)
+        number(self.decay, what("decay"), RuleError, low=0, high=1, high_open=True)
+        number(self.initial_decay, what("initial_decay"), RuleError, low=0, high=1, high_open=True)
+        choice(self.normalize, self.NORMALIZE, what("normalize"), RuleError)
+        choice(self.response, self.RESPONSES, what("response"), RuleError)
+        choice(self.noise, self.NOISES, what("noise"), RuleError)
+        integer(self.mirror_batch_size, what("mirror_batch_size"), RuleError, low=1)
+        number(self.mirror_batches, what("mirror_batches"), RuleError, low=0)
+        integer(self.initial_mirror_batch_size, what("initial_mirror_batch_size"), RuleError, low=1)
+        integer(self.initial_mirror_steps, what("initial_mirror_steps"), RuleError, low=0)
+        if not (self.decay > 0 or self.normalize != "none" or self.lr == 0):
+            raise RuleError(f"rule {self.name}: with normalize = 'none' a decay > 0 is needed to keep B bounded")
 
     def sample_noise(self, xp, rng, shape):
         """Zero-mean noise of variance σ², independent from unit to unit."""
@@ -477,11 +472,11 @@ class KolenPollack(LearningRule):
     FEEDBACK_INITS: ClassVar[tuple[str, ...]] = ("random", "zero")
 
     def __post_init__(self):
-        _check(self.feedback_init in self.FEEDBACK_INITS, self.name,
-               f"feedback_init must be one of {', '.join(self.FEEDBACK_INITS)}, got {self.feedback_init!r}")
-        _check(self.weight_decay >= 0, self.name, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _check(0 <= self.decay < 1, self.name, f"decay must be in [0, 1), got {self.decay}")
-        _check(0 < self.decay_until <= 1, self.name, f"decay_until must be in (0, 1], got {self.decay_until}")
+        what = f"rule {self.name}: "
+        checks.choice(self.feedback_init, self.FEEDBACK_INITS, what + "feedback_init", RuleError)
+        checks.number(self.weight_decay, what + "weight_decay", RuleError, low=0)
+        checks.number(self.decay, what + "decay", RuleError, low=0, high=1, high_open=True)
+        checks.number(self.decay_until, what + "decay_until", RuleError, low=0, high=1, low_open=True)
 
     def init_feedback(self, W, xp, rng):
         """Random like FA's (``random``), or silent feedback synapses (``zero``)."""

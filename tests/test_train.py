@@ -101,7 +101,7 @@ def test_existing_run_is_not_overwritten(tmp_path, small_config, capsys):
     ("epochs = -3\n", "config key epochs: must be in [1, 1000000], got -3"),
     ("learning_rate = 0.1\n", "unknown config key 'learning_rate'; allowed here: rule, model"),
     ("[optim]\nschedule = 'linear'\n", "allowed: constant, step, cosine"),
-    ("[wm]\nsigma = 0\n", "rule wm: sigma must be > 0"),
+    ("[wm]\nsigma = 0\n", "rule wm: sigma: must be > 0"),
     ("[model_options]\nhidden = [10, 0]\n", "model_options.hidden"),
     ("epochs = [\n", "not valid TOML"),
     ("[run]\nconv_algorithm = 'fft'\n", "run.conv_algorithm: 'fft' is not allowed; allowed: auto, im2col, cudnn"),
