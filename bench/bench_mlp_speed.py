@@ -63,13 +63,13 @@ def engine_stepper(rule_name: str, x, y, seed=0):
     from weightmirror.models.layers import softmax_cross_entropy
     from weightmirror.models.mlp import build_mlp
     from weightmirror.models.optim import SGD
-
-    from weightmirror.sims.config import DEFAULTS
+    from weightmirror.sims.config import TrainConfig
 
     rng = np.random.default_rng(seed)
     # the rules as the training config has them (bench/configs/fmnist_mlp.toml)
+    wm = TrainConfig().wm
     params = {"kp": {"weight_decay": 0.2, "decay_until": 1.0},  # decay on all the time: the worst case
-              "wm": {k: DEFAULTS["wm"][k] for k in ("noise", "mirror_batch_size", "mirror_batches", "lr", "decay")}}
+              "wm": {k: getattr(wm, k) for k in ("noise", "mirror_batch_size", "mirror_batches", "lr", "decay")}}
     rule = make_rule(rule_name, **params.get(rule_name, {}))
     net = build_mlp(SIZES, rule, np, rng)
     opt = SGD(net.parameter_modules(), rule, np, momentum=0.9, weight_decay=1e-4)
