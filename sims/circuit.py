@@ -299,7 +299,8 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
             from tqdm import tqdm
 
             bar = tqdm(total=round(spec.phases.duration, 6), unit="sim s", desc=f"circuit {spec.label or spec.rule.key}",
-                       bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} sim s [{elapsed}<{remaining}]")
+                       bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} sim s [{elapsed}<{remaining}]",
+                       disable=None)  # no bar where stderr is not a terminal
         tick = (lambda s: bar.update(s)) if bar is not None else None
         for phase, a, b in segments:
             if bar is not None:
