@@ -69,8 +69,11 @@ class RuleError(InputError):
 def angle_degrees(a, b, xp=None) -> float:
     """Angle in degrees between two arrays, flattened.
 
-    ``θ = arccos( <a, b> / (‖a‖ ‖b‖) )``, computed in float64. Returns 90 when
-    either array is all zero (no direction to compare).
+    ``θ = arccos( <a, b> / (‖a‖ ‖b‖) )``, computed in float64. Returns NaN
+    (``float("nan")``, ``null`` in JSON) when there is no angle to give:
+    either array is all zero (no direction to compare: Kolen-Pollack's
+    silent initial feedback, a layer that receives no error) or has a
+    non-finite entry (a diverged run). Never 0 or 90 for those.
     """
     if xp is None:
         import numpy as xp  # noqa: N813 - the array-module convention
@@ -78,9 +81,12 @@ def angle_degrees(a, b, xp=None) -> float:
     b64 = b.reshape(-1).astype(xp.float64)
     na = float(xp.linalg.norm(a64))
     nb = float(xp.linalg.norm(b64))
-    if na == 0.0 or nb == 0.0:
-        return 90.0
-    cosine = float(xp.dot(a64, b64)) / (na * nb)
+    # a NaN or an infinity anywhere makes the norm non-finite
+    if not (math.isfinite(na) and math.isfinite(nb)) or na == 0.0 or nb == 0.0:
+        return math.nan
+    cosine = float(xp.dot(a64, b64)) / na / nb
+    if not math.isfinite(cosine):  # <a, b> beyond float64 (entries near 1e154): no angle either
+        return math.nan
     return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
 
 

@@ -4,6 +4,9 @@ Input: training runs: ``metrics.jsonl`` key ``delta_angles_deg`` (per weight
 layer, bottom-up; computed on the same batch for the rule and for backprop).
 The top layer's δ is the output error, the same for every rule (0°), so the
 figure shows the layers below it. BP is 0° by definition and is not drawn.
+A run that diverged has no final value: in the bars panel its places hold a
+red ✕ and ``diverged at epoch E``; its curves end at its last finite epoch
+in a red ✕. A layer without an angle (``null``) has no bar, only ``n/a``.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import style
-from .inputs import SkipFigure, group_title, make_per_training_group, legend_title, rule_variants, run_labels
+from .inputs import (SkipFigure, diverged_label, diverged_span, group_title, legend_title,
+                     make_per_training_group, rule_variants, run_epochs, run_labels)
 
 NAME = "delta_angles"
 NEEDS = "training runs (not BP) of a network with two or more weight layers, with delta_angles_deg"
@@ -41,9 +45,15 @@ def draw(group, title: str | None = None):
     width = 0.8 / len(rules)
     x = np.arange(hidden)
     for k, run in enumerate(rules):
+        pos = x - 0.4 + width * (k + 0.5)
+        if run.status == "diverged":  # no value after the last epoch: a red ✕ in its places
+            ax.plot(pos, np.full(hidden, 2.0), label=diverged_label(labels[k], run), **style.DIVERGED_MARKER)
+            for p in pos:
+                ax.text(p, 6, run.diverged_text(), ha="center", va="bottom", fontsize=6, rotation=90,
+                        color=style.DIVERGED_COLOR)
+            continue
         final = run.summary.get("delta_angles_deg") or run.epochs_trained()[-1].get("delta_angles_deg") or []
         vals = [_value(final[l]) if l < len(final) else math.nan for l in range(hidden)]
-        pos = x - 0.4 + width * (k + 0.5)
         ax.bar(pos, np.nan_to_num(vals), width=width * 0.95, color=style.rule_color(run.rule),
                label=labels[k], edgecolor="white", linewidth=0.3,
                hatch=HATCHES[(variants[k] - 1) % len(HATCHES)] if variants[k] else None)
@@ -52,7 +62,7 @@ def draw(group, title: str | None = None):
                     ha="center", va="bottom", fontsize=6, rotation=90 if len(rules) > 4 else 0)
     ax.set_xticks(x, [f"$\\delta_{{{l + 1}}}$ (layer {l + 1})" for l in range(hidden)])
     ax.set_ylabel("angle($\\delta$, $\\delta_{BP}$) (degrees)")
-    epochs = sorted({int(r.summary.get("epochs", 0)) for r in rules})
+    epochs = sorted({run_epochs(r) for r in rules})
     ax.set_title(f"after the last epoch ({'/'.join(map(str, epochs))})")
     ax.set_ylim(0, max(90.0, ax.get_ylim()[1]) + 8)
     ax.grid(axis="x", visible=False)
@@ -68,9 +78,14 @@ def draw(group, title: str | None = None):
             ax2.plot(xs, ys, color=style.rule_color(run.rule), linestyle=styles[l % len(styles)],
                      marker=style.RULE_MARKERS.get(run.rule), markersize=3,
                      fillstyle="none" if variant else "full")
+            if run.status == "diverged" and xs:  # ends at its last finite epoch
+                finite = [i for i, y in enumerate(ys) if not math.isnan(y)]
+                if finite:
+                    style.mark_diverged(ax2, xs[finite[-1]], ys[finite[-1]])
     ax2.set_xlabel("epoch (0 = before training)")
     ax2.set_ylabel("angle($\\delta$, $\\delta_{BP}$) (degrees)")
     ax2.set_title("over training")
+    style.epoch_span(ax2, diverged_span(group))
     ax2.xaxis.get_major_locator().set_params(integer=True)
     ax2.set_ylim(0, max(105.0, ax2.get_ylim()[1] + 15))
     from matplotlib.lines import Line2D

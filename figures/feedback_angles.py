@@ -2,7 +2,11 @@
 
 Input: training runs: ``metrics.jsonl`` key ``angles_deg`` (one value per
 weight layer, bottom-up) per epoch. BP is drawn as the 0° reference line
-(``B = Wᵀ`` exactly), whether or not a BP run is among the results.
+(``B = Wᵀ`` exactly), whether or not a BP run is among the results. A run
+that diverged (``summary.json`` ``status``) is drawn up to its last finite
+epoch and ends there in a red ✕ (a BP run too); epochs without an angle
+(``null``: Kolen-Pollack's silent initial B) are left out, so such a curve
+starts at its first finite point.
 """
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import math
 from pathlib import Path
 
 from . import style
-from .inputs import SkipFigure, group_title, make_per_training_group, legend_title, rule_variants, run_labels
+from .inputs import (SkipFigure, diverged_label, diverged_span, group_title, legend_title,
+                     make_per_training_group, rule_variants, run_labels)
 
 NAME = "feedback_angles"
 NEEDS = "training runs with metrics.jsonl (angles_deg, at least one trained epoch) and summary.json"
@@ -34,7 +39,7 @@ def draw(group, title: str | None = None):
                              sharey=True)
     shapes = group[0].layer_shapes
     drawn = [(run, label, variant) for run, label, variant in zip(group, run_labels(group), rule_variants(group))
-             if run.rule != "bp"]  # the reference line stands for BP
+             if run.rule != "bp" or run.status == "diverged"]  # the reference line stands for BP
     top = 90.0
     for l in range(n):
         ax = axes[l // cols][l % cols]
@@ -50,10 +55,13 @@ def draw(group, title: str | None = None):
                 continue
             top = max(top, max(ys))
             ax.plot(xs, ys, label=label, **style.line_kwargs(run.rule, variant))
+            if run.status == "diverged":  # ends at its last finite epoch
+                style.mark_diverged(ax, xs[-1], ys[-1], diverged_label(label, run))
         ax.set_title(_layer_title(l, shapes))
         ax.set_xlabel("epoch (0 = before training)")
         if l % cols == 0:
             ax.set_ylabel("angle($B$, $W^T$) (degrees)")
+        style.epoch_span(ax, diverged_span(group))
         ax.xaxis.get_major_locator().set_params(integer=True)
     for l in range(n, rows * cols):
         axes[l // cols][l % cols].set_visible(False)

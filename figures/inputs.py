@@ -47,8 +47,9 @@ def missing(run: Run, *needs: str) -> str | None:
     """Why ``run`` cannot serve a figure that needs ``needs``, or None.
 
     needs: ``config``, ``metrics``, ``summary``, ``trained`` (a training run
-    with at least one epoch after epoch 0), ``intervals`` (a circuit run with
-    at least one simulated interval), ``spikes``.
+    with at least one epoch after epoch 0, or one that diverged: it is drawn
+    up to its last finite epoch, epoch 0 at least), ``intervals`` (a circuit
+    run with at least one simulated interval), ``spikes``.
     """
     why = []
     for need in needs:
@@ -58,7 +59,7 @@ def missing(run: Run, *needs: str) -> str | None:
         elif need == "trained":
             if "metrics" in run.problems:
                 why.append(run.problems["metrics"])
-            elif not run.epochs_trained():
+            elif not run.epochs_trained() and not (run.metrics and run.status == "diverged"):
                 why.append(f"{_file(run, results.METRICS)}: no trained epoch "
                            f"({'empty' if not run.metrics else 'only epoch 0, the state before training'})")
         elif need == "intervals":
@@ -274,9 +275,35 @@ def group_suffix(group: list[Run], n_groups: int) -> str:
     return f"-{r.data}-{r.model}" + (f"-{shapes}" if shapes else "")
 
 
+def run_epochs(run: Run) -> int:
+    """The epochs a run trained; for a diverged run, the epochs it was set to train (its config's)."""
+    summary = run.summary or {}
+    if run.status == "diverged":
+        planned = (run.config or {}).get("epochs")
+        if isinstance(planned, int):
+            return planned
+    return int(summary.get("epochs", 0))
+
+
+def diverged_span(group: list[Run]) -> int | None:
+    """With a diverged run in ``group``, the most epochs any of its runs was set to train, else None.
+
+    Curves of epochs are then drawn over all of them, so a run that diverged
+    early is seen to stop early (and a lone point at epoch 0 gets an axis).
+    """
+    if not any(r.status == "diverged" for r in group):
+        return None
+    return max(1, *(run_epochs(r) for r in group))
+
+
+def diverged_label(label: str, run: Run) -> str:
+    """A legend entry for a diverged run's end marker: ``WM: diverged at epoch 2``."""
+    return f"{label}: {run.diverged_text()}"
+
+
 def group_title(group: list[Run]) -> str:
     r = group[0]
-    epochs = sorted({int(x.summary.get("epochs", 0)) for x in group if x.summary})
+    epochs = sorted({run_epochs(x) for x in group if x.summary})
     ep = "/".join(str(e) for e in epochs)
     return f"{r.data_description()}, {r.model_description()}, {ep} epochs"
 

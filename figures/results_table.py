@@ -5,6 +5,8 @@ test_top1_error, angles_deg, delta_angles_deg, layer_shapes) and, where
 present, circuit runs (``summary.json``). Writes ``results_table.md`` and
 ``results_table.tex``. Every block says whose numbers it holds: ours (data
 set, model, epochs, from which folders) or published (source and setting).
+A run that diverged (``summary.json`` ``status``) is a row whose cells say
+``diverged at epoch E`` where its numbers would be.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from weightmirror import results
 
 from . import style
-from .inputs import SkipFigure, group_training_runs, legend_title, no_runs_reason, run_labels, usable
+from .inputs import SkipFigure, group_training_runs, legend_title, no_runs_reason, run_epochs, run_labels, usable
 
 NAME = "results_table"
 NEEDS = "finished training runs (summary.json)"
@@ -104,7 +106,7 @@ class Table:
 
 def training_table(group) -> Table:
     r0 = group[0]
-    epochs = sorted({int(r.summary.get("epochs", 0)) for r in group})
+    epochs = sorted({run_epochs(r) for r in group})
     n = r0.n_layers
     header = [legend_title(group), "ours: test top-1 error (%)", f"ours: angle(B, Wᵀ) per layer, 1–{n} (°)",
               f"ours: angle(δ, δ_BP) per layer, 1–{max(n - 1, 1)} (°)",
@@ -114,11 +116,12 @@ def training_table(group) -> Table:
     for r, label in zip(group, run_labels(group)):
         s = r.summary
         ak = AKROUT.get(r.rule)
+        failed = r.diverged_text()  # a diverged run has no final numbers
         rows.append([
             label,
-            _f(s.get("test_top1_error")),
-            _angles(s.get("angles_deg")),
-            _angles(s.get("delta_angles_deg"), skip_top=True),
+            failed or _f(s.get("test_top1_error")),
+            failed or _angles(s.get("angles_deg")),
+            failed or _angles(s.get("delta_angles_deg"), skip_top=True),
             _f(ak[0]) if ak else DASH,
             _angles(ak[1]) if ak and ak[1] else ("0 (B = Wᵀ)" if r.rule == "bp" else DASH),
             _f(BENCH.get(r.rule, {}).get("Fashion-MNIST")),
@@ -134,6 +137,10 @@ def training_table(group) -> Table:
         "Published numbers come from other data sets, models and schedules than ours: compare orderings "
         "and gaps, not values.",
     ]
+    failed = [lab for r, lab in zip(group, run_labels(group)) if r.status == "diverged"]
+    if failed:
+        notes.insert(2, f"Diverged ({', '.join(failed)}): training stopped when the loss or the weights stopped "
+                        "being finite (epoch counted from 1); such a run has no final numbers.")
     title = f"Ours ({r0.data_description()}, {r0.model_description()}) beside the published numbers"
     return Table(title, notes, header, rows)
 
@@ -177,7 +184,7 @@ def circuit_table(runs) -> Table | None:
 
 def make(runs, out_dir: Path) -> dict:
     ok, why = usable(runs, "train", "summary")
-    ok = [r for r in ok if r.summary.get("test_top1_error") is not None]
+    ok = [r for r in ok if r.summary.get("test_top1_error") is not None or r.status == "diverged"]
     if not ok:
         raise SkipFigure(no_runs_reason("train", why, ""))
     circuits, cwhy = usable(runs, "circuit", "summary")

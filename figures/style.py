@@ -9,7 +9,9 @@ line style in every figure; its names (``WM``, "weight mirror") are the rule
 class's own (:func:`weightmirror.circuits.rules.rule_label` /
 ``rule_display_name``). A second run of the same rule in one figure keeps the
 colour and marker and takes another line style and hollow markers
-(``line_kwargs(rule, variant)``).
+(``line_kwargs(rule, variant)``). A diverged run's curves end at its last
+finite epoch with a red ✕ (:func:`mark_diverged`), named in the legend
+``<run>: diverged at epoch E``.
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ RULE_LINESTYLES = {"usf": "-", "brsf": "--", "frsf": "-.", "ss": ":"}
 #: line styles of the second, third ... run of one rule in a figure
 VARIANT_LINESTYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 RULE_MARKERS = {"bp": "o", "fa": "s", "ss": "v", "usf": "^", "brsf": "<", "frsf": ">", "wm": "D", "kp": "P"}
+
+#: the end of a diverged run's curve (at its last finite epoch): a red ✕
+DIVERGED_COLOR = "#d62728"
+DIVERGED_MARKER = {"marker": "x", "color": DIVERGED_COLOR, "markersize": 9, "markeredgewidth": 2.2,
+                   "linestyle": "none", "zorder": 6}
 
 FORWARD_COLOR = "#3b6ea8"   # forward populations y_l
 FEEDBACK_COLOR = "#c8553d"  # feedback populations δ_l
@@ -110,6 +117,17 @@ def line_kwargs(rule: str, variant: int = 0) -> dict:
         styles = [s for s in VARIANT_LINESTYLES if s != base]
         kwargs.update(linestyle=styles[(variant - 1) % len(styles)], fillstyle="none")
     return kwargs
+
+
+def mark_diverged(ax, x, y, label: str | None = None):
+    """A red ✕ at ``(x, y)``, the last finite point of a diverged run's curve; ``label`` for the legend."""
+    return ax.plot([x], [y], label=label, **DIVERGED_MARKER)[0]
+
+
+def epoch_span(ax, last: int | None, first: int = 0) -> None:
+    """An epoch axis from ``first`` to ``last`` (no change where ``last`` is None)."""
+    if last is not None:
+        ax.set_xlim(first - 0.25, last + 0.25)
 
 
 def figure(*args, **kwargs):

@@ -15,6 +15,17 @@ value, a missing or malformed data file, an output folder that already
 holds a run) prints one line ``weightmirror: error: ...`` and exits with
 status 2 (:data:`weightmirror.errors.EXIT_BAD_INPUT`); nothing already
 written is touched.
+
+A training run that diverges (its loss or weights stop being finite:
+:class:`weightmirror.sims.training.DivergedError`) prints one line
+``weightmirror: error: run diverged at epoch E, step S (loss = nan); the
+last finite checkpoint is kept in OUT/checkpoint.npz; try a smaller --lr
+...`` and exits with status 3 (:data:`weightmirror.errors.EXIT_DIVERGED`);
+its results folder keeps the finite metrics, the last finite checkpoint and
+a ``summary.json`` with ``"status": "diverged"``. ``compare`` goes on with
+the other rules, shows the diverged one as such in its table and exits
+with 3. SIGINT/SIGTERM checkpoints and exits with 130
+(:data:`weightmirror.errors.EXIT_INTERRUPTED`).
 """
 from __future__ import annotations
 
@@ -25,7 +36,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..circuits.rules import RULE_NAMES
-from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputError
+from ..errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, InputError
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -128,6 +139,7 @@ def _training_values(args, rule: str | None) -> tuple[dict, dict]:
 
 
 def cmd_train(args) -> int:
+    # a run that diverges raises DivergedError: main() prints its one line and exits with EXIT_DIVERGED
     from .config import resolve
     from .report import format_table
     from .training import train
@@ -154,7 +166,7 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
     from .config import resolve
     from .report import format_table
-    from .training import load_data, train
+    from .training import DivergedError, load_data, train
     from .training.output import check_out_dir
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
@@ -168,10 +180,17 @@ def cmd_compare(args) -> int:
     for rule in rules:
         check_out_dir(Path(args.out) / rule, False)
     data = load_data(configs[0])
-    summaries = []
+    summaries, diverged = [], False
     for rule, cfg in zip(rules, configs):
-        run = train(cfg, Path(args.out) / rule, progress=not args.quiet, data=data,
-                    log=(lambda s: None) if args.quiet else print)
+        try:
+            run = train(cfg, Path(args.out) / rule, progress=not args.quiet, data=data,
+                        log=(lambda s: None) if args.quiet else print)
+        except DivergedError as exc:  # a failed rule: say so, go on with the others
+            diverged = True
+            summaries.append(exc.summary)
+            if exc.summary.get("rank", 0) == 0:
+                print(f"weightmirror: error: rule {rule}: {exc.message(cli=True)}", file=sys.stderr)
+            continue
         summaries.append(run.summary)
         if not run.summary["completed"]:
             print(f"weightmirror: interrupted during rule {rule}; continue it with: "
@@ -179,7 +198,7 @@ def cmd_compare(args) -> int:
             return EXIT_INTERRUPTED
     if all(s.get("rank", 0) == 0 for s in summaries):  # rank 0 reports for a data-parallel run
         print(format_table(summaries))
-    return 0
+    return EXIT_DIVERGED if diverged else 0
 
 
 # --------------------------------------------------------------------------
@@ -374,6 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("weightmirror: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RuntimeError as exc:
+        # a diverged training run (train, demo): one line, no traceback; rank 0 speaks for all ranks
+        divergence = sys.modules.get(f"{__package__}.training.divergence")
+        if divergence is None or not isinstance(exc, divergence.DivergedError):
+            raise
+        if exc.summary.get("rank", 0) == 0:
+            print(f"weightmirror: error: {exc.message(cli=True)}", file=sys.stderr)
+        return EXIT_DIVERGED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,8 @@ object::
     epochs = 20
     batch_size = 128
     seed = 0
+    validation = 0.1         # fraction of the training set held out for validation, in [0, 0.5] (0: none)
+    validation_seed = 0      # seed of that split only: every rule and every seed sees the same split
     device = "cpu"           # models.backend.DEVICES
     label = ""               # names the run in figures and tables ("" = the rule)
 
@@ -25,6 +27,15 @@ options by ``models.zoo.check_model_options``), through the shared helpers
 of :mod:`weightmirror.checks`. A bad key or value raises :class:`ConfigError`
 (an :class:`weightmirror.errors.InputError`) with one line naming the key
 and what is allowed; a number must be finite.
+
+The validation part is stratified by class and drawn from
+``validation_seed`` alone (:func:`weightmirror.sims.datasets.split.stratified_split`):
+a class of ``n`` training samples gives ``⌊validation·n + ½⌋`` of them, at
+least 1 if ``n ≥ 2``, none if ``n = 1``. The training batches, the δ-angle
+batch and ``steps_per_epoch`` use the rest; the test set is untouched (for
+the ImageNet folders ``val/`` stays the test set and validation comes out of
+``train/``). Choose defaults and tuned settings on the ``val_*`` metrics,
+never on ``test_*``.
 
 Layers of values: the defaults here (:data:`RULE_TRAINING_DEFAULTS` for the
 rules, :data:`MODEL_DEFAULTS` for the model options), then a TOML file, then
@@ -49,7 +60,7 @@ from ..models.zoo import MODEL_NAMES, check_model_options
 from .datasets import DATASETS
 
 __all__ = ["ConfigError", "TrainConfig", "OptimConfig", "RunConfig", "RULE_TRAINING_DEFAULTS", "MODEL_DEFAULTS",
-           "RULE_SECTIONS", "resolve", "read_file"]
+           "RULE_SECTIONS", "resolve", "read_file", "as_written_run"]
 
 
 class ConfigError(InputError):
@@ -160,6 +171,9 @@ RULE_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
 #: config section -> the rule class it holds (the sign-symmetry variants share ``ss``)
 RULE_SECTIONS: dict[str, type[LearningRule]] = {"wm": WeightMirror, "kp": KolenPollack, "ss": SignSymmetry}
 
+#: top-level numbers with a range: checked with it, so that every message names the range
+_RANGES: dict[str, dict[str, float]] = {"validation": {"low": 0.0, "high": 0.5}}
+
 #: default [model_options] per model (the builders' own defaults otherwise)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"mlp": {"hidden": [500, 500], "activation": "relu"}}
 
@@ -185,6 +199,18 @@ def _rule_section(name: str, table: Mapping[str, Any]):
 class TrainConfig:
     """Everything a training run needs; see the module docstring for the keys.
 
+    Top-level keys: ``rule``, ``model``, ``data``, ``data_dir``, ``epochs``,
+    ``batch_size``, ``seed``, ``device``, ``label`` (see the module docstring) and
+
+    validation : float in [0, 0.5], default 0.1
+        The fraction of the training set held out for validation (stratified
+        by class, see the module docstring); the metrics rows then carry
+        ``val_loss``, ``val_top1_error``, ``val_top5_error``. 0: no validation
+        part, no ``val_*`` metrics, training on the whole training set.
+    validation_seed : int >= 0, default 0
+        The seed of that split, independent of ``seed``: every rule and every
+        seed of one data set hold out the same samples.
+
     Build one with :meth:`from_dict` / :func:`resolve` (every key checked),
     change it with :meth:`updated`, write it with :meth:`to_dict` /
     :func:`weightmirror.results.write_config`. Fields are read as attributes: ``cfg.optim.lr``,
@@ -198,6 +224,8 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     seed: int = 0
+    validation: float = 0.1
+    validation_seed: int = 0
     device: str = "cpu"
     label: str = ""
     model_options: Mapping[str, Any] = field(default_factory=lambda: dict(MODEL_DEFAULTS["mlp"]))
@@ -217,6 +245,9 @@ class TrainConfig:
         checks.integer(self.epochs, "config key epochs", ConfigError, low=1, high=1_000_000)
         checks.integer(self.batch_size, "config key batch_size", ConfigError, low=1)
         checks.integer(self.seed, "config key seed", ConfigError, low=0)
+        object.__setattr__(self, "validation", checks.number(self.validation, "config key validation",
+                                                             ConfigError, **_RANGES["validation"]))
+        checks.integer(self.validation_seed, "config key validation_seed", ConfigError, low=0)
         checks.choice(self.device, DEVICES, "config key device", ConfigError)
         checks.string(self.label, "config key label", ConfigError)
         check_model_options(self.model, dict(self.model_options))
@@ -309,7 +340,8 @@ def resolve(file_values: Mapping[str, Any] | None = None, overrides: Mapping[str
         if key in TrainConfig.SECTIONS and not isinstance(value, Mapping):
             raise ConfigError(f"config key {key}: expected a table [{key}], got {value!r}")
     hints = typing.get_type_hints(TrainConfig)
-    scalars = {key: checks.typed(values[key], hints[key], f"config key {key}", ConfigError)
+    scalars = {key: checks.number(values[key], f"config key {key}", ConfigError, **_RANGES[key]) if key in _RANGES
+               else checks.typed(values[key], hints[key], f"config key {key}", ConfigError)
                for key in top if key in values and key not in TrainConfig.SECTIONS}
     model = scalars.get("model", TrainConfig.model)
     checks.choice(model, MODEL_NAMES, "config key model", ConfigError)
@@ -321,6 +353,20 @@ def resolve(file_values: Mapping[str, Any] | None = None, overrides: Mapping[str
     for name in RULE_SECTIONS:
         sections[name] = _rule_section(name, dict(values.get(name, {})))
     return TrainConfig(**scalars, model_options=options, **sections)
+
+
+#: top-level keys added after a version wrote run configs -> the value that version trained with
+_ADDED_KEYS: dict[str, Any] = {"validation": 0.0, "validation_seed": 0}
+
+
+def as_written_run(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's own ``config.toml`` values, with any key added since it was written set as that run had it.
+
+    A run's config is written in full, so a key it lacks is younger than
+    the run: ``validation`` (0.2.0 and earlier trained on the whole training
+    set) becomes 0, so that a resumed run keeps training on what it trained on.
+    """
+    return {**_ADDED_KEYS, **dict(values)}
 
 
 def read_file(path: str | Path) -> dict[str, Any]:

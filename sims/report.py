@@ -1,19 +1,35 @@
 """What the commands print: the comparison table and the one-line summaries."""
 from __future__ import annotations
 
-__all__ = ["format_table", "circuit_line"]
+__all__ = ["format_table", "circuit_line", "diverged_text"]
 
 
 def _angle(value) -> str:
     return "–" if value is None or value != value else f"{value:.1f}"
 
 
+def diverged_text(summary: dict) -> str | None:
+    """``diverged at epoch E`` for the summary of a diverged run, else None."""
+    if summary.get("status") != "diverged":
+        return None
+    epoch = (summary.get("diverged") or {}).get("epoch")
+    return f"diverged at epoch {epoch}" if epoch is not None else "diverged"
+
+
 def format_table(summaries: list[dict]) -> str:
-    """The comparison table of training runs: label, test error, per-layer angles, time."""
+    """The comparison table of training runs: label, test error, per-layer angles, time.
+
+    A diverged run's row says ``diverged at epoch E`` where the numbers would be.
+    """
     lines = ["| run | rule | test top-1 error (%) | angle(B, Wᵀ) per layer (°) | angle(δ, δ_BP) per layer (°) "
              "| time (s) |",
              "|---|---|---:|---|---|---:|"]
     for s in summaries:
+        failed = diverged_text(s)
+        if failed:
+            lines.append(f"| {s.get('label') or s['rule']} | {s['rule']} | {failed} | {failed} | {failed} | "
+                         f"{s['wall_seconds']:.1f} |")
+            continue
         angles = " / ".join(_angle(a) for a in s["angles_deg"])
         deltas = " / ".join(_angle(d) for d in s["delta_angles_deg"])
         lines.append(f"| {s.get('label') or s['rule']} | {s['rule']} | {s['test_top1_error']:.2f} | {angles} | "

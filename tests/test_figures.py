@@ -9,6 +9,7 @@ circuit mode (``sims.circuit`` / Brian2) is missing or fails to run.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,40 @@ def wm_pairs(tmp_path_factory) -> Path:
         if data is None:
             data = load_data(cfg)
         train(cfg, out / folder, progress=False, log=lambda s: None, data=data)
+    return out
+
+
+@pytest.fixture(scope="session")
+def diverged_results(tmp_path_factory) -> Path:
+    """A compare-style folder: real 2-epoch BP and KP runs, and a WM run that diverged at epoch 2, step 3
+    (a NaN training loss put in at that step: its folder holds rows 0 and 1 and a diverged summary)."""
+    import math
+
+    import weightmirror.sims.training.loop as loop
+    from weightmirror.sims import config
+    from weightmirror.sims.training import DivergedError, load_data, make_batch_source, train
+
+    out = tmp_path_factory.mktemp("diverged")
+    data = None
+    for rule in ("bp", "wm", "kp"):
+        cfg = config.resolve(TINY, {"rule": rule})
+        if data is None:
+            data = load_data(cfg)
+        if rule != "wm":
+            train(cfg, out / rule, progress=False, log=lambda s: None, data=data)
+            continue
+        steps = make_batch_source(cfg, data, 0, 1).steps_per_epoch()
+        real_loss, calls = loop.softmax_cross_entropy, []
+
+        def loss(logits, labels, xp, label_smoothing=0.0):
+            calls.append(1)
+            value, grad = real_loss(logits, labels, xp, label_smoothing)
+            return (math.nan if len(calls) == steps + 3 else value), grad
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(loop, "softmax_cross_entropy", loss)
+            with pytest.raises(DivergedError):
+                train(cfg, out / rule, progress=False, log=lambda s: None, data=data)
     return out
 
 
@@ -422,3 +457,150 @@ def test_figure_modules_import_nothing_that_trains_or_simulates():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+# ---------------------------------------------------------------------------
+# a run that diverged is drawn as diverged; an angle that is not there is not drawn
+# ---------------------------------------------------------------------------
+def _diverged_markers(fig):
+    """``(axes index, x data, y data)`` of every red ✕ in ``fig``."""
+    from weightmirror.figures import style
+
+    return [(i, list(line.get_xdata()), list(line.get_ydata())) for i, ax in enumerate(fig.axes)
+            for line in ax.get_lines()
+            if line.get_marker() == "x" and line.get_color() == style.DIVERGED_COLOR]
+
+
+def _line(fig, label, axis=0):
+    lines = [line for line in fig.axes[axis].get_lines() if line.get_label() == label]
+    assert len(lines) == 1, [line.get_label() for line in fig.axes[axis].get_lines()]
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", TRAINING_FIGURES)
+def test_a_diverged_run_ends_at_its_last_finite_epoch_with_a_red_cross(name, diverged_results):
+    import matplotlib.pyplot as plt
+
+    group = _one_group([diverged_results])
+    wm_run = next(r for r in group if r.rule == "wm")
+    assert wm_run.status == "diverged" and wm_run.diverged["epoch"] == 2
+    assert [r["epoch"] for r in wm_run.metrics] == [0, 1]
+    fig = _module(name).draw(group)
+    try:
+        texts = _legend_texts(fig)
+        assert "WM: diverged at epoch 2" in texts, texts
+        assert not any("diverged" in t for t in texts if not t.startswith("WM")), texts  # BP, KP completed
+        markers = _diverged_markers(fig)
+        assert markers, "no red ✕"
+        over_epochs = [m for m in markers if not (name == "delta_angles" and m[0] == 0)]
+        assert over_epochs
+        for _, xs, ys in over_epochs:  # at the last finite epoch (row 1), on a finite value
+            assert all(x == 1 for x in xs) and all(math.isfinite(y) for y in ys), markers
+        if name == "feedback_angles":
+            assert len(markers) == 3  # one per layer panel
+            for axis in range(3):
+                wm_line = _line(fig, "WM", axis)
+                assert list(wm_line.get_xdata()) == [0, 1]
+                assert all(y > 0 for y in wm_line.get_ydata()), "never a flat 0° curve"
+                bp_ref = [line for line in fig.axes[axis].get_lines() if line.get_label().startswith("BP")]
+                assert len(bp_ref) == 1  # the completed BP run stays the reference line
+        elif name == "test_error":
+            assert list(_line(fig, "WM").get_xdata()) == [0, 1]
+            assert list(_line(fig, "BP").get_xdata()) == [0, 1, 2]
+        else:  # delta_angles: no bar after the last epoch, the ✕ and the words in its places
+            bar_texts = [t.get_text() for t in fig.axes[0].texts]
+            assert bar_texts.count("diverged at epoch 2") == 2, bar_texts
+            assert "WM" not in [c.get_label() for c in fig.axes[0].containers]  # bars: FA/KP only
+            in_bars = [m for m in markers if m[0] == 0]
+            assert len(in_bars) == 1 and len(in_bars[0][1]) == 2  # one ✕ per hidden layer's place
+            assert len(over_epochs) == 2 and all(i == 1 for i, _, _ in over_epochs)  # δ₁, δ₂ curves
+    finally:
+        plt.close(fig)
+
+
+def test_the_results_table_says_diverged_at_epoch_e(diverged_results, tmp_path):
+    result = _module("results_table").make(discover([diverged_results]), tmp_path)
+    assert {Path(p).name for p in result["made"]} == {"results_table.md", "results_table.tex"}
+    md = (tmp_path / "results_table.md").read_text(encoding="utf-8")
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| rule | ours:"))
+    rows = {}
+    for line in lines[start + 2:]:  # our table only (the published one has a WM row too)
+        if not line.startswith("|"):
+            break
+        rows[line.split("|")[1].strip()] = line
+    assert set(rows) == {"BP", "WM", "KP"}, rows
+    cells = [c.strip() for c in rows["WM"].split("|")[2:5]]
+    assert cells == ["diverged at epoch 2"] * 3, rows["WM"]
+    s = json.loads((diverged_results / "wm" / "summary.json").read_text())
+    assert f"{s['test_top1_error']:.2f}" not in rows["WM"]
+    assert "diverged at epoch 2" not in rows["BP"] and "diverged at epoch 2" not in rows["KP"]
+    assert "Diverged (WM)" in md and "2 epochs" in md
+    assert "diverged at epoch 2" in (tmp_path / "results_table.tex").read_text(encoding="utf-8")
+
+
+def test_make_all_draws_a_diverged_run_and_ignores_nothing(diverged_results, tmp_path):
+    report = figures_make.make_all([diverged_results], tmp_path / "figs")
+    assert {Path(p).stem for p in report["made"]} == {*TRAINING_FIGURES, "results_table"}
+    assert str(diverged_results / "wm") not in report["ignored"], report["ignored"]
+
+
+def test_a_run_that_diverged_in_epoch_1_is_still_drawn(diverged_results, tmp_path):
+    """Only its epoch-0 row: not skipped as "no trained epoch", a ✕ at epoch 0 and the note."""
+    import matplotlib.pyplot as plt
+
+    folder = tmp_path / "cmp"
+    shutil.copytree(diverged_results, folder)
+    metrics = folder / "wm" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+    summary = json.loads((folder / "wm" / "summary.json").read_text())
+    summary["diverged"]["epoch"], summary["epochs"] = 1, 0
+    (folder / "wm" / "summary.json").write_text(json.dumps(summary))
+    report = figures_make.make_all([folder], tmp_path / "figs")
+    assert str(folder / "wm") not in report["ignored"], report["ignored"]
+    fig = _module("feedback_angles").draw(_one_group([folder]))
+    try:
+        assert "WM: diverged at epoch 1" in _legend_texts(fig)
+        assert all(xs == [0] for _, xs, _ in _diverged_markers(fig))
+        assert fig.axes[0].get_xlim()[1] >= 2  # the axis spans the epochs the runs were set to train
+    finally:
+        plt.close(fig)
+
+
+def test_a_summary_without_status_counts_as_completed(training_results, tmp_path):
+    """Older results folders: no ``status`` in summary.json; ``completed: true`` is a completed run."""
+    import matplotlib.pyplot as plt
+
+    folder = tmp_path / "old"
+    shutil.copytree(training_results, folder)
+    for rule in RULES:
+        path = folder / rule / "summary.json"
+        summary = json.loads(path.read_text())
+        assert summary.pop("status") == "completed" and summary["completed"] is True
+        path.write_text(json.dumps(summary))
+    runs = discover([folder])
+    assert {r.status for r in runs} == {"completed"}
+    for name in TRAINING_FIGURES:
+        fig = _module(name).draw(_one_group([folder]))
+        try:
+            assert not _diverged_markers(fig)
+            assert not [t for t in _legend_texts(fig) if "diverged" in t]
+        finally:
+            plt.close(fig)
+    _module("results_table").make(runs, tmp_path / "table")
+    assert "diverged" not in (tmp_path / "table" / "results_table.md").read_text(encoding="utf-8")
+
+
+def test_kolen_pollack_silent_start_has_no_angle_and_its_curve_starts_at_epoch_1(training_results):
+    """KP's B starts at zero: no direction, so no angle at epoch 0 (null, never 90° or 0°)."""
+    import matplotlib.pyplot as plt
+
+    kp = discover([training_results / "kp"])[0]
+    assert kp.metrics[0]["angles_deg"] == [None, None, None]
+    assert all(a is not None and 0 < a < 180 for r in kp.metrics[1:] for a in r["angles_deg"])
+    fig = _module("feedback_angles").draw(_one_group([training_results]))
+    try:
+        for axis in range(3):
+            assert list(_line(fig, "KP", axis).get_xdata()) == [1, 2]
+    finally:
+        plt.close(fig)

@@ -29,8 +29,34 @@ def test_angle_of_known_rotation(degrees):
     assert angle_degrees(b, a) == pytest.approx(degrees, abs=1e-5)
 
 
-def test_angle_with_zero_array_is_90():
-    assert angle_degrees(np.zeros(3), np.ones(3)) == 90.0
+def test_angle_with_zero_array_is_nan():
+    # no direction to compare is not an angle (it used to be reported as 90)
+    assert math.isnan(angle_degrees(np.zeros(3), np.ones(3)))
+    assert math.isnan(angle_degrees(np.ones((2, 3)), np.zeros((2, 3))))
+    assert math.isnan(angle_degrees(np.zeros(4, np.float32), np.zeros(4, np.float32)))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_angle_with_a_non_finite_entry_is_nan(bad):
+    a = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    b = a.copy()
+    b[1, 0] = bad
+    for x, y in ((a, b), (b, a), (b, b)):
+        got = angle_degrees(x, y)
+        assert math.isnan(got), (x, y, got)  # never 0° (min(1, nan) is 1) nor 90°
+
+
+def test_angle_on_normal_input_is_the_hand_computed_one():
+    # (1, 0) and (1, 1): 45°; (1, 2, 2) and (2, 1, -2): cos = (2 + 2 - 4) / 9 = 0 -> 90°;
+    # (3, 4) and (4, 3): cos = 24/25 -> acos(0.96) = 16.2602...°
+    assert angle_degrees(np.array([1.0, 0.0]), np.array([1.0, 1.0])) == pytest.approx(45.0, abs=1e-12)
+    assert angle_degrees(np.array([1.0, 2.0, 2.0]), np.array([2.0, 1.0, -2.0])) == pytest.approx(90.0, abs=1e-12)
+    assert angle_degrees(np.array([[3.0], [4.0]], np.float32), np.array([4.0, 3.0], np.float32)) == \
+        pytest.approx(math.degrees(math.acos(24 / 25)), abs=1e-9)
+    assert angle_degrees(np.array([1.0, 1.0]), np.array([-2.0, -2.0])) == pytest.approx(180.0, abs=1e-5)
+    # huge but finite float32 entries still give their angle
+    big = np.array([3e38, 1e38], np.float32)
+    assert angle_degrees(big, big) == pytest.approx(0.0, abs=1e-5)
 
 
 # -- registry and validation ------------------------------------------------

@@ -63,8 +63,10 @@ def test_rule_angles_behave_as_the_paper_says(tmp_path, small_config):
     out["kp"] = train(cfg, tmp_path / "kp", progress=False).summary
     kp_rows = _metrics(tmp_path / "kp")
     assert out["fa"]["angles_deg"][0] > 60
-    for layer in range(3):  # KP's angle falls every epoch and ends below FA's
-        angles = [r["angles_deg"][layer] for r in kp_rows]
+    # KP's feedback starts silent (B = 0): before training there is no angle (null, not 90°)
+    assert kp_rows[0]["angles_deg"] == [None, None, None]
+    for layer in range(3):  # from its first finite point KP's angle falls every epoch and ends below FA's
+        angles = [r["angles_deg"][layer] for r in kp_rows[1:]]
         assert all(b < a for a, b in zip(angles, angles[1:]))
         assert angles[-1] < 0.5 * out["fa"]["angles_deg"][layer]
     assert max(out["wm"]["angles_deg"]) < 30
@@ -83,7 +85,9 @@ def test_resume_equals_uninterrupted(tmp_path, small_config):
         a = [{k: v for k, v in r.items() if k not in keep} for r in _metrics(tmp_path / f"whole-{rule}")]
         b = [{k: v for k, v in r.items() if k not in keep} for r in _metrics(tmp_path / f"part-{rule}")]
         assert a == b
+        assert "val_top1_error" in a[-1], "the default validation split is on: its metrics resume exactly too"
         assert resumed["test_top1_error"] == whole["test_top1_error"]
+        assert resumed["val_top1_error"] == whole["val_top1_error"]
         assert resumed["angles_deg"] == whole["angles_deg"]
 
 
@@ -162,10 +166,12 @@ def test_mid_epoch_checkpoint_resumes_at_its_step(tmp_path, small_config):
     30 steps = epoch 2, step 8. For bp no noise is drawn, so the resumed run
     equals the uninterrupted one exactly; for wm the rest of the interrupted
     epoch draws its noise from the (seed, purpose, epoch, step) stream.
+    (validation = 0: the step counts are of the whole training set; a
+    mid-epoch resume with a validation part: tests/test_validation.py.)
     """
     base = config.read_file(small_config)
     for rule in ("bp", "wm"):
-        cfg = config.resolve(base, {"rule": rule, "epochs": 3})
+        cfg = config.resolve(base, {"rule": rule, "epochs": 3, "validation": 0})
         whole = train(cfg, tmp_path / f"whole-{rule}", progress=False).summary
         part_dir = tmp_path / f"part-{rule}"
         lines = []
@@ -204,7 +210,9 @@ def test_checkpoint_every_steps(tmp_path, small_config, monkeypatch):
         real_save(path, arrays)
 
     monkeypatch.setattr(results, "save_arrays", spy)
-    cfg = config.resolve(config.read_file(small_config), {"epochs": 2, "run": {"checkpoint_every_steps": 10}})
+    # validation = 0: 22 steps per epoch are those of the whole training set (1,437 // 64)
+    cfg = config.resolve(config.read_file(small_config),
+                         {"epochs": 2, "validation": 0, "run": {"checkpoint_every_steps": 10}})
     train(cfg, tmp_path / "run", progress=False)
     # 22 steps per epoch: global steps 10, 20, (22 = epoch end), 30, 40, (44 = end)
     assert saved == [(0, 10), (0, 20), (1, 0), (1, 8), (1, 18), (2, 0)]
@@ -230,7 +238,8 @@ def test_warmup_and_label_smoothing_from_the_config(tmp_path, small_config, monk
     monkeypatch.setattr(SGD, "step", step)
     monkeypatch.setattr(train_mod, "softmax_cross_entropy", loss)
     path = tmp_path / "warm.toml"
-    path.write_text(SMALL.replace("epochs = 3", "epochs = 2")
+    # validation = 0: 22 steps per epoch, those of the whole training set (1,437 // 64)
+    path.write_text(SMALL.replace("epochs = 3", "epochs = 2\nvalidation = 0")
                     + "[optim]\nlr = 0.1\nwarmup_epochs = 1\nlabel_smoothing = 0.1\nschedule = 'constant'\n")
     cfg = config.resolve(config.read_file(path))
     assert cfg.optim.warmup_epochs == 1.0 and cfg.optim.label_smoothing == 0.1
@@ -251,7 +260,7 @@ def test_sigint_checkpoints_the_current_step_and_exits_130(tmp_path):
     import time
 
     cfg = tmp_path / "long.toml"
-    cfg.write_text("epochs = 500\nbatch_size = 16\n[model_options]\nhidden = [16]\n[run]\ndelta_batch_size = 16\n")
+    cfg.write_text("epochs = 500\nbatch_size = 16\nvalidation = 0\n[model_options]\nhidden = [16]\n[run]\ndelta_batch_size = 16\n")
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "weightmirror", "train", "--config", str(cfg), "--out", str(out),

@@ -27,11 +27,9 @@ def _jpeg(path: Path, rng: np.random.Generator, k: int, size=(40, 30)) -> None:
     Image.fromarray(arr).save(path, "JPEG", quality=90)
 
 
-@pytest.fixture
-def imagenet_root(tmp_path) -> Path:
+def build_imagenet_root(root: Path) -> Path:
     """train/<wnid>/ with 4 images per class plus one broken JPEG; val/<wnid>/ with 2 each."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "imagenet"
     for k, wnid in enumerate(WNIDS):
         for i in range(4):
             _jpeg(root / "train" / wnid / f"{wnid}_{i}.JPEG", rng, k)
@@ -40,6 +38,12 @@ def imagenet_root(tmp_path) -> Path:
     good = (root / "train" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG").read_bytes()
     (root / "train" / WNIDS[1] / "broken.JPEG").write_bytes(good[: len(good) // 3])
     return root
+
+
+@pytest.fixture
+def imagenet_root(tmp_path) -> Path:
+    """The layout of :func:`build_imagenet_root` (also used by tests/test_validation.py)."""
+    return build_imagenet_root(tmp_path / "imagenet")
 
 
 def _cfg(root: Path, **over) -> config.TrainConfig:
@@ -59,8 +63,10 @@ def _cfg(root: Path, **over) -> config.TrainConfig:
 
 
 def test_imagenet_folder_trains_one_epoch_and_counts_skipped_images(tmp_path, imagenet_root):
+    # validation = 0: the steps and the broken file are those of the whole train/ folder
+    # (validation out of train/: tests/test_validation.py)
     out = tmp_path / "run"
-    summary = train(_cfg(imagenet_root), out, progress=False).summary
+    summary = train(_cfg(imagenet_root, validation=0), out, progress=False).summary
     rows = results.read_metrics(out / results.METRICS)
     assert [r["epoch"] for r in rows] == [0, 1]
     for row in rows:
@@ -71,8 +77,8 @@ def test_imagenet_folder_trains_one_epoch_and_counts_skipped_images(tmp_path, im
         # 6 val images: the error is a multiple of 1/6
         assert round(row["test_top1_error"] * 6 / 100, 6) == round(row["test_top1_error"] * 6 / 100)
     # 13 files, batch 4, drop_last: 3 steps over 12 of them; the broken file is among them
-    folders = load_data(_cfg(imagenet_root))
-    source = ImageFolderSource(folders, _cfg(imagenet_root))
+    folders = load_data(_cfg(imagenet_root, validation=0))
+    source = ImageFolderSource(folders, _cfg(imagenet_root, validation=0))
     seen = np.concatenate(source.train_loader.batch_indices(0))
     broken = folders.train.paths.index(str(imagenet_root / "train" / WNIDS[1] / "broken.JPEG"))
     assert broken in seen  # (seed 0) so the epoch meets it once
@@ -88,7 +94,7 @@ def test_imagenet_cli_with_workers_and_a_mid_epoch_resume(tmp_path, imagenet_roo
     """Through the CLI with a decoding worker; 2 epochs, stopped after step 4 (epoch 2, step 1), resumed."""
     cfg_path = tmp_path / "in.toml"
     cfg_path.write_text(
-        "epochs = 2\nbatch_size = 4\nmodel = 'convnet'\n"
+        "epochs = 2\nbatch_size = 4\nmodel = 'convnet'\nvalidation = 0\n"  # 3 steps per epoch: all of train/
         "[model_options]\nchannels = [4, 8]\nhidden = 16\n"
         "[run]\nimage_size = 32\nworkers = 1\neval_batch_size = 4\ndelta_batch_size = 6\n"
     )

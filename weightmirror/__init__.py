@@ -71,6 +71,7 @@ _EXPORTS = {
     "delta_angles": "weightmirror.sims.training.metrics",
     # errors
     "InputError": "weightmirror.errors",
+    "DivergedError": "weightmirror.sims.training",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -16,7 +16,10 @@ Keyword overrides are in config-key form, exactly as in a TOML file
 (``optim={"lr": 0.01}`` is ``[optim] lr = 0.01``); ``out=None`` keeps the
 run in memory, ``out="DIR"`` writes the same results folder as the command
 line. Bad input raises :class:`weightmirror.errors.InputError` with the
-message the command line would print.
+message the command line would print; a training run whose loss or weights
+stop being finite raises :class:`weightmirror.sims.training.DivergedError`
+(``weightmirror.DivergedError``), whose ``run`` is the run as far as it was
+finite (``run.summary["status"] == "diverged"``).
 
 To go further than a run, :func:`build_circuit` hands back the Brian2
 network of a circuit before it runs (add monitors or populations of your
@@ -69,7 +72,19 @@ def train(config=None, *, out: str | Path | None = None, progress: bool = True, 
     -------
     Run
         ``config`` (every key, resolved), ``metrics`` (one dict per epoch,
-        epoch 0 = before training), ``summary`` and ``path``.
+        epoch 0 = before training), ``summary`` (``status``: ``"completed"``)
+        and ``path``.
+
+    Raises
+    ------
+    InputError
+        A config key or value, the data, or ``out`` cannot be used.
+    DivergedError
+        The loss or the weights stopped being finite: training stopped at
+        once. ``exc.run`` holds the finite metrics rows and the summary
+        (``status`` ``"diverged"``, ``diverged``: epoch, step, loss, what,
+        layer), as written to ``out``; ``exc.checkpoint`` the last finite
+        checkpoint kept (None if none); ``str(exc)`` says what to try.
     """
     from .sims.config import TrainConfig, read_file, resolve
     from .sims.training import train as train_run

@@ -63,7 +63,8 @@ def number(value: Any, what: str, error: ErrorType = InputError, *, low: float |
         raise error(f"{what}: expected a number, got {value!r}")
     v = float(value)
     if not math.isfinite(v):
-        raise error(f"{what}: must be a finite number, got {value!r}")
+        bounds = _bound_text(low, high, low_open, high_open) if low is not None or high is not None else ""
+        raise error(f"{what}: must be a finite number{' ' + bounds if bounds else ''}, got {value!r}")
     if (low is not None and (v < low or (low_open and v == low))) or \
             (high is not None and (v > high or (high_open and v == high))):
         raise error(f"{what}: must be {_bound_text(low, high, low_open, high_open)}, got {value!r}")

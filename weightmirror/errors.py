@@ -8,15 +8,23 @@ with :data:`EXIT_BAD_INPUT`; a Python caller catches ``InputError`` alone.
 Each module keeps its own subclass (``RuleError``, ``SpecError``,
 ``ConfigError``, ``DataError``, ``ResultsError`` ...), so a message can be
 told apart by type as well as by text.
+
+A run that fails on valid input is not an input error: a training run whose
+loss or weights stop being finite raises
+:class:`weightmirror.sims.training.DivergedError` (a ``RuntimeError``), and
+the command line prints one line and exits with :data:`EXIT_DIVERGED`.
 """
 from __future__ import annotations
 
-__all__ = ["InputError", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED"]
+__all__ = ["InputError", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_INTERRUPTED"]
 
 #: the command finished
 EXIT_OK = 0
 #: bad input: one line on stderr, nothing already written is touched
 EXIT_BAD_INPUT = 2
+#: a training run diverged (non-finite loss or weights): one line on stderr; the
+#: metrics so far, the last finite checkpoint and a summary with "status": "diverged" stay
+EXIT_DIVERGED = 3
 #: SIGINT/SIGTERM: the run checkpointed and stopped (128 + SIGINT, as a shell reports it)
 EXIT_INTERRUPTED = 130
 

@@ -8,7 +8,11 @@ A results folder holds
     one JSON object per line: per epoch (training) or per simulated interval
     (circuit mode);
 ``summary.json``
-    the final figures of the run (see each command for its keys);
+    the final figures of the run (see each command for its keys); a
+    training run's ``status`` is ``"completed"`` or ``"diverged"`` (then
+    ``diverged`` says where, and the figures are the last finite epoch's);
+    a summary without ``status`` (older runs) is completed if ``completed``
+    is true;
 ``checkpoint.npz`` / snapshots
     arrays, written atomically (a temporary file, then ``os.replace``).
 
@@ -242,8 +246,38 @@ class Run:
     def __repr__(self) -> str:
         where = str(self.path) if self.path is not None else "in memory"
         n = len(self.metrics or [])
-        done = "finished" if self.summary and self.summary.get("completed", True) else "not finished"
+        status = self.status
+        done = {"completed": "finished", "diverged": self.diverged_text()}.get(status or "", "not finished")
         return f"<Run {self.kind} {self.label!r} ({where}): {n} metrics rows, {done}>"
+
+    # -- how it ended -----------------------------------------------------------
+    @property
+    def status(self) -> str | None:
+        """``"completed"``, ``"diverged"``, ``"interrupted"`` (a run kept in memory), or None (no summary).
+
+        A summary without ``status`` (written before it existed) is completed
+        if its ``completed`` is true (or absent, as in circuit runs).
+        """
+        s = self.summary
+        if not s:
+            return None
+        if s.get("status"):
+            return str(s["status"])
+        return "completed" if s.get("completed", True) else "interrupted"
+
+    @property
+    def diverged(self) -> dict | None:
+        """Where a diverged run stopped (``summary["diverged"]``: epoch, step, loss, what, layer), else None."""
+        if self.status != "diverged":
+            return None
+        return dict((self.summary or {}).get("diverged") or {})
+
+    def diverged_text(self) -> str | None:
+        """``diverged at epoch E`` (E counted from 1, the epoch in progress), else None."""
+        where = self.diverged
+        if where is None:
+            return None
+        return f"diverged at epoch {where['epoch']}" if where.get("epoch") is not None else "diverged"
 
     # -- common fields ------------------------------------------------------
     @property

@@ -35,6 +35,11 @@ The individual loaders (:func:`load_mnist_dir`, :func:`load_cifar10`,
 standardises with the training-set statistics and optionally flattens, and
 :func:`load` does the same or, for ``imagenet``, scans the folders into an
 :class:`ImageNetFolders`.
+
+The validation part (config ``validation``, ``validation_seed``) is held
+out of the training set by :func:`stratified_split` (:mod:`.split`),
+through :meth:`Dataset.validation_split` / :meth:`Dataset.held_out` and
+:meth:`ImageNetFolders.validation_split`; the test set is never touched.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from .digits import load_digits
 from .idx import _MNIST_FILES, FASHION_MNIST_DEFAULT_DIR, load_mnist_dir, read_idx
 from .imagenet.downsampled import load_downsampled_imagenet
 from .imagenet.folders import ImageNetFolders, scan_imagenet_split
+from .split import stratified_split
 
 __all__ = [
     "DataError",
@@ -65,6 +71,7 @@ __all__ = [
     "load",
     "standardise",
     "iterate_minibatches",
+    "stratified_split",
 ]
 
 

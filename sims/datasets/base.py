@@ -20,6 +20,8 @@ import numpy as np
 
 from weightmirror.errors import InputError
 
+from .split import stratified_split
+
 __all__ = [
     "DataError",
     "Dataset",
@@ -67,6 +69,19 @@ class Dataset:
     def input_size(self) -> int:
         """Number of input features per image, ``C * H * W``."""
         return int(prod(self.image_shape))
+
+    def validation_split(self, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(train_idx, val_idx)``: the training set split by :func:`.split.stratified_split`.
+
+        Sorted indices into ``x_train`` / ``y_train``; the validation part is
+        held out from training, the test set is untouched.
+        """
+        return stratified_split(self.y_train, fraction, seed)
+
+    def held_out(self, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of the validation part of the training set (copies, in index order)."""
+        _, val_idx = self.validation_split(fraction, seed)
+        return self.x_train[val_idx], self.y_train[val_idx]
 
 
 # --------------------------------------------------------------------------

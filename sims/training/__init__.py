@@ -6,13 +6,15 @@
 ``checkpoint``   the network, optimiser and a small :class:`TrainState` in one atomic file;
 ``interrupts``   SIGINT/SIGTERM as a request to stop at the next step;
 ``output``       the results folder (or none: a run kept in memory);
+``divergence``   a non-finite loss or weight stops the run: :class:`DivergedError`;
 ``loop``         :func:`train` and its one step function :func:`train_step`.
 """
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .divergence import DivergedError
 from .loop import Trainee, build_network, load_data, train, train_step
 from .output import RunExistsError
 from .sources import ArraySource, BatchSource, ImageFolderSource, make_batch_source
 
-__all__ = ["train", "train_step", "Trainee", "build_network", "load_data", "TrainState", "save_checkpoint",
-           "load_checkpoint", "RunExistsError", "BatchSource", "ArraySource", "ImageFolderSource",
+__all__ = ["train", "DivergedError", "train_step", "Trainee", "build_network", "load_data", "TrainState",
+           "save_checkpoint", "load_checkpoint", "RunExistsError", "BatchSource", "ArraySource", "ImageFolderSource",
            "make_batch_source"]

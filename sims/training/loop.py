@@ -26,6 +26,15 @@ second signal stops at once). ``resume=True`` continues from the checkpoint:
   is not bit-identical for rules that draw noise (it is for bp, fa, usf,
   frsf and kp). Following epochs use their usual seeds again.
 
+Divergence
+----------
+A non-finite training loss (checked every step), a non-finite array of the
+network or the optimiser (checked at every epoch end and right before every
+checkpoint) or a non-finite loss in an epoch's metrics stops the run at once
+(:mod:`.divergence`): the metrics rows so far and the last checkpoint stay
+(all finite), ``summary.json`` says ``"status": "diverged"`` and where, and
+:func:`train` raises :class:`~.divergence.DivergedError` carrying the run.
+
 Data parallel
 -------------
 With ``run.distributed = true`` (CLI ``--distributed``) and a launch of
@@ -69,7 +78,7 @@ from ...models.layers import softmax_cross_entropy
 from ...models.optim import SGD, Schedule
 from ...models.zoo import build_model
 from .. import datasets
-from ..config import TrainConfig, resolve
+from ..config import TrainConfig, as_written_run, resolve
 from ..distributed import (
     Communicator,
     allreduce_mean_arrays,
@@ -80,12 +89,13 @@ from ..distributed import (
 )
 from . import seeds
 from .checkpoint import TrainState, load_checkpoint
+from .divergence import DivergedError, DivergenceGuard
 from .interrupts import StopRequests
 from .metrics import as_input, bn_buffers, epoch_line, metrics_row
 from .output import RunOutput, check_out_dir
 from .sources import BatchSource, make_batch_source
 
-__all__ = ["train", "train_step", "build_network", "load_data"]
+__all__ = ["train", "train_step", "build_network", "load_data", "DivergedError"]
 
 
 def load_data(cfg: TrainConfig):
@@ -234,16 +244,24 @@ def train(cfg, out: str | Path | None = None, *, resume: bool = False, progress:
     weightmirror.results.Run
         ``config`` (as written to ``config.toml``), ``metrics`` (one row per
         epoch, epoch 0 first), ``summary`` (as written to ``summary.json``
-        once every epoch ran, plus ``rank``; when the run stopped early,
+        once every epoch ran, plus ``rank``; ``status`` is ``"completed"``;
+        when the run stopped early, ``status`` is ``"interrupted"``,
         ``completed`` is False and ``resume_from`` holds the checkpoint's
         epoch and step) and ``path``.
+
+    Raises
+    ------
+    DivergedError
+        The loss or an array stopped being finite (see :mod:`.divergence`);
+        ``exc.run`` is the run as far as it was finite, its ``summary``
+        (written to ``summary.json`` too) has ``"status": "diverged"``.
     """
     out = None if out is None else Path(out)
     if resume:
         if out is None:
             raise results.ResultsError("resume needs the results folder of the run (out)")
         check_out_dir(out, True)
-        saved = resolve(results.read_config(out))  # the run's own config
+        saved = resolve(as_written_run(results.read_config(out)))  # the run's own config
         allowed = {"epochs", "run"}
         changes = dict(cfg or {}) if not isinstance(cfg, TrainConfig) else {}
         changes = {k: v for k, v in changes.items() if k in allowed and v is not None}
@@ -262,7 +280,8 @@ def train(cfg, out: str | Path | None = None, *, resume: bool = False, progress:
     output = RunOutput(out, writes=comm.is_root)
     xp = get_array_module(cfg.device)
     # GPU-only numerics and kernels, restored when the run ends (no effect on NumPy)
-    with use_gpu_options(tf32=cfg.run.tf32, conv_algorithm=cfg.run.conv_algorithm):
+    # overflow and NaN are not NumPy warnings here: the run stops on them (DivergedError)
+    with use_gpu_options(tf32=cfg.run.tf32, conv_algorithm=cfg.run.conv_algorithm), np.errstate(all="ignore"):
         data = data if data is not None else load_data(cfg)
         source = make_batch_source(cfg, data, comm.rank, comm.size)
         try:
@@ -282,6 +301,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
     o = cfg.optim
     opt = SGD(net.parameter_modules(), net.rule, xp, o.momentum, o.nesterov, o.weight_decay)
     t = Trainee(net, net.rule, opt, comm, xp, o.label_smoothing)
+    guard = DivergenceGuard(net, opt, comm, xp)  # a non-finite loss or weight stops the run
     schedule = Schedule(o.lr, o.schedule, cfg.epochs, o.warmup_epochs, tuple(o.milestones), o.gamma,
                         o.final_fraction)
     steps = source.steps_per_epoch()
@@ -299,6 +319,8 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
         if state.partial and source.counts_skips and comm.size > 1:
             state.partial["skipped"] = int(allreduce_sum(comm, [state.partial["skipped"]], xp)[0])
         state.world_size = comm.size
+        # never a non-finite checkpoint: the last finite one stays
+        guard.weights(state.epoch + 1 if state.step else state.epoch, state.step or steps)
         output.checkpoint(net, opt, state)
 
     if resume:
@@ -325,7 +347,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
     wall_before = state.wall_seconds
     steps_here = 0
     resume_from = None
-    with StopRequests() as stop:
+    with StopRequests() as stop, guard:
         for epoch in range(state.epoch, cfg.epochs):
             first = state.step if epoch == state.epoch else 0
             if first:
@@ -352,6 +374,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
                 loss, n, halt = train_step(t, xb, yb, schedule(fraction), fraction / cfg.epochs, noise_rng,
                                            want_stop)
                 if n:
+                    guard.loss(loss, epoch + 1, step + 1, bar)
                     losses.append(loss)
                 step += 1
                 steps_here += 1
@@ -381,7 +404,9 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
             if source.counts_skips and comm.size > 1:
                 skipped = int(allreduce_sum(comm, [skipped], xp)[0])
             train_loss = float(np.mean(losses)) if losses else math.nan
+            guard.weights(epoch + 1, step)
             row = measure(epoch + 1, train_loss, epoch_seconds, schedule(epoch + 1 - 1e-9), skipped)
+            guard.row(row, epoch + 1, step)
             state.metrics.append(row)
             output.append(row)
             wall = wall_before + time.perf_counter() - t_start
@@ -404,13 +429,18 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
 
     wall = wall_before + time.perf_counter() - t_start
     summary = _summary(cfg, net, source, state.metrics, comm, wall, completed=resume_from is None)
-    if resume_from is None:
+    summary.update(guard.summary_fields(interrupted=resume_from is not None))
+    if resume_from is None:  # completed or diverged
         output.summary(summary)
     else:
         summary["resume_from"] = resume_from
     summary["rank"] = comm.rank
-    return results.Run(path=output.path, kind="train", config=cfg.to_dict(), metrics=state.metrics,
-                       summary=summary)
+    run = results.Run(path=output.path, kind="train", config=cfg.to_dict(), metrics=state.metrics,
+                      summary=summary)
+    if guard.found is not None:
+        kept = output.checkpoint_path
+        raise DivergedError(run, kept if kept is not None and kept.is_file() else None)
+    return run
 
 
 def _summary(cfg: TrainConfig, net, source, rows, comm, wall, completed: bool) -> dict:
@@ -440,6 +470,8 @@ def _summary(cfg: TrainConfig, net, source, rows, comm, wall, completed: bool) -
     }
     if source.counts_skips:
         summary["skipped_images"] = int(sum(r.get("skipped_images", 0) for r in rows))
+    summary.update({k: last[k] for k in ("val_top1_error", "val_top5_error", "val_loss") if k in last})
+    summary.update(n_train=source.n_train, n_validation=source.n_validation, n_test=source.n_test)
     return summary
 
 

@@ -6,7 +6,10 @@ One metrics row per epoch (epoch 0 = the state before training), written to
 ``train_loss``
     mean training loss of the epoch's steps;
 ``test_loss``, ``test_top1_error``, ``test_top5_error``
-    over the whole test (val) set, errors in percent;
+    over the whole test set (ImageNet folders: ``val/``), errors in percent;
+``val_loss``, ``val_top1_error``, ``val_top5_error``
+    the same over the whole validation part (held out of the training set,
+    config ``validation``), only when there is one: choose settings on these;
 ``angles_deg``
     per weight layer, bottom up, the angle between the feedback the rule
     uses and W (B is stored in W's layout, see ``circuits.rules``), degrees;
@@ -14,7 +17,8 @@ One metrics row per epoch (epoch 0 = the state before training), written to
     per weight layer, the angle between the rule's δ and backprop's δ on a
     fixed training batch (NaN, ``null`` in JSON, where no error arrives);
 ``weight_norms``, ``epoch_seconds``, ``lr`` and, for the ImageNet
-folders, ``skipped_images`` / ``skipped_eval_images``.
+folders, ``skipped_images`` / ``skipped_eval_images`` (test set) /
+``skipped_val_images`` (validation part, when there is one).
 
 Every function that takes a ``comm`` is collective: every rank calls it.
 """
@@ -70,23 +74,41 @@ def _eval_sums(net, batches, xp) -> np.ndarray:
     return sums
 
 
-def evaluate(net, source, xp, comm: Optional[Communicator] = None) -> dict:
-    """Loss and top-1 / top-5 error (percent) over the source's whole test (val) set.
+#: evaluate's ``part`` -> the source's batches of it
+EVAL_PARTS = {"test": "eval_batches", "val": "val_batches"}
 
+
+def evaluate(net, source, xp, comm: Optional[Communicator] = None, part: str = "test") -> dict:
+    """Loss and top-1 / top-5 error (percent) over the source's whole test set or validation part.
+
+    ``part = "test"`` (``source.eval_batches()``) gives ``test_loss``,
+    ``test_top1_error``, ``test_top5_error``; ``part = "val"``
+    (``source.val_batches()``, the part held out of the training set)
+    gives ``val_loss``, ``val_top1_error``, ``val_top5_error``.
     Each rank evaluates its part; the sums are added over ranks, so every
     rank returns the same figures.
     """
-    sums = _eval_sums(net, source.eval_batches(), xp)
+    if part not in EVAL_PARTS:
+        raise ValueError(f"part must be one of {', '.join(EVAL_PARTS)}, got {part!r}")
+    sums = _eval_sums(net, getattr(source, EVAL_PARTS[part])(), xp)
     if comm is not None and comm.size > 1:
         sums = allreduce_sum(comm, sums, xp)
     n = max(sums[3], 1.0)
-    return {"test_loss": float(sums[0] / n), "test_top1_error": float(100.0 * sums[1] / n),
-            "test_top5_error": float(100.0 * sums[2] / n)}
+    return {f"{part}_loss": float(sums[0] / n), f"{part}_top1_error": float(100.0 * sums[1] / n),
+            f"{part}_top5_error": float(100.0 * sums[2] / n)}
 
 
 def feedback_angles(net, xp, rng) -> list[float]:
-    """Per weight layer, angle(B, Wᵀ) in degrees (B the feedback the rule uses)."""
-    return [angle_degrees(net.rule.feedback(layer, xp, rng), layer.W, xp) for layer in net.weight_layers]
+    """Per weight layer, angle(B, Wᵀ) in degrees (B the feedback the rule uses).
+
+    Where the feedback *is* W (backprop) the angle is 0 exactly: the arccos of
+    a cosine computed as ⟨W, W⟩/‖W‖² can be one rounding step below 1, i.e. 8.5e-7°.
+    """
+    angles = []
+    for layer in net.weight_layers:
+        feedback = net.rule.feedback(layer, xp, rng)
+        angles.append(0.0 if feedback is layer.W else angle_degrees(feedback, layer.W, xp))
+    return angles
 
 
 def delta_angles(net, x, y, xp, rng) -> list[float]:
@@ -136,6 +158,10 @@ def metrics_row(net, xp, cfg, epoch: int, metric_batch, source, comm, train_loss
         row["train_loss"] = train_loss
     eval_skipped = source.eval_skipped
     row.update(evaluate(net, source, xp, comm))
+    validates = getattr(source, "n_validation", 0) > 0
+    if validates:
+        val_skipped = source.val_skipped
+        row.update(evaluate(net, source, xp, comm, part="val"))
     row["angles_deg"] = feedback_angles(net, xp, metric_rng)
     row["delta_angles_deg"] = delta_angles(net, *metric_batch, xp, metric_rng)
     row["weight_norms"] = weight_norms(net, xp)
@@ -147,6 +173,11 @@ def metrics_row(net, xp, cfg, epoch: int, metric_batch, source, comm, train_loss
             eval_skipped = int(allreduce_sum(comm, [eval_skipped], xp)[0])
         row["skipped_images"] = int(skipped)
         row["skipped_eval_images"] = int(eval_skipped)
+        if validates:
+            val_skipped = source.val_skipped - val_skipped
+            if comm.size > 1:
+                val_skipped = int(allreduce_sum(comm, [val_skipped], xp)[0])
+            row["skipped_val_images"] = int(val_skipped)
     return row
 
 
@@ -154,6 +185,7 @@ def epoch_line(label: str, row: dict) -> str:
     """The one line printed after each epoch."""
     angles = "/".join(f"{a:.1f}" for a in row["angles_deg"])
     skipped = f"  skipped {row['skipped_images']} images" if row.get("skipped_images") else ""
+    val = f"val error {row['val_top1_error']:.2f}%  " if "val_top1_error" in row else ""
     return (f"[{label}] epoch {row['epoch']}: loss {row.get('train_loss', float('nan')):.4f}  "
-            f"test error {row['test_top1_error']:.2f}%  angle(B,W^T) {angles} deg  "
+            f"{val}test error {row['test_top1_error']:.2f}%  angle(B,W^T) {angles} deg  "
             f"{row['epoch_seconds']:.1f}s{skipped}")

@@ -12,6 +12,14 @@ where they come from:
   for ``val/``, crops of ``run.image_size`` pixels, ``run.workers``
   decoding processes. Files that cannot be decoded are skipped and counted.
 
+Validation (config ``validation`` > 0): every source holds out the
+stratified part of the training set that
+:func:`weightmirror.sims.datasets.split.stratified_split` picks from
+``validation_seed`` (never from ``seed``), serves training batches, the
+δ-angle batch and ``steps_per_epoch`` from the rest only, and serves the
+held-out part through :meth:`BatchSource.val_batches` (evaluation transform
+for the ImageNet folders). The test set (ImageNet: ``val/``) is untouched.
+
 Every source serves this rank's part of each global batch (data parallel:
 :func:`weightmirror.sims.distributed.shard_indices`).
 """
@@ -21,20 +29,26 @@ from typing import Iterator
 
 import numpy as np
 
-from ..datasets import Dataset, ImageNetFolders
+from ..datasets import Dataset, ImageNetFolders, stratified_split
 from ..distributed import shard_indices
 from .seeds import ORDER
 
-__all__ = ["BatchSource", "ArraySource", "ImageFolderSource", "make_batch_source"]
+__all__ = ["BatchSource", "ArraySource", "ImageFolderSource", "make_batch_source", "validation_settings"]
+
+
+def validation_settings(cfg) -> tuple[float, int]:
+    """``(validation, validation_seed)`` of a TrainConfig (``(0, 0)`` for an object without them)."""
+    return float(getattr(cfg, "validation", 0.0)), int(getattr(cfg, "validation_seed", 0))
 
 
 class BatchSource:
     """Where the training loop's batches come from.
 
     A source serves this rank's part of every global training batch of an
-    epoch, this rank's part of the test set, and a fixed batch of training
-    samples for the δ-angle metric.  All arrays are NumPy, ``(n, ...)`` with
-    int64 labels; the loop moves them to the device.
+    epoch, this rank's part of the test set and of the validation part, and
+    a fixed batch of training samples for the δ-angle metric.  All arrays
+    are NumPy, ``(n, ...)`` with int64 labels; the loop moves them to the
+    device.
 
     Attributes
     ----------
@@ -45,8 +59,11 @@ class BatchSource:
     counts_skips : bool
         True when samples can be skipped (undecodable files); the metrics
         rows then carry ``skipped_images`` and ``skipped_eval_images``.
-    skipped, eval_skipped : int
-        Training / evaluation samples skipped so far by this rank.
+    skipped, eval_skipped, val_skipped : int
+        Training / test-set / validation samples skipped so far by this rank.
+    n_train, n_validation, n_test : int or None
+        Samples in the training part (what training batches come from), the
+        held-out validation part (0: none) and the test set; None where unknown.
     """
 
     image_shape: tuple = ()
@@ -54,6 +71,10 @@ class BatchSource:
     counts_skips: bool = False
     skipped: int = 0
     eval_skipped: int = 0
+    val_skipped: int = 0
+    n_train: int | None = None
+    n_validation: int = 0
+    n_test: int | None = None
 
     def steps_per_epoch(self) -> int:
         """Global batches (optimiser steps) per epoch."""
@@ -69,8 +90,12 @@ class BatchSource:
         raise NotImplementedError
 
     def eval_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """This rank's part of the whole test (or val) set, in batches."""
+        """This rank's part of the whole test set (ImageNet: the ``val/`` folder), in batches."""
         raise NotImplementedError
+
+    def val_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This rank's part of the whole validation part (held out of training), in batches."""
+        return iter(())
 
     def metric_batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``n`` fixed training samples (deterministic, the same on every rank)."""
@@ -88,15 +113,25 @@ class ArraySource(BatchSource):
     data : Dataset
         Training and test arrays.
     cfg : TrainConfig
-        ``seed``, ``batch_size``, ``run.eval_batch_size``.
+        ``seed``, ``batch_size``, ``run.eval_batch_size``, ``validation``,
+        ``validation_seed``.
     rank, world_size : int
         This rank and the number of ranks.
 
+    Attributes
+    ----------
+    train_idx, val_idx : np.ndarray
+        Sorted indices into ``data.x_train`` of the training and the
+        validation part (:meth:`Dataset.validation_split`); with
+        ``validation = 0``, ``arange(n)`` and empty.
+
     Notes
     -----
-    Epoch ``e`` visits the training set in the permutation drawn from
-    ``(seed, ORDER, e)``; the last partial global batch is dropped (unless the
-    set is smaller than one batch).
+    Epoch ``e`` visits the training part in the permutation drawn from
+    ``(seed, ORDER, e)`` (of positions in ``train_idx``); the last partial
+    global batch is dropped (unless the part is smaller than one batch).
+    With ``validation = 0`` this is the whole training set, as before the
+    validation split existed.
     """
 
     def __init__(self, data: Dataset, cfg, rank: int = 0, world_size: int = 1):
@@ -107,13 +142,17 @@ class ArraySource(BatchSource):
         self.rank, self.world_size = int(rank), int(world_size)
         self.image_shape = tuple(data.image_shape)
         self.num_classes = int(data.num_classes)
+        fraction, split_seed = validation_settings(cfg)
+        self.train_idx, self.val_idx = stratified_split(data.y_train, fraction, split_seed)
+        self.n_train, self.n_validation, self.n_test = len(self.train_idx), len(self.val_idx), len(data.y_test)
 
     def steps_per_epoch(self) -> int:
-        return max(1, len(self.data.y_train) // self.batch_size)
+        return max(1, self.n_train // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The epoch's permutation of the training set (the same on every rank)."""
-        return np.random.default_rng([self.seed, ORDER, int(epoch)]).permutation(len(self.data.y_train))
+        """The epoch's order of the training part: indices into ``x_train`` (the same on every rank)."""
+        perm = np.random.default_rng([self.seed, ORDER, int(epoch)]).permutation(self.n_train)
+        return self.train_idx[perm]
 
     def train_batches(self, epoch: int, start_step: int = 0):
         perm = self.order(epoch)
@@ -129,9 +168,15 @@ class ArraySource(BatchSource):
         for start in range(0, len(y), self.eval_batch_size):
             yield x[start:start + self.eval_batch_size], y[start:start + self.eval_batch_size]
 
+    def val_batches(self):
+        idx = self.val_idx[shard_indices(len(self.val_idx), self.rank, self.world_size)]
+        for start in range(0, len(idx), self.eval_batch_size):
+            part = idx[start:start + self.eval_batch_size]
+            yield self.data.x_train[part], self.data.y_train[part]
+
     def metric_batch(self, n: int):
-        n = min(int(n), len(self.data.y_train))
-        return self.data.x_train[:n], self.data.y_train[:n]
+        idx = self.train_idx[:int(n)]  # the first samples of the training part
+        return self.data.x_train[idx], self.data.y_train[idx]
 
 
 class ImageFolderSource(BatchSource):
@@ -143,18 +188,30 @@ class ImageFolderSource(BatchSource):
         The scanned ``train/`` and ``val/`` splits.
     cfg : TrainConfig
         ``seed``, ``batch_size``, ``run.image_size``, ``run.workers``,
-        ``run.eval_batch_size``.
+        ``run.eval_batch_size``, ``validation``, ``validation_seed``.
     rank, world_size : int
         This rank and the number of ranks.
+
+    Attributes
+    ----------
+    train_part, validation_part : ImageFolder
+        The images of ``train/`` trained on and those held out for
+        validation (:meth:`ImageNetFolders.validation_split`; with
+        ``validation = 0``, ``folders.train`` and None).
+    train_loader, val_loader, validation_loader : ImageNetLoader
+        Training part; the test set (``val/``, named as the folder is);
+        the validation part (None without one).
 
     Notes
     -----
     Training uses the loader with the training transform (random resized
-    crop, flip), drawn per sample from ``(seed, epoch, index)``; the last
-    partial global batch is dropped (unless the split is smaller than one
-    batch).  Evaluation uses the ``val/`` split with the evaluation transform
-    (resize, centre crop). The δ-angle batch is ``n`` training images spread
-    evenly over the (class-sorted) split, decoded with the evaluation transform.
+    crop, flip) over the training part, drawn per sample from ``(seed,
+    epoch, index)``; the last partial global batch is dropped (unless the
+    part is smaller than one batch).  The test set is the ``val/`` folder,
+    and it and the validation part are decoded with the evaluation
+    transform (resize, centre crop). The δ-angle batch is ``n`` images
+    spread evenly over the (class-sorted) training part, decoded with the
+    evaluation transform.
     """
 
     counts_skips = True
@@ -170,12 +227,23 @@ class ImageFolderSource(BatchSource):
         batch = int(cfg.batch_size)
         self.image_shape = (3, self.size, self.size)
         self.num_classes = folders.num_classes
-        self.train_loader = ImageNetLoader(folders.train, batch, train=True, size=self.size, seed=self.seed,
-                                           workers=self.workers, drop_last=len(folders.train) >= batch,
+        fraction, split_seed = validation_settings(cfg)
+        if fraction > 0:
+            self.train_part, held = folders.validation_split(fraction, split_seed)
+            self.validation_part = held if len(held) else None
+        else:
+            self.train_part, self.validation_part = folders.train, None
+        self.n_train, self.n_test = len(self.train_part), len(folders.val)
+        self.n_validation = len(self.validation_part) if self.validation_part is not None else 0
+        self.train_loader = ImageNetLoader(self.train_part, batch, train=True, size=self.size, seed=self.seed,
+                                           workers=self.workers, drop_last=len(self.train_part) >= batch,
                                            rank=rank, world_size=world_size)
         self.val_loader = ImageNetLoader(folders.val, int(cfg.run.eval_batch_size), train=False,
                                          size=self.size, seed=self.seed, workers=self.workers,
                                          rank=rank, world_size=world_size)
+        self.validation_loader = None if self.validation_part is None else ImageNetLoader(
+            self.validation_part, int(cfg.run.eval_batch_size), train=False, size=self.size, seed=self.seed,
+            workers=self.workers, rank=rank, world_size=world_size)
 
     @property
     def skipped(self) -> int:  # type: ignore[override]
@@ -184,6 +252,10 @@ class ImageFolderSource(BatchSource):
     @property
     def eval_skipped(self) -> int:  # type: ignore[override]
         return self.val_loader.skipped
+
+    @property
+    def val_skipped(self) -> int:  # type: ignore[override]
+        return 0 if self.validation_loader is None else self.validation_loader.skipped
 
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
@@ -198,14 +270,21 @@ class ImageFolderSource(BatchSource):
         finally:
             self.val_loader.close()  # its workers are idle until the next evaluation
 
-    def metric_batch(self, n: int):
-        from ..datasets.imagenet import ImageFolder, ImageNetLoader
+    def val_batches(self):
+        if self.validation_loader is None:
+            return
+        try:
+            yield from self.validation_loader.epoch(0, keep_empty=True)
+        finally:
+            self.validation_loader.close()
 
-        split = self.folders.train
+    def metric_batch(self, n: int):
+        from ..datasets.imagenet import ImageNetLoader
+
+        split = self.train_part
         n = min(int(n), len(split))
         pick = np.unique(np.linspace(0, len(split) - 1, n).round().astype(np.int64))
-        sub = ImageFolder(root=split.root, paths=tuple(split.paths[i] for i in pick),
-                          labels=split.labels[pick], classes=split.classes)
+        sub = split.subset(pick)
         with ImageNetLoader(sub, len(pick), train=False, size=self.size, seed=self.seed,
                             workers=min(self.workers, 1)) as loader:
             batches = list(loader.epoch(0))
@@ -216,6 +295,8 @@ class ImageFolderSource(BatchSource):
     def close(self) -> None:
         self.train_loader.close()
         self.val_loader.close()
+        if self.validation_loader is not None:
+            self.validation_loader.close()
 
 
 def make_batch_source(cfg, data, rank: int = 0, world_size: int = 1) -> BatchSource:

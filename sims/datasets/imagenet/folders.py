@@ -46,6 +46,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..base import DataError, PathLike, _require_dir
+from ..split import stratified_split
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -102,6 +103,12 @@ class ImageFolder:
         """Number of classes."""
         return len(self.classes)
 
+    def subset(self, indices) -> "ImageFolder":
+        """The images at ``indices`` (in that order), same root and classes."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageFolder(root=self.root, paths=tuple(self.paths[i] for i in idx.tolist()),
+                           labels=self.labels[idx], classes=self.classes)
+
 
 @dataclass(frozen=True)
 class ImageNetFolders:
@@ -120,6 +127,17 @@ class ImageNetFolders:
     def num_classes(self) -> int:
         """Number of classes (the ``train/`` class folders)."""
         return self.train.num_classes
+
+    def validation_split(self, fraction: float, seed: int) -> tuple[ImageFolder, ImageFolder]:
+        """``(train part, validation part)`` of ``train/``, stratified by class.
+
+        The split of :func:`weightmirror.sims.datasets.split.stratified_split`
+        over the (class-sorted) image list of ``train/``; ``val/`` is not
+        touched (it stays the test set). Both parts keep the class-then-name
+        order.
+        """
+        train_idx, val_idx = stratified_split(self.train.labels, fraction, seed)
+        return self.train.subset(train_idx), self.train.subset(val_idx)
 
 
 def find_classes(train_dir: PathLike) -> tuple[str, ...]:
