@@ -123,6 +123,10 @@ class LearningRule:
         scale = _rms(xp, W)
         return (rng.standard_normal(W.shape, dtype=xp.float32) * scale).astype(xp.float32)
 
+    def prepare_layer(self, layer, xp) -> None:
+        """Give a weight layer the state the rule keeps in it (in ``layer.buffers``,
+        so that checkpoints hold it); called once when the network is built."""
+
     # -- feedback path ----------------------------------------------------
     def feedback(self, layer, xp, rng=None):
         """The array the feedback path multiplies errors by (W's layout).
@@ -134,21 +138,21 @@ class LearningRule:
 
     # -- plasticity -------------------------------------------------------
     def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0,
-                            progress: float | None = None) -> None:
+                            progress: "Progress | None" = None) -> None:
         """Called by the optimiser after ``W ← shrink·W + step`` at learning rate ``lr``
-        (``progress``: the fraction of training done, when the trainer says).
+        (``progress``: where training stands, when the trainer says).
 
         ``step`` is the increment that the local product ``-η δ yᵀ`` (through
-        the momentum trace) gave W, ``shrink = 1 - η λ_wd`` the decay. Only
-        Kolen-Pollack uses it.
+        the momentum trace) gave W, ``shrink`` the decay. Kolen-Pollack gives B
+        the same update; the weight mirror measures how fast W moves.
         """
 
-    def weight_decay_factor(self, lr: float, progress: float | None = None) -> float:
+    def weight_decay_factor(self, lr: float, progress: "Progress | None" = None) -> float:
         """An extra factor the optimiser folds into W's update, ``W ← k (shrink·W + step)``
-        (Kolen-Pollack's own decay; 1 for the other rules)."""
+        (the rule's own decay, see :func:`own_decay_factor`; 1 for most rules)."""
         return 1.0
 
-    def after_step(self, weight_layers, xp, rng) -> None:
+    def after_step(self, weight_layers, xp, rng, progress: "Progress | None" = None) -> None:
         """Called once after every training step (weight mirror: mirror mode)."""
 
     def initial_phase(self, weight_layers, xp, rng) -> None:
@@ -166,6 +170,49 @@ class LearningRule:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where training stands, for the plasticity that follows it.
+
+    Attributes
+    ----------
+    step : optimiser steps done before the current one.
+    lr_done : ``Σ η_t`` over those steps (the learning-rate mass spent).
+    lr_total : ``Σ η_t`` over the whole run, from the learning-rate schedule.
+    """
+
+    step: int
+    lr_done: float
+    lr_total: float
+
+    @property
+    def fraction(self) -> float:
+        """The fraction of the run's learning done, ``lr_done / lr_total`` (by learning-rate mass)."""
+        return self.lr_done / self.lr_total if self.lr_total > 0 else 1.0
+
+
+def own_decay_factor(lr: float, progress: Progress | None, total: float, fraction: float) -> float:
+    """``e^{-η_t λ}``: one step of a decay scheduled by the amount of learning.
+
+    The decay acts while the learning-rate mass spent is below ``fraction``
+    of the run's, at the rate per unit learning rate that makes it total
+    ``Σ_t η_t λ = total`` there:
+
+    ``λ = total / (fraction · Σ_t η_t)``,  so  ``Π_t e^{-η_t λ} = e^{-total}``
+
+    exactly (the step that crosses the end of the window decays only by what
+    is left), whatever the run's length, schedule or learning rate: 240 steps
+    of digits as 14,000 steps of Fashion-MNIST. Without a ``progress`` (a
+    hand-written loop that does not say where it stands) there is no decay.
+    """
+    if total <= 0 or progress is None or progress.lr_total <= 0:
+        return 1.0
+    window = fraction * progress.lr_total
+    if progress.lr_done >= window:
+        return 1.0
+    return math.exp(-(total / window) * min(lr, window - progress.lr_done))
+
+
+@dataclass(frozen=True)
 class Backprop(LearningRule):
     """Backpropagation: the reference, which needs weight transport.
 
@@ -178,6 +225,18 @@ class Backprop(LearningRule):
     label: ClassVar[str] = "BP"
     display_name: ClassVar[str] = "backprop"
     stores_feedback: ClassVar[bool] = False
+    #: a control for Kolen-Pollack: the same own decay of W (``decay_total``
+    #: over ``decay_fraction`` of the learning, see :func:`own_decay_factor`),
+    #: with exact feedback; 0 (the default) is plain backprop
+    decay_total: float = 0.0
+    decay_fraction: float = 0.25
+
+    def __post_init__(self):
+        checks.number(self.decay_total, "rule bp: decay_total", RuleError, low=0)
+        checks.number(self.decay_fraction, "rule bp: decay_fraction", RuleError, low=0, high=1, low_open=True)
+
+    def weight_decay_factor(self, lr: float, progress: Progress | None = None) -> float:
+        return own_decay_factor(lr, progress, self.decay_total, self.decay_fraction)
 
     def init_feedback(self, W, xp, rng):
         return None
@@ -282,41 +341,91 @@ class WeightMirror(LearningRule):
     """Weight mirror (Akrout et al. 2019, §4): B learns Wᵀ from noise.
 
     In **mirror mode** each layer's input neurons fire noise of their own,
-    ``ξ ~ N(0, σ² I)`` (a batch of ``mirror_batch_size`` samples, drawn
-    independently for every layer), the layer responds ``r = φ_m(W ξ)``, and
-    every feedback synapse, which sees its presynaptic ``δ_{l+1} ← r`` and
-    postsynaptic ``δ_l ← ξ`` through the one-to-one links, changes by their
-    Hebbian product with decay:
+    ``ξ ~ N(0, σ² I)`` (a batch of ``m`` samples, drawn independently for
+    every layer), the layer responds ``r = φ_m(W ξ)``, and every feedback
+    synapse, which sees its presynaptic ``δ_{l+1} ← r`` and postsynaptic
+    ``δ_l ← ξ`` through the one-to-one links, changes by their Hebbian
+    product with decay:
 
-    ``ΔB = η_B · (1/m) Σ_n ξ_n r_nᵀ  -  λ_B B``
+    ``ΔB = η_B · H  -  λ_B B``,   ``H = (1/m) Σ_n ξ_n r_nᵀ``.
 
-    Since ``E[ξ ξᵀ] = σ² I``, for ``φ_m`` the identity ``E[ΔB] = η_B σ² Wᵀ -
-    λ_B B`` and B relaxes toward ``(η_B σ² / λ_B) Wᵀ`` (for a nonlinear
-    ``φ_m``, Stein's lemma gives ``Wᵀ`` times the mean slope of each unit).
+    Since ``E[ξ ξᵀ] = σ² I``, for ``φ_m`` the identity ``E[H] = σ² Wᵀ`` and B
+    relaxes toward ``(η_B σ² / λ_B) Wᵀ``; the rule keeps ``η_B = λ_B / σ²``
+    so the fixed point is ``B = Wᵀ`` (for a nonlinear ``φ_m``, Stein's lemma
+    gives ``Wᵀ`` times the mean slope of each unit).
+
+    **How far B is from Wᵀ** (the closed form the adaptive mirror uses). For
+    a layer of fan-in ``F`` (``F = C_in k_h k_w`` for a convolution, whose
+    every output position is one more sample), an exponential average with
+    decay ``λ`` per step of estimates from ``m`` samples per step has a
+    relative error ``‖B - Wᵀ‖/‖W‖`` of
+
+    ``ε² = F λ / (2 m)  +  (d / λ)²``
+
+    where the first term is the sampling noise of the Hebbian estimate
+    (``E‖W (Ĉ - I)‖² = ‖W‖² F/m`` for the sample covariance ``Ĉ`` of ``m``
+    white samples, averaged over ``2/λ`` steps) and the second the lag behind
+    a W that moves by a fraction ``d = ‖ΔW‖/‖W‖`` per step; the angle is
+    ``atan ε``. For a given ``m`` the best decay is ``λ* = (4 d² m / F)^{1/3}``,
+    and the error stays at ``tan θ*`` with the fewest samples when
+
+    ``m = (3/4)^{3/2} · 2 d F / tan³ θ*  ≈ 1.3 d F / tan³ θ*``.
+
+    **Adaptive mirror** (``adaptive = true``, the default): each layer keeps
+    a running measure of how fast its forward weights move, ``d̄`` (an
+    exponential average of ``‖ΔW‖/‖W‖`` per step, half-life
+    ``drift_halflife`` steps), and every ``plan_every`` steps sets its own
+    mirror from it: ``m`` noise samples per step from the formula above
+    (between ``min_samples`` and ``max_samples``), ``λ = λ*(m)`` and
+    ``η_B = λ/σ²``. B then stays within about ``target_angle`` of Wᵀ when W
+    learns fast and the mirror costs little when W is still; a layer whose W
+    moves faster than ``max_samples`` can follow is held at the best angle
+    that many samples allow. Biologically: the feedback synapses of each
+    layer learn and forget at a rate set by one broadcast signal of how fast
+    that layer's forward synapses are changing (a plasticity-related
+    neuromodulator), and the mirror mode lasts longer when learning is
+    fast; each synapse still changes by its own pre- and postsynaptic
+    activity. Fewer than ``min_batch`` samples per step are pooled into one
+    mirror batch every few steps (the same decay per step on average).
+
+    **Initial phase** (before training): each layer's noise is drawn until
+    the running mean of the Hebbian estimate has the relative error
+    ``tan initial_angle``, i.e. ``N₀ = F / tan² θ₀`` samples (B then starts
+    ``θ₀`` from W₀ᵀ whatever B₀ was), in batches of
+    ``initial_mirror_batch_size``.
+
+    **Fixed mirror** (``adaptive = false``): ``mirror_batches`` batches of
+    ``mirror_batch_size`` samples after every step (a fractional part is one
+    more batch at that fraction of the steps, at random) with ``η_B = lr``,
+    ``λ_B = decay``; ``initial_mirror_steps`` batches of
+    ``initial_mirror_batch_size`` at ``initial_decay`` before training.
+    Circuit mode uses these (its time constants are fixed by the circuit).
 
     Parameters
     ----------
     sigma : noise standard deviation σ.
-    lr : Hebbian rate η_B.
-    decay : λ_B, the decay per mirror batch; ``lr = decay / sigma²`` makes the
-        fixed point ``B = Wᵀ`` (an exponential average of the Hebbian estimate).
-    normalize : ``"none"`` or ``"match_w"``; ``match_w`` rescales B after each
-        mirror batch to the Frobenius norm of W (norm control, no decay needed).
-    mirror_batch_size : noise samples per mirror batch.
-    mirror_batches : mirror batches after every training step, on average: the
-        whole part every step, plus one more with probability equal to the
-        fractional part (0.25: one mirror batch at a random quarter of the
-        steps). Fewer, larger mirror batches cost less than many small ones
-        with the same number of noise samples: each batch rewrites B once.
-    initial_mirror_steps : mirror batches before training starts.
-    initial_mirror_batch_size : noise samples per batch in the initial phase.
-    initial_decay : λ_B (and ``η_B = λ_B/σ²·lr/decay``) during the initial
-        phase: faster, so that B starts aligned.
-    response : ``"linear"`` (``r = W ξ``) or ``"layer"`` (``r = φ(W ξ + b)``
-        with the layer's own nonlinearity).
     noise : ``"gaussian"`` or ``"uniform"`` (on ``[-√3σ, √3σ]``); both have
         zero mean and variance σ², so the linear-response expectation is the
         same; Stein's lemma for a nonlinear response needs the Gaussian.
+    response : ``"linear"`` (``r = W ξ``) or ``"layer"`` (``r = φ(W ξ + b)``).
+    normalize : ``"none"`` or ``"match_w"`` (rescale B to W's Frobenius norm
+        after each mirror batch).
+    adaptive : the adaptive mirror above (else the fixed one).
+    mirror_input_layer : also mirror the first layer, whose B carries no error
+        (no layer below it learns); off: its B keeps its initial value and
+        costs nothing (rate mode; the circuit mirrors every layer).
+    target_angle : θ*, degrees: the angle the adaptive mirror keeps B within.
+    initial_angle : θ₀, degrees: the initial phase's accuracy.
+    min_samples, max_samples : noise samples per layer per step, adaptive; a
+        layer smaller than the network's largest may draw up to ``max_samples``
+        times the size ratio (at most 16 times), the same cost.
+    min_batch : the smallest mirror batch (fewer samples per step are pooled).
+    drift_halflife : steps over which the drift ``d̄`` is averaged.
+    plan_every : steps between two updates of the plan (on a GPU, the only
+        time the mirror reads a number back from the device).
+    lr, decay, mirror_batch_size, mirror_batches, initial_mirror_steps,
+    initial_mirror_batch_size, initial_decay : the fixed mirror (and the
+        initial phase's batch size for both).
     """
 
     name: ClassVar[str] = "wm"
@@ -324,20 +433,33 @@ class WeightMirror(LearningRule):
     label: ClassVar[str] = "WM"
     display_name: ClassVar[str] = "weight mirror"
     sigma: float = 1.0
-    lr: float = 0.001
-    decay: float = 0.001
+    noise: str = "gaussian"
+    response: str = "linear"
     normalize: str = "none"
-    mirror_batch_size: int = 32
-    mirror_batches: float = 1.0
+    adaptive: bool = True
+    mirror_input_layer: bool = False
+    target_angle: float = 8.0
+    initial_angle: float = 3.0
+    min_samples: int = 1
+    max_samples: int = 512
+    min_batch: int = 32
+    drift_halflife: float = 20.0
+    plan_every: int = 10
+    lr: float = 0.002
+    decay: float = 0.002
+    mirror_batch_size: int = 64
+    mirror_batches: float = 0.25
     initial_mirror_steps: int = 300
     initial_mirror_batch_size: int = 256
     initial_decay: float = 0.01
-    response: str = "linear"
-    noise: str = "gaussian"
 
     NOISES: ClassVar[tuple[str, ...]] = ("gaussian", "uniform")
     NORMALIZE: ClassVar[tuple[str, ...]] = ("none", "match_w")
     RESPONSES: ClassVar[tuple[str, ...]] = ("linear", "layer")
+    #: the largest decay per step the adaptive mirror uses
+    MAX_DECAY: ClassVar[float] = 0.5
+    #: a layer smaller than the largest draws at most this many times max_samples
+    SMALL_LAYER_CAP: ClassVar[float] = 16.0
 
     def __post_init__(self):
         def what(key):
@@ -345,19 +467,28 @@ class WeightMirror(LearningRule):
 
         number, integer, choice = checks.number, checks.integer, checks.choice
         number(self.sigma, what("sigma"), RuleError, low=0, low_open=True)
+        choice(self.noise, self.NOISES, what("noise"), RuleError)
+        choice(self.response, self.RESPONSES, what("response"), RuleError)
+        choice(self.normalize, self.NORMALIZE, what("normalize"), RuleError)
+        checks.boolean(self.adaptive, what("adaptive"), RuleError)
+        number(self.target_angle, what("target_angle"), RuleError, low=0, high=45, low_open=True)
+        number(self.initial_angle, what("initial_angle"), RuleError, low=0, high=45, low_open=True)
+        integer(self.min_samples, what("min_samples"), RuleError, low=0)
+        integer(self.max_samples, what("max_samples"), RuleError, low=max(1, self.min_samples))
+        integer(self.min_batch, what("min_batch"), RuleError, low=1)
+        number(self.drift_halflife, what("drift_halflife"), RuleError, low=0, low_open=True)
+        integer(self.plan_every, what("plan_every"), RuleError, low=1)
         number(self.lr, what("lr"), RuleError, low=0)
         number(self.decay, what("decay"), RuleError, low=0, high=1, high_open=True)
         number(self.initial_decay, what("initial_decay"), RuleError, low=0, high=1, high_open=True)
-        choice(self.normalize, self.NORMALIZE, what("normalize"), RuleError)
-        choice(self.response, self.RESPONSES, what("response"), RuleError)
-        choice(self.noise, self.NOISES, what("noise"), RuleError)
         integer(self.mirror_batch_size, what("mirror_batch_size"), RuleError, low=1)
         number(self.mirror_batches, what("mirror_batches"), RuleError, low=0)
         integer(self.initial_mirror_batch_size, what("initial_mirror_batch_size"), RuleError, low=1)
         integer(self.initial_mirror_steps, what("initial_mirror_steps"), RuleError, low=0)
-        if not (self.decay > 0 or self.normalize != "none" or self.lr == 0):
+        if not self.adaptive and not (self.decay > 0 or self.normalize != "none" or self.lr == 0):
             raise RuleError(f"rule {self.name}: with normalize = 'none' a decay > 0 is needed to keep B bounded")
 
+    # -- the Hebbian estimate ------------------------------------------------
     def sample_noise(self, xp, rng, shape):
         """Zero-mean noise of variance σ², independent from unit to unit."""
         if self.noise == "gaussian":
@@ -403,29 +534,161 @@ class WeightMirror(LearningRule):
             if nb > 0:
                 B *= xp.float32(float(xp.linalg.norm(layer.W)) / nb)
 
+    def mirrored(self, weight_layers) -> list:
+        """The layers whose B the mirror learns: all but one whose B carries no
+        error (``needs_input_grad`` False: the input layer), unless ``mirror_input_layer``."""
+        return [l for l in weight_layers if self.mirror_input_layer or getattr(l, "needs_input_grad", True)]
+
     def mirror_phase(self, weight_layers, xp, rng, batches: int, lr: float, decay: float,
                      batch_size: int | None = None) -> None:
-        """``batches`` mirror batches; each layer draws its own noise."""
+        """``batches`` mirror batches of the fixed mirror; each layer draws its own noise."""
         m = batch_size or self.mirror_batch_size
+        layers = self.mirrored(weight_layers)
         for _ in range(batches):
-            for layer in weight_layers:
+            for layer in layers:
                 self.mirror_update(layer, xp, rng, lr, decay, m)
 
-    def after_step(self, weight_layers, xp, rng) -> None:
-        batches = int(self.mirror_batches)
-        frac = self.mirror_batches - batches
-        if frac and float(rng.random()) < frac:
-            batches += 1
-        if batches:
-            self.mirror_phase(weight_layers, xp, rng, batches, self.lr, self.decay)
+    # -- the closed form -------------------------------------------------------
+    @staticmethod
+    def predicted_error(fan_in: int, decay: float, samples: float, drift: float = 0.0) -> float:
+        """``ε = sqrt(F λ / (2 m) + (d / λ)²)``: relative error of B (angle ``atan ε``)."""
+        noise = fan_in * decay / (2.0 * samples) if samples > 0 else math.inf
+        lag = (drift / decay) ** 2 if decay > 0 else (0.0 if drift == 0 else math.inf)
+        return math.sqrt(noise + lag)
+
+    def plan(self, fan_in: int, drift: float, max_samples: float | None = None) -> tuple[float, float]:
+        """``(λ, m)``: the decay per step and the noise samples per step for a drift ``d``.
+
+        ``m = clip(1.3 d F / tan³θ*, min_samples, max_samples)``,
+        ``λ = min((4 d² m / F)^{1/3}, MAX_DECAY)``.
+        """
+        tau = math.tan(math.radians(self.target_angle))
+        m = (0.75 ** 1.5) * 2.0 * drift * fan_in / tau ** 3
+        cap = self.max_samples if max_samples is None else max_samples
+        m = float(min(max(m, self.min_samples), cap))
+        if m <= 0 or drift <= 0:
+            return 0.0, m
+        decay = min((4.0 * drift * drift * m / fan_in) ** (1.0 / 3.0), self.MAX_DECAY)
+        return decay, m
+
+    # -- per-layer state of the adaptive mirror ------------------------------------
+    #: ``layer.buffers["mirror"]``: drift average d̄, plans made, Σ‖ΔW‖² and
+    #: steps since the last plan, planned λ and samples per step, pooled
+    #: samples not yet drawn (checkpointed with the network)
+    _D, _PLANS, _SQ, _N, _DECAY, _SAMPLES, _CREDIT = range(7)
+
+    def _state(self, layer, xp):
+        buffers = getattr(layer, "buffers", None)
+        if buffers is None:
+            buffers = layer.buffers = {}
+        st = buffers.get("mirror")
+        if st is None:
+            st = buffers["mirror"] = xp.zeros(7, dtype=xp.float64)
+        return st
+
+    @staticmethod
+    def _fan_in(layer) -> int:
+        return int(math.prod(layer.W.shape[1:]))
+
+    @staticmethod
+    def _samples_per_input(layer) -> int:
+        """Hebbian samples per noise input: 1, or a convolution's output positions."""
+        per = getattr(layer, "mirror_samples_per_input", None)
+        return int(per()) if per is not None else 1
+
+    def prepare_layer(self, layer, xp) -> None:
+        if self.adaptive:
+            self._state(layer, xp)
+
+    def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0,
+                            progress: Progress | None = None) -> None:
+        if not self.adaptive or not (self.mirror_input_layer or getattr(layer, "needs_input_grad", True)):
+            return
+        st = self._state(layer, xp)
+        st[self._SQ] += xp.vdot(step.reshape(-1), step.reshape(-1))  # stays on the device
+        st[self._N] += 1
+
+    def _replan(self, layer, xp, max_samples: float) -> None:
+        st = self._state(layer, xp)
+        values = [float(v) for v in (st.get() if hasattr(st, "get") else st)]  # one read-back
+        n = values[self._N]
+        if n > 0:
+            w_norm = float(xp.linalg.norm(layer.W))
+            d_now = math.sqrt(values[self._SQ] / n) / w_norm if w_norm > 0 else 0.0
+            beta = 1.0 - 0.5 ** (n / self.drift_halflife)
+            d = d_now if values[self._PLANS] == 0 else (1 - beta) * values[self._D] + beta * d_now
+            decay, samples = self.plan(self._fan_in(layer), d, max_samples)
+            st[self._D], st[self._DECAY], st[self._SAMPLES] = d, decay, samples
+            st[self._PLANS] += 1
+        st[self._SQ] = 0.0
+        st[self._N] = 0
+
+    def after_step(self, weight_layers, xp, rng, progress: Progress | None = None) -> None:
+        if not self.adaptive:
+            batches = int(self.mirror_batches)
+            frac = self.mirror_batches - batches
+            if frac and float(rng.random()) < frac:
+                batches += 1
+            if batches:
+                self.mirror_phase(weight_layers, xp, rng, batches, self.lr, self.decay)
+            return
+        # a sample costs a layer's W (F·out multiply-adds twice): a small layer
+        # may draw more of them, up to the cost of the largest layer's max_samples
+        sizes = [int(math.prod(l.W.shape)) for l in weight_layers]
+        largest = max(sizes)
+        for layer in self.mirrored(weight_layers):
+            st = self._state(layer, xp)
+            count = getattr(layer, "_mirror_steps", 0) if progress is None else progress.step
+            layer._mirror_steps = count + 1
+            if count % self.plan_every == 0:
+                size = int(math.prod(layer.W.shape))
+                self._replan(layer, xp, min(self.max_samples * largest / size, self.SMALL_LAYER_CAP * self.max_samples))
+            plan = getattr(layer, "_mirror_plan", None)
+            if plan is None or count % self.plan_every == 0:
+                values = st.get() if hasattr(st, "get") else st
+                plan = layer._mirror_plan = (float(values[self._DECAY]), float(values[self._SAMPLES]),
+                                             float(values[self._CREDIT]))
+            decay, samples, credit = plan
+            if decay <= 0 or samples <= 0:
+                continue
+            # pool samples until a batch of min_batch (or one noise image) is due, at the
+            # decay of those steps
+            credit += samples
+            per_input = self._samples_per_input(layer)
+            if credit < max(self.min_batch, per_input):
+                layer._mirror_plan = (decay, samples, credit)
+                st[self._CREDIT] = credit
+                continue
+            inputs = max(1, int(credit // per_input))
+            steps = credit / samples
+            lam = 1.0 - (1.0 - decay) ** steps
+            self.mirror_update(layer, xp, rng, lam / self.sigma ** 2, lam, inputs)
+            credit -= inputs * per_input
+            credit = max(credit, 0.0)
+            layer._mirror_plan = (decay, samples, credit)
+            st[self._CREDIT] = credit
 
     def initial_phase(self, weight_layers, xp, rng) -> None:
-        if self.initial_mirror_steps == 0:
+        if not self.adaptive:
+            if self.initial_mirror_steps == 0:
+                return
+            # Same fixed point as the running phase (η_B/λ_B kept), faster relaxation.
+            ratio = self.lr / self.decay if self.decay > 0 else self.lr / max(self.initial_decay, 1e-12)
+            self.mirror_phase(weight_layers, xp, rng, self.initial_mirror_steps,
+                              ratio * self.initial_decay, self.initial_decay, self.initial_mirror_batch_size)
             return
-        # Same fixed point as the running phase (η_B/λ_B kept), faster relaxation.
-        ratio = self.lr / self.decay if self.decay > 0 else self.lr / max(self.initial_decay, 1e-12)
-        self.mirror_phase(weight_layers, xp, rng, self.initial_mirror_steps,
-                          ratio * self.initial_decay, self.initial_decay, self.initial_mirror_batch_size)
+        tan0 = math.tan(math.radians(self.initial_angle))
+        for layer in self.mirrored(weight_layers):
+            # the running mean of the estimate over N₀ = F / tan²θ₀ samples
+            per_input = self._samples_per_input(layer)
+            needed = math.ceil(self._fan_in(layer) / tan0 ** 2 / per_input)
+            done = 0
+            while done < needed:
+                b = min(self.initial_mirror_batch_size, needed - done)
+                w = b / (done + b)
+                self.mirror_update(layer, xp, rng, w / self.sigma ** 2, w, b)
+                done += b
+            self._state(layer, xp)
 
 
 @dataclass(frozen=True)
@@ -440,71 +703,83 @@ class KolenPollack(LearningRule):
     converges to Wᵀ with no transport: each feedback synapse sees only its own
     input and the teaching signal of its cell. Here the local product reaches
     B through the same momentum trace as W (a synapse's trace of its own
-    product is the same number). The decay is a weight decay that follows the
-    learning rate ``η_t``: the optimiser's (decoupled) ``λ_wd`` and this
-    rule's own ``weight_decay`` ``λ_kp``, applied to W and B alike, and an
-    optional constant ``decay`` λ_c per step (circuit mode's per-presentation
-    decay), so per step
+    product is the same number). The decay applied to W and B alike is the
+    optimiser's (decoupled) weight decay ``λ_wd``, this rule's own decay
+    ``λ_kp`` and an optional constant ``decay`` λ_c per step (circuit mode's
+    per-presentation decay):
 
-    ``W - Bᵀ ← (1 - η_t λ_wd)(1 - η_t λ_kp)(1 - λ_c) (W - Bᵀ)``.
+    ``W - Bᵀ ← (1 - η_t λ_wd)(1 - η_t λ_kp,t)(1 - λ_c) (W - Bᵀ)``.
+
+    **The own decay is scheduled by the amount of learning**: it acts during
+    the first ``decay_fraction`` of the run's learning-rate mass ``Σ_t η_t``,
+    at the rate per unit learning rate that totals ``Σ_t η_t λ_kp,t =
+    decay_total`` (:func:`own_decay_factor`). So ``W - Bᵀ`` is cut to
+    ``e^{-decay_total}`` of its start in every run, whether it has 240 steps
+    (digits) or 14,000 (Fashion-MNIST), and whatever the learning rate; the
+    decay that aligns B also shrinks W, and confined to the start of training
+    it wipes out the random initial difference while W is still mostly
+    random, leaving W free to grow with learning afterwards. Biologically: a
+    developmental period of synaptic decay of the whole pathway, whose
+    length is set by how much learning has happened (one broadcast signal).
 
     Parameters
     ----------
-    weight_decay : λ_kp, the rule's own decay coefficient (per unit learning
-        rate), on top of the optimiser's weight decay. Alignment needs
-        ``Σ_t η_t (λ_wd + λ_kp)`` of a few units over the run.
-    decay : λ_c, a decay per step that does not follow the learning rate.
-    feedback_init : ``"random"`` (B₀ drawn like FA's) or ``"zero"`` (the
-        feedback synapses start silent: no error reaches the hidden layers
-        until B has grown from the shared local products; on Fashion-MNIST
-        this trains better than a random start, whose FA-like early signals
-        the decay must then erase).
-    decay_until : fraction of training after which the rule's own decay
-        (λ_kp and λ_c) stops. The decay that aligns B also shrinks W; confined
-        to the start of training it wipes out the random initial difference
-        ``W₀ - B₀ᵀ`` while W is still mostly random, and leaves W free to grow
-        with learning afterwards.
+    decay_total : ``Σ_t η_t λ_kp,t`` over the decay period (dimensionless;
+        ``W - Bᵀ`` shrinks to ``e^{-decay_total}``, times the optimiser's decay).
+    decay_fraction : the fraction of the run's learning-rate mass over which
+        the own decay acts.
+    decay : λ_c, a decay per step that does not follow the learning rate
+        (circuit mode).
+    feedback_init : ``"zero"`` (the feedback synapses start silent: no error
+        reaches the hidden layers until B has grown from the shared local
+        products, and ``W - Bᵀ = W₀``) or ``"random"`` (B₀ drawn like FA's).
     """
 
     name: ClassVar[str] = "kp"
     long_name: ClassVar[str] = "kolen_pollack"
     label: ClassVar[str] = "KP"
     display_name: ClassVar[str] = "Kolen-Pollack"
-    weight_decay: float = 0.0
+    decay_total: float = 4.0
+    decay_fraction: float = 0.25
     decay: float = 0.0
-    decay_until: float = 1.0
     feedback_init: str = "random"
+    initial_angle: float = 3.0
 
-    FEEDBACK_INITS: ClassVar[tuple[str, ...]] = ("random", "zero")
+    FEEDBACK_INITS: ClassVar[tuple[str, ...]] = ("random", "zero", "mirror")
 
     def __post_init__(self):
         what = f"rule {self.name}: "
         checks.choice(self.feedback_init, self.FEEDBACK_INITS, what + "feedback_init", RuleError)
-        checks.number(self.weight_decay, what + "weight_decay", RuleError, low=0)
+        checks.number(self.decay_total, what + "decay_total", RuleError, low=0)
+        checks.number(self.decay_fraction, what + "decay_fraction", RuleError, low=0, high=1, low_open=True)
         checks.number(self.decay, what + "decay", RuleError, low=0, high=1, high_open=True)
-        checks.number(self.decay_until, what + "decay_until", RuleError, low=0, high=1, low_open=True)
+        checks.number(self.initial_angle, what + "initial_angle", RuleError, low=0, high=45, low_open=True)
 
     def init_feedback(self, W, xp, rng):
-        """Random like FA's (``random``), or silent feedback synapses (``zero``)."""
-        if self.feedback_init == "zero":
+        """Silent feedback synapses (``zero``; ``mirror`` starts silent too, then
+        :meth:`initial_phase` calibrates them), or random like FA's (``random``)."""
+        if self.feedback_init in ("zero", "mirror"):
             return xp.zeros_like(W)
         return super().init_feedback(W, xp, rng)
 
-    def weight_decay_factor(self, lr: float, progress: float | None = None) -> float:
-        """``(1 - η_t λ_kp)(1 - λ_c)``: the rule's own shrink of W and B this step.
+    def initial_phase(self, weight_layers, xp, rng) -> None:
+        """``feedback_init = "mirror"``: before learning, the feedback synapses are
+        calibrated by a mirror phase (the weight mirror's initial phase, to
+        ``initial_angle``: spontaneous developmental activity, before any
+        task); Kolen-Pollack then keeps ``W - Bᵀ`` at that small start."""
+        if self.feedback_init == "mirror":
+            WeightMirror(noise="uniform", initial_angle=self.initial_angle).initial_phase(weight_layers, xp, rng)
 
-        ``progress`` is the fraction of training done; past ``decay_until``
-        the rule's own decay stops (W - Bᵀ then stays where the decay took it,
-        while W is free to grow back with learning). The optimiser folds it
-        into W's update (no extra pass over W) and hands B the same ``shrink``
-        and ``step``.
+    def weight_decay_factor(self, lr: float, progress: Progress | None = None) -> float:
+        """``(1 - η_t λ_kp,t)(1 - λ_c)``: the rule's own shrink of W and B this step.
+
+        The optimiser folds it into W's update (no extra pass over W) and
+        hands B the same ``shrink`` and ``step``.
         """
-        if progress is not None and progress >= self.decay_until:
-            return 1.0
-        return (1.0 - lr * self.weight_decay) * (1.0 - self.decay)
+        return own_decay_factor(lr, progress, self.decay_total, self.decay_fraction) * (1.0 - self.decay)
 
     def after_weight_update(self, layer, step, shrink: float, xp, lr: float = 0.0,
-                            progress: float | None = None) -> None:
+                            progress: Progress | None = None) -> None:
         # ``shrink`` and ``step`` already include weight_decay_factor: B gets
         # exactly W's update, so W - Bᵀ ← shrink · (W - Bᵀ).
         B = layer.B

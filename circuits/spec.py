@@ -389,14 +389,16 @@ def _kp_engaged_decay(rule: KolenPollack) -> float:
     return rule.decay
 
 
-# Circuit defaults: a mirror phase of a few simulated seconds is like rate
-# mode's fast initial phase (rate mode's running defaults, lr = decay = 0.001
+# Circuit defaults: circuit mode runs the fixed mirror (its time constants are
+# the circuit's; the adaptive mirror is rate mode's); a mirror phase of a few
+# simulated seconds is like rate mode's fast initial phase (rate mode's running defaults, lr = decay = 0.001
 # per batch of 32, would need minutes of simulated time), and KP's decay is
 # per presentation.
 register_circuit_rule(CircuitRule(
-    "wm", WeightMirror, defaults={"lr": 0.05, "decay": 0.05, "mirror_batch_size": 8},
+    "wm", WeightMirror, defaults={"adaptive": False, "lr": 0.05, "decay": 0.05, "mirror_batch_size": 8},
     mirror=_wm_mirror, check=_wm_check, alternate=True))
-register_circuit_rule(CircuitRule("kp", KolenPollack, defaults={"decay": 0.001}, engaged_decay=_kp_engaged_decay))
+register_circuit_rule(CircuitRule("kp", KolenPollack, defaults={"decay": 0.001, "decay_total": 0.0},
+                                  engaged_decay=_kp_engaged_decay))
 register_circuit_rule(CircuitRule("fa", FeedbackAlignment))
 
 #: rules that circuit mode builds, by config/CLI value (the registry's names).

@@ -249,6 +249,10 @@ class Conv2d(WeightLayer):
             )
         return (self.c_in, *self.input_hw)
 
+    def mirror_samples_per_input(self) -> int:
+        """Hebbian samples one noise image gives: every output position, ``H_out · W_out``."""
+        return int(math.prod(self.output_hw(self.mirror_input_shape[1:])))
+
     def mirror_counts(self):
         """``n(a, e)``: output positions per noise image at which tap ``(a, e)``
         sees the image rather than padding, shape ``(k_h, k_w)`` (float32)."""

@@ -82,8 +82,9 @@ class WeightLayer(Module):
         self.params["W"] = value
 
     def init_feedback(self, rule, xp, rng) -> None:
-        """Let the rule set B (None for backprop, which reads W)."""
+        """Let the rule set B (None for backprop, which reads W) and any state it keeps here."""
         self.B = rule.init_feedback(self.W, xp, rng)
+        rule.prepare_layer(self, xp)
 
     def activation_response(self, v, with_bias: bool = True):
         """``φ(v + b)``: the layer's output nonlinearity on a synaptic drive."""

@@ -59,6 +59,15 @@ class Schedule:
         return low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * frac))
 
 
+def lr_mass(schedule: Schedule, epochs: int, steps_per_epoch: int) -> float:
+    """``Σ_t η_t`` over a run: the learning-rate mass the trainer will spend.
+
+    Step ``s`` of epoch ``e`` uses ``η = schedule(e + s / steps_per_epoch)``, as
+    the training loop does.
+    """
+    return float(sum(schedule(e + s / steps_per_epoch) for e in range(epochs) for s in range(steps_per_epoch)))
+
+
 class SGD:
     """SGD over a network's parameter modules; calls the rule for W.
 
@@ -84,9 +93,10 @@ class SGD:
         # preallocated step arrays: no allocation in the training loop
         self._steps = [{name: xp.empty_like(p) for name, p in m.params.items()} for m in self.modules]
 
-    def step(self, lr: float, progress: float | None = None) -> None:
-        """One update at learning rate ``lr``; ``progress`` (fraction of training
-        done) is passed on to the rule."""
+    def step(self, lr: float, progress=None) -> None:
+        """One update at learning rate ``lr``; ``progress`` (a
+        :class:`weightmirror.circuits.rules.Progress`: where training stands) is
+        passed on to the rule, whose own decay may follow it."""
         xp = self.xp
         mu = self.momentum
         use_fused = fused.active(xp)

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import checks, tomlfile
-from ..circuits.rules import RULE_NAMES, KolenPollack, LearningRule, SignSymmetry, WeightMirror, make_rule
+from ..circuits.rules import RULE_NAMES, Backprop, KolenPollack, LearningRule, SignSymmetry, WeightMirror, make_rule
 from ..errors import InputError
 from ..models.backend import CONV_ALGORITHMS, DEVICES
 from ..models.optim import SCHEDULES
@@ -160,16 +160,18 @@ RULE_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     # on average 16 uniform noise samples per step, as one mirror batch of 64 at a
     # random quarter of the steps (η_B = λ_B = 0.002 per batch); as accurate as 32
     # Gaussian samples every step, and cheaper (BENCHMARKS.md)
-    "wm": {"noise": "uniform", "mirror_batch_size": 64, "mirror_batches": 0.25, "lr": 0.002, "decay": 0.002},
+    "wm": {"noise": "uniform"},
     # KP's feedback synapses start silent, and its own decay is confined to the
     # first quarter of training: it wipes out W₀ − B₀ᵀ there and leaves W free to
     # grow afterwards (BENCHMARKS.md §1)
-    "kp": {"weight_decay": 0.15, "decay_until": 0.25, "feedback_init": "zero"},
+    "kp": {"feedback_init": "zero"},
     "ss": {},
+    "bp": {},
 }
 
 #: config section -> the rule class it holds (the sign-symmetry variants share ``ss``)
-RULE_SECTIONS: dict[str, type[LearningRule]] = {"wm": WeightMirror, "kp": KolenPollack, "ss": SignSymmetry}
+RULE_SECTIONS: dict[str, type[LearningRule]] = {"bp": Backprop, "wm": WeightMirror, "kp": KolenPollack,
+                                                "ss": SignSymmetry}
 
 #: top-level numbers with a range: checked with it, so that every message names the range
 _RANGES: dict[str, dict[str, float]] = {"validation": {"low": 0.0, "high": 0.5}}
@@ -230,12 +232,13 @@ class TrainConfig:
     label: str = ""
     model_options: Mapping[str, Any] = field(default_factory=lambda: dict(MODEL_DEFAULTS["mlp"]))
     optim: OptimConfig = field(default_factory=OptimConfig)
+    bp: Backprop = field(default_factory=lambda: _rule_section("bp", {}))
     wm: WeightMirror = field(default_factory=lambda: _rule_section("wm", {}))
     kp: KolenPollack = field(default_factory=lambda: _rule_section("kp", {}))
     ss: SignSymmetry = field(default_factory=lambda: _rule_section("ss", {}))
     run: RunConfig = field(default_factory=RunConfig)
 
-    SECTIONS = ("model_options", "optim", "wm", "kp", "ss", "run")
+    SECTIONS = ("model_options", "optim", "bp", "wm", "kp", "ss", "run")
 
     def __post_init__(self):
         checks.choice(self.rule, RULE_NAMES, "config key rule", ConfigError)
@@ -253,9 +256,10 @@ class TrainConfig:
         check_model_options(self.model, dict(self.model_options))
         object.__setattr__(self, "model_options", dict(self.model_options))
         rule = self.make_rule()
-        if rule.key == "kp" and self.optim.weight_decay == 0 and rule.weight_decay == 0 and rule.decay == 0:
-            raise ConfigError("rule kp needs a decay to align B with W: set optim.weight_decay, "
-                              "kp.weight_decay or kp.decay > 0")
+        if rule.key == "kp" and rule.feedback_init != "mirror" and self.optim.weight_decay == 0 and \
+                rule.decay_total == 0 and rule.decay == 0:
+            raise ConfigError("rule kp needs a decay to align B with W: set kp.decay_total, kp.decay "
+                              "or optim.weight_decay > 0")
 
     # -- derived ---------------------------------------------------------------
     def make_rule(self) -> LearningRule:

@@ -72,10 +72,10 @@ from typing import Callable
 import numpy as np
 
 from ... import results
-from ...circuits.rules import LearningRule
+from ...circuits.rules import LearningRule, Progress
 from ...models.backend import get_array_module, make_rng, synchronize, use_gpu_options
 from ...models.layers import softmax_cross_entropy
-from ...models.optim import SGD, Schedule
+from ...models.optim import SGD, Schedule, lr_mass
 from ...models.zoo import build_model
 from .. import datasets
 from ..config import TrainConfig, as_written_run, resolve
@@ -140,13 +140,13 @@ class Trainee:
                 and type(rule).after_step is not LearningRule.after_step)
 
 
-def train_step(t: Trainee, xb, yb, lr: float, progress: float, noise_rng, want_stop: bool = False):
+def train_step(t: Trainee, xb, yb, lr: float, progress: Progress | None, noise_rng, want_stop: bool = False):
     """One optimiser step on this rank's shard ``(xb, yb)`` of a global batch.
 
     Forward, softmax cross-entropy, the rule's backward pass, gradient
     averaging over ranks (weighted by each shard's sample count), the SGD
-    update at learning rate ``lr`` (``progress``: the fraction of training
-    done, for Kolen-Pollack's decay window), then the rule's own step (the
+    update at learning rate ``lr`` (``progress``: where training stands, for
+    the rules whose own plasticity follows it), then the rule's own step (the
     weight mirror's mirror mode) and, data parallel, the average of B.
     Collective: every rank calls it, also with an empty shard.
 
@@ -183,7 +183,7 @@ def train_step(t: Trainee, xb, yb, lr: float, progress: float, noise_rng, want_s
             net.backward(dlogits, rng=noise_rng)
     if n_total:
         t.opt.step(lr, progress=progress)
-        t.rule.after_step(net.weight_layers, xp, noise_rng)
+        t.rule.after_step(net.weight_layers, xp, noise_rng, progress)
         if t.syncs_feedback:
             allreduce_mean_arrays(comm, [layer.B for layer in net.weight_layers])
     return step_loss, n_total, halt
@@ -305,6 +305,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
     schedule = Schedule(o.lr, o.schedule, cfg.epochs, o.warmup_epochs, tuple(o.milestones), o.gamma,
                         o.final_fraction)
     steps = source.steps_per_epoch()
+    lr_total = lr_mass(schedule, cfg.epochs, steps)
     mx, my = source.metric_batch(cfg.run.delta_batch_size)
     metric_batch = (as_input(net, mx, xp), xp.asarray(my))
     every_steps = cfg.run.checkpoint_every_steps
@@ -343,6 +344,11 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
         output.append(state.metrics[-1])
 
     noise_seed = int(cfg.seed) if comm.size == 1 else rank_seed(cfg.seed, comm.rank)
+    # Σ η over the steps already taken, summed in the loop's own order (a resumed
+    # run continues with the very same number as an uninterrupted one)
+    lr_spent = 0.0
+    for k in range(state.epoch * steps + state.step):
+        lr_spent += schedule(k // steps + (k % steps) / steps)
     t_start = time.perf_counter()
     wall_before = state.wall_seconds
     steps_here = 0
@@ -370,9 +376,10 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
 
             for xb, yb in source.train_batches(epoch, first):
                 want_stop = stop.hit or (stop_after_steps is not None and steps_here + 1 >= stop_after_steps)
-                fraction = epoch + step / steps
-                loss, n, halt = train_step(t, xb, yb, schedule(fraction), fraction / cfg.epochs, noise_rng,
-                                           want_stop)
+                lr = schedule(epoch + step / steps)
+                progress = Progress(epoch * steps + step, lr_spent, lr_total)
+                loss, n, halt = train_step(t, xb, yb, lr, progress, noise_rng, want_stop)
+                lr_spent += lr
                 if n:
                     guard.loss(loss, epoch + 1, step + 1, bar)
                     losses.append(loss)

@@ -1,0 +1,172 @@
+"""The robustness mechanisms against their closed-form behaviour.
+
+- the weight mirror's error ``ε² = F λ/(2m) + (d/λ)²`` for a W that moves at
+  a known rate, and the adaptive mirror holding its target angle;
+- the initial mirror phase's ``N₀ = F / tan² θ₀`` samples;
+- the learning-scheduled decay reaching ``Σ η λ = decay_total`` whatever
+  the run's length and schedule;
+- Kolen-Pollack from a mirror-calibrated start keeping ``W - Bᵀ`` exactly.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from weightmirror.circuits.rules import (
+    Backprop,
+    KolenPollack,
+    Progress,
+    WeightMirror,
+    angle_degrees,
+    own_decay_factor,
+)
+from weightmirror.models.optim import Schedule, lr_mass
+
+
+class _Layer:
+    """A Linear layer as the rules see it."""
+
+    needs_input_grad = True
+
+    def __init__(self, W, B=None):
+        self.W = W
+        self.B = np.zeros_like(W) if B is None else B
+        self.mirror_input_shape = (W.shape[1],)
+
+    def linear_response(self, x):
+        return x @ self.W.T
+
+    def hebbian(self, pre, post):
+        return post.T @ pre
+
+
+def _layer(rng, out=60, fan_in=300):
+    W = (rng.standard_normal((out, fan_in)) / math.sqrt(fan_in)).astype(np.float32)
+    return _Layer(W)
+
+
+@pytest.mark.parametrize("decay, samples, drift", [(0.004, 16, 0.0), (0.02, 64, 0.0), (0.02, 64, 4e-4)])
+def test_mirror_error_follows_the_closed_form(decay, samples, drift):
+    rng = np.random.default_rng(0)
+    layer = _layer(rng)
+    layer.B = layer.W.copy()
+    v = rng.standard_normal(layer.W.shape).astype(np.float32)
+    v *= drift * np.linalg.norm(layer.W) / max(np.linalg.norm(v), 1e-30)
+    rule = WeightMirror(adaptive=False, noise="uniform")
+    angles = []
+    for t in range(int(8 / decay)):
+        layer.W += v
+        rule.mirror_update(layer, np, rng, decay, decay, samples)
+        if t > 4 / decay:
+            angles.append(angle_degrees(layer.B, layer.W))
+    predicted = math.degrees(math.atan(WeightMirror.predicted_error(300, decay, samples, drift)))
+    assert np.mean(angles) == pytest.approx(predicted, rel=0.1)
+
+
+def test_plan_meets_the_target_with_the_fewest_samples():
+    rule = WeightMirror(target_angle=8.0, max_samples=10**6)
+    tau = math.tan(math.radians(8.0))
+    for fan_in, drift in [(300, 1e-4), (784, 5e-4), (256, 3e-3)]:
+        decay, m = rule.plan(fan_in, drift)
+        eps = WeightMirror.predicted_error(fan_in, decay, m, drift)
+        assert eps == pytest.approx(tau, rel=0.02)
+        # the optimum in λ: a 20 % larger or smaller decay is worse
+        for other in (0.8 * decay, 1.2 * decay):
+            assert WeightMirror.predicted_error(fan_in, other, m, drift) > eps
+    # a cap on the samples leaves the best angle those samples allow
+    decay, m = WeightMirror(target_angle=8.0, max_samples=10).plan(784, 5e-4)
+    assert m == 10 and WeightMirror.predicted_error(784, decay, m, 5e-4) > tau
+
+
+def test_adaptive_mirror_holds_its_target_on_a_moving_W():
+    """W moves by a fixed fraction per step; the adaptive mirror keeps B within ~θ*."""
+    rng = np.random.default_rng(1)
+    layer = _layer(rng)
+    rule = WeightMirror(target_angle=8.0, initial_angle=3.0, noise="uniform", max_samples=4096)
+    rule.initial_phase([layer], np, rng)
+    assert angle_degrees(layer.B, layer.W) == pytest.approx(3.0, abs=0.6)
+    direction = rng.standard_normal(layer.W.shape).astype(np.float32)
+    angles, samples = [], []
+    for step in range(2000):
+        d = 1e-3 if step < 1000 else 1e-5  # fast learning, then almost none
+        delta = direction * (d * np.linalg.norm(layer.W) / np.linalg.norm(direction))
+        layer.W += delta
+        rule.after_weight_update(layer, delta, 1.0, np)
+        rule.after_step([layer], np, rng, Progress(step, 0.0, 1.0))
+        if step in range(400, 1000) or step > 1600:
+            angles.append(angle_degrees(layer.B, layer.W))
+        samples.append(layer._mirror_plan[1])
+    assert max(angles[:600]) < 8.0 * 1.25  # while W moves fast
+    assert max(angles[600:]) < 8.0 * 1.25  # and after
+    assert np.mean(samples[1700:]) < 0.1 * np.mean(samples[200:900])  # the mirror's cost follows the drift
+
+
+def test_initial_phase_draws_fan_in_over_tan_squared_samples():
+    rng = np.random.default_rng(2)
+    for theta in (2.0, 5.0):
+        layer = _layer(rng)
+        draws = []
+        rule = WeightMirror(initial_angle=theta, noise="gaussian")
+        real = rule.mirror_update
+
+        def counting(layer_, xp, rng_, lr, decay, batch_size, real=real):
+            draws.append(batch_size)
+            real(layer_, xp, rng_, lr, decay, batch_size)
+
+        object.__setattr__(rule, "mirror_update", counting)
+        rule.initial_phase([layer], np, rng)
+        assert sum(draws) == math.ceil(300 / math.tan(math.radians(theta)) ** 2)
+        assert angle_degrees(layer.B, layer.W) == pytest.approx(theta, rel=0.2)
+
+
+def test_the_input_layer_is_not_mirrored_unless_asked():
+    rng = np.random.default_rng(3)
+    first, second = _layer(rng), _layer(rng)
+    first.needs_input_grad = False
+    WeightMirror(initial_angle=5.0).initial_phase([first, second], np, rng)
+    assert not first.B.any() and angle_degrees(second.B, second.W) < 7
+    WeightMirror(initial_angle=5.0, mirror_input_layer=True).initial_phase([first], np, rng)
+    assert angle_degrees(first.B, first.W) < 7
+
+
+@pytest.mark.parametrize("steps, kind", [(240, "cosine"), (14_040, "cosine"), (500, "constant")])
+@pytest.mark.parametrize("total, fraction", [(4.0, 0.25), (1.0, 0.5)])
+def test_own_decay_totals_its_target_whatever_the_run(steps, kind, total, fraction):
+    epochs = 10
+    per_epoch = steps // epochs
+    schedule = Schedule(0.01 if steps > 1000 else 0.05, kind, epochs)
+    lr_total = lr_mass(schedule, epochs, per_epoch)
+    product, spent = 1.0, 0.0
+    for k in range(epochs * per_epoch):
+        lr = schedule(k // per_epoch + (k % per_epoch) / per_epoch)
+        product *= own_decay_factor(lr, Progress(k, spent, lr_total), total, fraction)
+        spent += lr
+    # Π e^{-η λ} = e^{-Σ η λ}, the last step of the window decaying by what is left
+    assert -math.log(product) == pytest.approx(total, rel=1e-9)
+    assert own_decay_factor(0.01, None, total, fraction) == 1.0  # no progress, no decay
+
+
+def test_kolen_pollack_from_a_mirror_start_keeps_the_difference():
+    """B₀ from the initial mirror is within θ₀ of W₀ᵀ; without a decay, W - Bᵀ never changes."""
+    rng = np.random.default_rng(4)
+    layer = _layer(rng)
+    rule = KolenPollack(feedback_init="mirror", decay_total=0.0, initial_angle=3.0)
+    layer.B = rule.init_feedback(layer.W, np, rng)
+    assert not layer.B.any()
+    rule.initial_phase([layer], np, rng)
+    assert angle_degrees(layer.B, layer.W) == pytest.approx(3.0, abs=0.6)
+    diff = layer.W - layer.B
+    for _ in range(50):
+        step = (rng.standard_normal(layer.W.shape) * 0.01).astype(np.float32)
+        layer.W += step
+        rule.after_weight_update(layer, step, 1.0, np)
+    np.testing.assert_allclose(layer.W - layer.B, diff, atol=1e-5)
+
+
+def test_backprop_control_decays_like_kolen_pollack():
+    p = Progress(0, 0.0, 100.0)
+    kp = KolenPollack(decay_total=3.0, decay_fraction=0.5)
+    assert Backprop(decay_total=3.0, decay_fraction=0.5).weight_decay_factor(0.01, p) == kp.weight_decay_factor(0.01, p)
+    assert Backprop().weight_decay_factor(0.01, p) == 1.0
