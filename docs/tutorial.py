@@ -85,7 +85,7 @@ print("figures:", [Path(p).name for p in report["made"]])
 # %%
 xp = wm.get_array_module("cpu")
 rng = wm.make_rng(xp, 0)
-rule = wm.make_rule("wm", lr=0.01, decay=0.01, mirror_batch_size=32)
+rule = wm.make_rule("wm")  # the adaptive mirror: its rate follows how fast each W moves
 net = wm.build_model("mlp", data.image_shape, data.num_classes, rule, xp, rng, hidden=[64])
 opt = wm.SGD(net.parameter_modules(), rule, xp, momentum=0.9, weight_decay=1e-4)
 rule.initial_phase(net.weight_layers, xp, rng)  # the mirror before training

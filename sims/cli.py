@@ -163,7 +163,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """An argparse type: ``0,1,2`` or a range ``0-4``; distinct integers >= 0."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(v) for v in text.split("-"))
+            seeds = tuple(range(lo, hi + 1))
+        else:
+            seeds = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2 or 0-4, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0 like 0,1,2 or 0-4, got {text!r}")
+    return seeds
+
+
 def cmd_compare(args) -> int:
+    from . import comparison
     from .config import resolve
     from .report import format_table
     from .training import DivergedError, load_data, train
@@ -175,29 +191,45 @@ def cmd_compare(args) -> int:
         raise UsageError(f"--rules: unknown rule(s) {', '.join(bad) or '(none given)'}; allowed: {', '.join(RULE_NAMES)}")
     if len(set(rules)) != len(rules):
         raise UsageError(f"--rules: a rule is named twice ({args.rules}); each rule writes OUT/<rule>/")
-    # every config and output folder checked before any rule trains
-    configs = [resolve(*_training_values(args, rule)) for rule in rules]
+    out = Path(args.out)
+    # one seed: OUT/<rule>/; several: OUT/<rule>/seed-<s>/ and the statistics over them
+    seeds = args.seeds if args.seeds is not None else (None,)
+    jobs = []
     for rule in rules:
-        check_out_dir(Path(args.out) / rule, False)
-    data = load_data(configs[0])
+        for seed in seeds:
+            values, flags = _training_values(args, rule)
+            if seed is not None:
+                flags["seed"] = seed
+            folder = out / rule if args.seeds is None else out / rule / f"seed-{seed}"
+            jobs.append((rule, seed, resolve(values, flags), folder))
+    for _, _, _, folder in jobs:  # every config and output folder checked before any run trains
+        check_out_dir(folder, False)
+    data = load_data(jobs[0][2])
     summaries, diverged = [], False
-    for rule, cfg in zip(rules, configs):
+    for rule, seed, cfg, folder in jobs:
+        what = f"rule {rule}" + ("" if seed is None else f", seed {seed}")
         try:
-            run = train(cfg, Path(args.out) / rule, progress=not args.quiet, data=data,
+            run = train(cfg, folder, progress=not args.quiet, data=data,
                         log=(lambda s: None) if args.quiet else print)
-        except DivergedError as exc:  # a failed rule: say so, go on with the others
+        except DivergedError as exc:  # a failed run: say so, go on with the others
             diverged = True
             summaries.append(exc.summary)
             if exc.summary.get("rank", 0) == 0:
-                print(f"weightmirror: error: rule {rule}: {exc.message(cli=True)}", file=sys.stderr)
+                print(f"weightmirror: error: {what}: {exc.message(cli=True)}", file=sys.stderr)
             continue
         summaries.append(run.summary)
         if not run.summary["completed"]:
-            print(f"weightmirror: interrupted during rule {rule}; continue it with: "
-                  f"weightmirror train --resume --out {Path(args.out) / rule}", file=sys.stderr)
+            print(f"weightmirror: interrupted during {what}; continue it with: "
+                  f"weightmirror train --resume --out {folder}", file=sys.stderr)
             return EXIT_INTERRUPTED
     if all(s.get("rank", 0) == 0 for s in summaries):  # rank 0 reports for a data-parallel run
-        print(format_table(summaries))
+        if args.seeds is None:
+            print(format_table(summaries))
+        else:
+            result = comparison.compare(comparison.collect([out]), reference="bp")
+            written = comparison.write(result, out)
+            print(comparison.format_markdown(result))
+            print(f"statistics: {', '.join(str(p) for p in written)}")
     return EXIT_DIVERGED if diverged else 0
 
 
@@ -358,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     default_rules = ",".join(r for r in RULE_NAMES if r != "ss")
     p.add_argument("--rules", default=default_rules, metavar="R1,R2,...",
                    help=f"comma-separated rules, each writes OUT/<rule>/ (default: {default_rules})")
+    p.add_argument("--seeds", type=_seeds, default=None, metavar="S1,S2,...",
+                   help="run every rule with each seed (OUT/<rule>/seed-<s>/) and write the statistics over "
+                        "them, paired against bp, to OUT/comparison.json and OUT/comparison.md "
+                        "(default: one run per rule with the config's seed)")
     _add_training_flags(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder; each rule writes OUT/<rule>/")
 

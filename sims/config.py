@@ -164,7 +164,7 @@ RULE_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     # KP's feedback synapses start silent, and its own decay is confined to the
     # first quarter of training: it wipes out W₀ − B₀ᵀ there and leaves W free to
     # grow afterwards (BENCHMARKS.md §1)
-    "kp": {"feedback_init": "zero"},
+    "kp": {"feedback_init": "mirror", "decay_total": 0.0},
     "ss": {},
     "bp": {},
 }

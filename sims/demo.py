@@ -25,7 +25,8 @@ from .training import RunExistsError, load_data, train
 
 DEMO_RULES = ("bp", "fa", "usf", "brsf", "frsf", "wm", "kp")
 
-#: The digits MLP 64-128-128-10 with one schedule for every rule.
+#: The digits MLP 64-128-128-10 with one schedule for every rule, and every
+#: rule with its default settings (no per-run tuning).
 DEMO_TRAINING = {
     "data": "digits",
     "model": "mlp",
@@ -33,10 +34,6 @@ DEMO_TRAINING = {
     "batch_size": 32,
     "model_options": {"hidden": [128, 128], "activation": "relu"},
     "optim": {"lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine"},
-    # digits gives 44 steps per epoch: the mirror tracks W on a faster clock
-    "wm": {"lr": 0.01, "decay": 0.01, "mirror_batch_size": 32, "mirror_batches": 1.0, "noise": "gaussian",
-           "initial_mirror_steps": 300, "initial_decay": 0.02},
-    "kp": {"weight_decay": 0.5, "decay_until": 0.5},
 }
 
 

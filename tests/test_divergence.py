@@ -91,7 +91,7 @@ def test_cli_train_with_a_huge_learning_rate_stops_and_exits_3(tmp_path):
     match = LINE.match(lines[0])
     assert match, lines[0]
     assert "try a smaller --lr (now 1e+06)" in lines[0]
-    assert "[wm] decay" in lines[0] and "mirror_batch_size" in lines[0]  # what to try for the weight mirror
+    assert "[wm] target_angle" in lines[0] and "max_samples" in lines[0]  # what to try for the weight mirror
     assert "| wm |" not in proc.stdout  # no table of a run that failed
 
     summary = json.loads((out / results.SUMMARY).read_text())
@@ -205,7 +205,7 @@ def test_a_nan_feedback_weight_stops_the_run_and_names_the_layer(tmp_path, monke
     at = 2 * steps if inject_at == "end of epoch 2" else 10
     calls = []
 
-    def after_step(self, weight_layers, xp, rng):
+    def after_step(self, weight_layers, xp, rng, progress=None):
         calls.append(1)
         if len(calls) == at:
             weight_layers[1].B[0, 0] = np.inf
@@ -231,7 +231,7 @@ def test_a_nan_feedback_weight_stops_the_run_and_names_the_layer(tmp_path, monke
 def test_compare_goes_on_when_one_rule_diverges(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text("epochs = 2\nbatch_size = 64\n[model_options]\nhidden = [16, 16]\n"
-                   "[wm]\ninitial_mirror_steps = 50\nlr = 1e30\n")  # only the weight mirror reads [wm]
+                   "[wm]\nadaptive = false\ninitial_mirror_steps = 50\nlr = 1e30\n")  # only wm reads [wm]
     out = tmp_path / "cmp"
     code = main(["compare", "--rules", "wm,bp", "--config", str(cfg), "--out", str(out), "--quiet"])
     captured = capsys.readouterr()

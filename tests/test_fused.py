@@ -163,7 +163,7 @@ def test_fused_kernels_on_gpu_match_numpy():
 @pytest.mark.parametrize("rule_name,momentum,nesterov,wd", [
     ("bp", 0.9, False, 1e-3), ("kp", 0.9, True, 1e-3), ("fa", 0.0, False, 0.0), ("kp", 0.0, False, 1e-2)])
 def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, momentum, nesterov, wd):
-    from weightmirror.circuits.rules import make_rule
+    from weightmirror.circuits.rules import Progress, make_rule
     from weightmirror.models.mlp import build_mlp
     from weightmirror.models.optim import SGD
 
@@ -178,7 +178,7 @@ def test_fused_sgd_matches_plain_sgd(numpy_kernels, monkeypatch, rule_name, mome
             for m in net.parameter_modules():
                 for name, prm in m.params.items():
                     m.grads[name] = rng.standard_normal(prm.shape).astype(prm.dtype)
-            opt.step(0.1, progress=t / 10)
+            opt.step(0.1, progress=Progress(t, 0.1 * t, 1.0))  # inside KP's decay window
         results.append([l.W.copy() for l in net.weight_layers] + [l.B.copy() for l in net.weight_layers if l.B is not None]
                        + [v.copy() for vel in opt.velocity for v in vel.values()])
     for a, b in zip(*results):

@@ -108,15 +108,18 @@ def test_feedback_alignment_with_B_equal_W_is_backprop_through_residual_blocks()
 
 def test_weight_mirror_runs_before_the_first_batch():
     rng = np.random.default_rng(7)
-    rule = make_rule("wm", initial_mirror_steps=8, initial_decay=0.5, initial_mirror_batch_size=8)
+    rule = make_rule("wm", initial_angle=10.0, initial_mirror_batch_size=64)
     net = build_model("resnet20", (3, 8, 8), 3, rule, np, rng)
     before = [angle_degrees(layer.B, layer.W) for layer in net.weight_layers]
     with threadpool_limits(1):  # tiny products: BLAS threads only add overhead
         rule.initial_phase(net.weight_layers, np, rng)
     after = [angle_degrees(layer.B, layer.W) for layer in net.weight_layers]
     assert min(before) > 70
-    # a few noisy mirror batches: every layer turns toward W (no input size was needed)
-    assert all(a < b - 10 for a, b in zip(after, before)), (before, after)
+    # every layer whose B carries an error is mirrored to about the initial angle (no input
+    # size was needed; a convolution's output positions count as samples); the input layer's
+    # B is not mirrored
+    assert after[0] == before[0]
+    assert all(a < 10.0 * 1.3 for a in after[1:]), (before, after)
 
 
 def test_registry_errors_and_mlp():

@@ -98,11 +98,11 @@ def test_rules_name_themselves_for_people():
         ("xx", {}, "allowed: bp, fa"),
         ("wm", {"sigma": -1.0}, "rule wm: sigma: must be > 0"),
         ("wm", {"sigma": float("inf")}, "rule wm: sigma: must be a finite number"),
-        ("kp", {"decay_until": float("nan")}, "rule kp: decay_until: must be a finite number"),
+        ("kp", {"decay_fraction": float("nan")}, "rule kp: decay_fraction: must be a finite number"),
         ("wm", {"mirror_batch_size": 2.5}, "rule wm: mirror_batch_size: expected an integer"),
         ("wm", {"normalize": "l2"}, "none, match_w"),
         ("wm", {"bogus": 1}, "unknown parameter 'bogus'"),
-        ("kp", {"weight_decay": -1.0}, "rule kp: weight_decay: must be >= 0"),
+        ("kp", {"decay_total": -1.0}, "rule kp: decay_total: must be >= 0"),
         ("ss", {"magnitude": "huge"}, "uniform, batch_random, fixed_random"),
         ("usf", {"magnitude": "uniform"}, "unknown parameter 'magnitude'"),
     ],
@@ -161,20 +161,26 @@ def test_sign_symmetry_feedback_carries_w_signs(name, rng):
 
 
 # -- Kolen-Pollack ----------------------------------------------------------
-@pytest.mark.parametrize("weight_decay, kp_decay, const_decay", [(0.0, 0.5, 0.0), (0.1, 0.0, 0.0), (0.1, 0.2, 0.03)])
-def test_kp_difference_shrinks_by_exactly_one_minus_lambda(weight_decay, kp_decay, const_decay, rng):
-    """‖W - Bᵀ‖ shrinks by (1-λ) per step, whatever the data and momentum."""
+@pytest.mark.parametrize("weight_decay, decay_total, const_decay", [(0.0, 3.0, 0.0), (0.1, 0.0, 0.0), (0.1, 2.0, 0.03)])
+def test_kp_difference_shrinks_by_exactly_one_minus_lambda(weight_decay, decay_total, const_decay, rng):
+    """‖W - Bᵀ‖ shrinks by the shared decay per step, whatever the data and momentum.
+
+    The rule's own decay during its window (the first half of a run whose
+    Σ η is 20): ``e^{-η λ}`` with ``λ = decay_total / (0.5 · 20)``.
+    """
+    from weightmirror.circuits.rules import Progress
+
     layer = _layer(rng)
-    kp = make_rule("kp", weight_decay=kp_decay, decay=const_decay)
+    kp = make_rule("kp", decay_total=decay_total, decay_fraction=0.5, decay=const_decay, feedback_init="random")
     layer.init_feedback(kp, np, rng)
     opt = SGD([layer], kp, np, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     lr = 0.3
-    expected = (1 - lr * weight_decay) * (1 - lr * kp_decay) * (1 - const_decay)
-    for _ in range(6):
+    expected = (1 - lr * weight_decay) * math.exp(-lr * decay_total / 10.0) * (1 - const_decay)
+    for k in range(6):
         before = np.linalg.norm((layer.W - layer.B).astype(np.float64))
         layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32) * 5,
                        "b": rng.standard_normal(40).astype(np.float32)}
-        opt.step(lr)
+        opt.step(lr, progress=Progress(k, k * lr, 20.0))
         after = np.linalg.norm((layer.W - layer.B).astype(np.float64))
         assert after / before == pytest.approx(expected, rel=2e-5)
 
@@ -258,30 +264,35 @@ def test_wm_layer_response_scales_by_mean_slope(rng):
 
 
 def test_kp_decay_window_stops_the_rules_own_decay(rng):
-    """Past decay_until, W - Bᵀ stays constant (only the shared local product acts)."""
+    """Past decay_fraction of the learning, W - Bᵀ stays constant (only the shared local product acts)."""
+    from weightmirror.circuits.rules import Progress
+
     layer = _layer(rng)
-    kp = make_rule("kp", weight_decay=0.5, decay_until=0.5)
+    kp = make_rule("kp", decay_total=5.0, decay_fraction=0.5, feedback_init="random")
     layer.init_feedback(kp, np, rng)
     opt = SGD([layer], kp, np, momentum=0.9)
-    for progress, expected in ((0.2, 1 - 0.1 * 0.5), (0.6, 1.0)):
+    # Σ η = 10 over the run: λ = 5 / (0.5 · 10) = 1 per unit learning rate in the first half
+    for done, expected in ((2.0, math.exp(-0.1 * 1.0)), (6.0, 1.0)):
         before = np.linalg.norm((layer.W - layer.B).astype(np.float64))
         layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32), "b": np.zeros(40, np.float32)}
-        opt.step(0.1, progress=progress)
+        opt.step(0.1, progress=Progress(0, done, 10.0))
         after = np.linalg.norm((layer.W - layer.B).astype(np.float64))
         assert after / before == pytest.approx(expected, rel=2e-5)
 
 
 def test_kp_zero_feedback_init_starts_silent_and_still_converges(rng):
+    from weightmirror.circuits.rules import Progress
+
     layer = _layer(rng)
-    kp = make_rule("kp", weight_decay=0.5, feedback_init="zero")
+    kp = make_rule("kp", decay_total=2.0, decay_fraction=1.0, feedback_init="zero")
     layer.init_feedback(kp, np, rng)
     assert not layer.B.any()
     opt = SGD([layer], kp, np, momentum=0.9)
     gap0 = np.linalg.norm(layer.W.astype(np.float64))  # W - B = W at the start
-    for _ in range(20):
+    for k in range(20):  # 20 steps of 0.2: the whole run, Σ η = 4
         layer.grads = {"W": rng.standard_normal(layer.W.shape).astype(np.float32), "b": np.zeros(40, np.float32)}
-        opt.step(0.2)
+        opt.step(0.2, progress=Progress(k, 0.2 * k, 4.0))
     gap = np.linalg.norm((layer.W - layer.B).astype(np.float64))
-    assert gap / gap0 == pytest.approx((1 - 0.2 * 0.5) ** 20, rel=1e-4)
-    with pytest.raises(rules.RuleError, match="random, zero"):
+    assert gap / gap0 == pytest.approx(math.exp(-2.0), rel=1e-4)  # e^{-decay_total}
+    with pytest.raises(rules.RuleError, match="random, zero, mirror"):
         make_rule("kp", feedback_init="ones")

@@ -59,17 +59,20 @@ def test_rule_angles_behave_as_the_paper_says(tmp_path, small_config):
     for rule in ("fa", "wm"):
         cfg = config.resolve(config.read_file(small_config), {"rule": rule})
         out[rule] = train(cfg, tmp_path / rule, progress=False).summary
-    cfg = config.resolve(config.read_file(small_config), {"rule": "kp", "epochs": 8, "kp": {"weight_decay": 0.6}})
+    # KP from silent feedback synapses (B = 0), aligned by its own decay only
+    cfg = config.resolve(config.read_file(small_config),
+                         {"rule": "kp", "epochs": 8, "kp": {"feedback_init": "zero", "decay_total": 4.0}})
     out["kp"] = train(cfg, tmp_path / "kp", progress=False).summary
     kp_rows = _metrics(tmp_path / "kp")
-    assert out["fa"]["angles_deg"][0] > 60
+    assert out["fa"]["angles_deg"][1] > 60
     # KP's feedback starts silent (B = 0): before training there is no angle (null, not 90°)
     assert kp_rows[0]["angles_deg"] == [None, None, None]
-    for layer in range(3):  # from its first finite point KP's angle falls every epoch and ends below FA's
+    for layer in (1, 2):  # the layers whose B carries an error (the input layer's does not)
+        # from its first finite point KP's angle falls every epoch of its decay and ends below FA's
         angles = [r["angles_deg"][layer] for r in kp_rows[1:]]
-        assert all(b < a for a, b in zip(angles, angles[1:]))
+        assert all(b < a for a, b in zip(angles[:3], angles[1:3]))
         assert angles[-1] < 0.5 * out["fa"]["angles_deg"][layer]
-    assert max(out["wm"]["angles_deg"]) < 30
+    assert max(out["wm"]["angles_deg"][1:]) < 15
     assert out["wm"]["delta_angles_deg"][0] < out["fa"]["delta_angles_deg"][0]
 
 
@@ -195,7 +198,7 @@ def test_mid_epoch_checkpoint_resumes_at_its_step(tmp_path, small_config):
         else:
             # same data order, other noise draws: close, not necessarily equal
             assert abs(b[-1]["train_loss"] - a[-1]["train_loss"]) < 0.1
-            assert max(b[-1]["angles_deg"]) < 30
+            assert max(b[-1]["angles_deg"][1:]) < 30  # the layers whose B carries an error
         assert _checkpoint_meta(part_dir)["epoch"] == 3
 
 
@@ -205,6 +208,8 @@ def test_checkpoint_every_steps(tmp_path, small_config, monkeypatch):
     real_save = results.save_arrays
 
     def spy(path, arrays):
+        if "__meta__" not in arrays:  # not a checkpoint (the test predictions at the end)
+            return real_save(path, arrays)
         meta = json.loads(str(arrays["__meta__"]))
         saved.append((meta["epoch"], meta["step"]))
         real_save(path, arrays)

@@ -100,8 +100,9 @@ def test_two_ranks_train_like_one_process_and_keep_identical_replicas(tmp_path):
             assert any(k.endswith(".B") for k in r0.files)
             # the mirror aligns B with Wᵀ as in one process (feedback alignment stays near 85°)
             alone = train(_cfg("wm", False), tmp_path / "single-wm", progress=False, log=lambda s: None).summary
-            assert summary["angles_deg"] == pytest.approx(alone["angles_deg"], abs=2.0)
-            assert max(summary["angles_deg"]) < 45
+            # the ranks' noise samples add up (B is averaged after every step): never worse than one process
+            assert all(a <= b + 1.0 for a, b in zip(summary["angles_deg"][1:], alone["angles_deg"][1:]))
+            assert max(summary["angles_deg"][1:]) < 45  # the layers whose B carries an error
 
 
 def test_compare_distributed_writes_each_rule_once_and_prints_one_table(tmp_path):

@@ -24,7 +24,7 @@ def test_the_tutorial_runs_and_shows_what_it_says(tmp_path, monkeypatch, capsys)
     assert (ns["workdir"] / "compare" / "wm" / "summary.json").is_file()
     assert any(Path(p).name == "feedback_angles.png" for p in ns["report"]["made"])
     # the hand-written loop: the mirror keeps B near W^T while W learns
-    assert max(ns["angles"]) < 30 and ns["error"] < 15
+    assert max(ns["angles"][1:]) < 15 and ns["error"] < 15  # the input layer's B carries no error
     assert ns["monitor"].v.shape[0] == 3
     assert "circuit angles after 0.4 s" in out
 

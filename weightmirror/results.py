@@ -36,6 +36,9 @@ CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.npz"
+#: ``predictions.npz``: the final network's class for every test example (``test_pred``,
+#: ``test_label``, in the test set's order), for paired tests between runs
+PREDICTIONS = "predictions"
 
 
 class ResultsError(InputError):

@@ -110,17 +110,24 @@ class DivergedError(RuntimeError):
 def advice(config: dict, cli: bool = False) -> str:
     """What to try after a divergence, with the values the run had.
 
-    Always a smaller learning rate; for the weight mirror also a smaller
-    mirror learning rate, a larger mirror decay and more mirror samples; for
-    the other rules a learning-rate warm-up where there was none.
+    Always a smaller learning rate; for the weight mirror also a tighter
+    mirror (a smaller target angle, more samples allowed) or, for the fixed
+    mirror, a smaller mirror learning rate, a larger mirror decay and more
+    mirror samples; for the other rules a learning-rate warm-up where there
+    was none.
     """
     optim = config.get("optim") or {}
     lr = optim.get("lr")
     now = f" (now {lr:g})" if isinstance(lr, (int, float)) else ""
     parts = [f"a smaller --lr{now}" if cli else f"a smaller learning rate ([optim] lr{now})"]
     rule = config.get("rule")
-    if rule == "wm":
-        wm = config.get("wm") or {}
+    wm = config.get("wm") or {}
+    if rule == "wm" and wm.get("adaptive", True):
+        if "target_angle" in wm:
+            parts.append(f"a smaller mirror angle ([wm] target_angle, now {wm['target_angle']:g})")
+        parts.append("more mirror samples ([wm] max_samples" + (f", now {wm['max_samples']})" if "max_samples" in wm
+                                                                   else ")"))
+    elif rule == "wm":
         if "lr" in wm:
             parts.append(f"a smaller mirror learning rate ([wm] lr, now {wm['lr']:g})")
         parts.append("a larger mirror decay ([wm] decay" + (f", now {wm['decay']:g})" if "decay" in wm else ")"))

@@ -91,7 +91,7 @@ from . import seeds
 from .checkpoint import TrainState, load_checkpoint
 from .divergence import DivergedError, DivergenceGuard
 from .interrupts import StopRequests
-from .metrics import as_input, bn_buffers, epoch_line, metrics_row
+from .metrics import as_input, bn_buffers, epoch_line, metrics_row, test_predictions
 from .output import RunOutput, check_out_dir
 from .sources import BatchSource, make_batch_source
 
@@ -437,13 +437,20 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
     wall = wall_before + time.perf_counter() - t_start
     summary = _summary(cfg, net, source, state.metrics, comm, wall, completed=resume_from is None)
     summary.update(guard.summary_fields(interrupted=resume_from is not None))
+    arrays = {}
+    if resume_from is None and guard.found is None:
+        # the final network's prediction of every test example: paired tests between runs
+        predictions = test_predictions(net, source, xp, comm)
+        if predictions is not None:
+            arrays[results.PREDICTIONS] = {"test_pred": predictions[0], "test_label": predictions[1]}
+            output.arrays(results.PREDICTIONS, arrays[results.PREDICTIONS])
     if resume_from is None:  # completed or diverged
         output.summary(summary)
     else:
         summary["resume_from"] = resume_from
     summary["rank"] = comm.rank
     run = results.Run(path=output.path, kind="train", config=cfg.to_dict(), metrics=state.metrics,
-                      summary=summary)
+                      summary=summary, arrays={} if output.writes else arrays)
     if guard.found is not None:
         kept = output.checkpoint_path
         raise DivergedError(run, kept if kept is not None and kept.is_file() else None)
@@ -468,6 +475,8 @@ def _summary(cfg: TrainConfig, net, source, rows, comm, wall, completed: bool) -
         "delta_angles_deg": last["delta_angles_deg"],
         "weight_norms": last["weight_norms"],
         "layer_shapes": [list(layer.W.shape) for layer in net.weight_layers],
+        # per layer: does its B carry an error to the layer below (the input layer's does not)
+        "feedback_used": [bool(getattr(layer, "needs_input_grad", True)) for layer in net.weight_layers],
         "n_parameters": int(sum(int(np.prod(a.shape)) for m in net.parameter_modules() for a in m.params.values())),
         "device": cfg.device,
         "seed": cfg.seed,

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 
 from ...circuits.rules import angle_degrees
-from ...models.backend import make_rng
+from ...models.backend import make_rng, to_numpy
 from ...models.layers import softmax_cross_entropy
 from ..distributed import Communicator, allreduce_mean_arrays, allreduce_sum
 from .seeds import METRIC
@@ -96,6 +96,45 @@ def evaluate(net, source, xp, comm: Optional[Communicator] = None, part: str = "
     n = max(sums[3], 1.0)
     return {f"{part}_loss": float(sums[0] / n), f"{part}_top1_error": float(100.0 * sums[1] / n),
             f"{part}_top5_error": float(100.0 * sums[2] / n)}
+
+
+def test_predictions(net, source, xp, comm: Optional[Communicator] = None):
+    """``(predicted, true)`` classes of every test example, in the test set's order (NumPy int32).
+
+    What a paired per-example test (McNemar) between two runs needs. Data
+    parallel: each rank predicts its contiguous shard and the shards are put
+    together by a sum over ranks. ``None`` where examples were skipped (an
+    ImageNet file that could not be decoded), so that no prediction could be
+    misplaced.
+    """
+    from ..distributed import shard_indices
+
+    preds, labels = [], []
+    for xb, yb in source.eval_batches():
+        if len(yb) == 0:
+            continue
+        logits = net.forward(as_input(net, xb, xp), train=False)
+        preds.append(np.asarray(to_numpy(logits.argmax(axis=1)), dtype=np.int64))
+        labels.append(np.asarray(yb, dtype=np.int64))
+    n_test = getattr(source, "n_test", None)
+    size = 1 if comm is None else comm.size
+    rank = 0 if comm is None else comm.rank
+    mine = sum(len(p) for p in preds)
+    expected = None if n_test is None else shard_indices(int(n_test), rank, size)
+    ok = expected is not None and mine == expected.stop - expected.start
+    if size > 1 and not getattr(source, "contiguous_eval_shards", False):
+        ok = False  # a loader that deals each batch out over the ranks: no contiguous shard to place
+    if size > 1:
+        ok = allreduce_sum(comm, [0.0 if ok else 1.0], xp)[0] == 0
+    if not ok:
+        return None
+    buf = np.zeros((2, int(n_test)), dtype=np.float64)
+    if mine:
+        buf[0, expected] = np.concatenate(preds) + 1  # + 1: an empty slot sums to 0
+        buf[1, expected] = np.concatenate(labels) + 1
+    if size > 1:
+        buf = allreduce_sum(comm, buf.reshape(-1), xp).reshape(2, -1)
+    return (buf[0] - 1).astype(np.int32), (buf[1] - 1).astype(np.int32)
 
 
 def feedback_angles(net, xp, rng) -> list[float]:

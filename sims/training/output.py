@@ -59,6 +59,11 @@ class RunOutput:
         if self.writes:
             save_checkpoint(self.path / results.CHECKPOINT, net, opt, state)
 
+    def arrays(self, name: str, arrays: dict) -> None:
+        """``<name>.npz`` in the results folder (atomically)."""
+        if self.writes:
+            results.save_arrays(self.path / f"{name}.npz", arrays)
+
     def summary(self, summary: dict) -> None:
         if self.writes:
             results.write_json(self.path / results.SUMMARY, summary)

@@ -134,6 +134,9 @@ class ArraySource(BatchSource):
     validation split existed.
     """
 
+    #: each rank evaluates one contiguous block of the test set (test predictions can be put together)
+    contiguous_eval_shards = True
+
     def __init__(self, data: Dataset, cfg, rank: int = 0, world_size: int = 1):
         self.data = data
         self.seed = int(cfg.seed)
