@@ -59,17 +59,17 @@ def load_inputs(random: bool):
 
 
 def engine_stepper(rule_name: str, x, y, seed=0):
-    from weightmirror.circuits.rules import make_rule
+    from weightmirror.circuits.rules import Progress, make_rule
     from weightmirror.models.layers import softmax_cross_entropy
     from weightmirror.models.mlp import build_mlp
     from weightmirror.models.optim import SGD
     from weightmirror.sims.config import TrainConfig
 
     rng = np.random.default_rng(seed)
-    # the rules as the training config has them (bench/configs/fmnist_mlp.toml)
-    wm = TrainConfig().wm
-    params = {"kp": {"weight_decay": 0.2, "decay_until": 1.0},  # decay on all the time: the worst case
-              "wm": {k: getattr(wm, k) for k in ("noise", "mirror_batch_size", "mirror_batches", "lr", "decay")}}
+    # the rules as the training config has them; KP with its own decay on all the time (the worst case)
+    defaults = TrainConfig()
+    params = {"kp": {**defaults.kp.params(), "decay_total": 4.0, "decay_fraction": 1.0},
+              "wm": defaults.wm.params()}
     rule = make_rule(rule_name, **params.get(rule_name, {}))
     net = build_mlp(SIZES, rule, np, rng)
     opt = SGD(net.parameter_modules(), rule, np, momentum=0.9, weight_decay=1e-4)
@@ -85,8 +85,9 @@ def engine_stepper(rule_name: str, x, y, seed=0):
             logits = net.forward(xb)
             _, d = softmax_cross_entropy(logits, yb, np)
             net.backward(d, rng=rng)
-            opt.step(0.01)
-            rule.after_step(net.weight_layers, np, rng)
+            progress = Progress(state["i"], 0.0, 1.0)  # where training stands: inside KP's decay window
+            opt.step(0.01, progress=progress)
+            rule.after_step(net.weight_layers, np, rng, progress)
 
     return run
 

@@ -178,11 +178,14 @@ class Progress:
     step : optimiser steps done before the current one.
     lr_done : ``Σ η_t`` over those steps (the learning-rate mass spent).
     lr_total : ``Σ η_t`` over the whole run, from the learning-rate schedule.
+    samples_per_step : training examples per step on this process (0: not said),
+        for plasticity whose cost is sized against the step's.
     """
 
     step: int
     lr_done: float
     lr_total: float
+    samples_per_step: int = 0
 
     @property
     def fraction(self) -> float:
@@ -416,9 +419,11 @@ class WeightMirror(LearningRule):
         costs nothing (rate mode; the circuit mirrors every layer).
     target_angle : θ*, degrees: the angle the adaptive mirror keeps B within.
     initial_angle : θ₀, degrees: the initial phase's accuracy.
-    min_samples, max_samples : noise samples per layer per step, adaptive; a
-        layer smaller than the network's largest may draw up to ``max_samples``
-        times the size ratio (at most 16 times), the same cost.
+    min_samples, max_samples : noise samples per layer per step, adaptive.
+    max_cost : the adaptive mirror's work per step, at most this fraction of
+        a training step's (its products and random numbers counted in
+        multiply-adds); beyond it every layer's samples are scaled down alike
+        (the trainer says the batch size through ``Progress``).
     min_batch : the smallest mirror batch (fewer samples per step are pooled).
     drift_halflife : steps over which the drift ``d̄`` is averaged.
     plan_every : steps between two updates of the plan (on a GPU, the only
@@ -441,7 +446,8 @@ class WeightMirror(LearningRule):
     target_angle: float = 8.0
     initial_angle: float = 3.0
     min_samples: int = 1
-    max_samples: int = 512
+    max_samples: int = 8192
+    max_cost: float = 0.5
     min_batch: int = 32
     drift_halflife: float = 20.0
     plan_every: int = 10
@@ -458,8 +464,9 @@ class WeightMirror(LearningRule):
     RESPONSES: ClassVar[tuple[str, ...]] = ("linear", "layer")
     #: the largest decay per step the adaptive mirror uses
     MAX_DECAY: ClassVar[float] = 0.5
-    #: a layer smaller than the largest draws at most this many times max_samples
-    SMALL_LAYER_CAP: ClassVar[float] = 16.0
+    #: multiply-adds one random number costs (NumPy's uniform draw and its scaling
+    #: against OpenBLAS's sgemm, one thread: 131 measured)
+    RANDOM_WORK: ClassVar[float] = 128.0
 
     def __post_init__(self):
         def what(key):
@@ -475,6 +482,7 @@ class WeightMirror(LearningRule):
         number(self.initial_angle, what("initial_angle"), RuleError, low=0, high=45, low_open=True)
         integer(self.min_samples, what("min_samples"), RuleError, low=0)
         integer(self.max_samples, what("max_samples"), RuleError, low=max(1, self.min_samples))
+        number(self.max_cost, what("max_cost"), RuleError, low=0)
         integer(self.min_batch, what("min_batch"), RuleError, low=1)
         number(self.drift_halflife, what("drift_halflife"), RuleError, low=0, low_open=True)
         integer(self.plan_every, what("plan_every"), RuleError, low=1)
@@ -608,20 +616,51 @@ class WeightMirror(LearningRule):
         st[self._SQ] += xp.vdot(step.reshape(-1), step.reshape(-1))  # stays on the device
         st[self._N] += 1
 
-    def _replan(self, layer, xp, max_samples: float) -> None:
+    def _drift(self, layer, xp) -> float:
+        """Fold the steps since the last plan into the layer's drift average ``d̄``; return it."""
         st = self._state(layer, xp)
         values = [float(v) for v in (st.get() if hasattr(st, "get") else st)]  # one read-back
-        n = values[self._N]
+        n, d = values[self._N], values[self._D]
         if n > 0:
             w_norm = float(xp.linalg.norm(layer.W))
             d_now = math.sqrt(values[self._SQ] / n) / w_norm if w_norm > 0 else 0.0
             beta = 1.0 - 0.5 ** (n / self.drift_halflife)
-            d = d_now if values[self._PLANS] == 0 else (1 - beta) * values[self._D] + beta * d_now
-            decay, samples = self.plan(self._fan_in(layer), d, max_samples)
-            st[self._D], st[self._DECAY], st[self._SAMPLES] = d, decay, samples
-            st[self._PLANS] += 1
+            d = d_now if values[self._PLANS] == 0 else (1 - beta) * d + beta * d_now
+            st[self._D] = d
         st[self._SQ] = 0.0
         st[self._N] = 0
+        return d
+
+    @staticmethod
+    def _work(layer) -> tuple[float, float]:
+        """Multiply-adds of ``(one noise sample, one training example)`` for a layer.
+
+        A noise input costs its response and the Hebbian product (two of the
+        layer's products) and its random numbers (each about as much work as
+        :data:`RANDOM_WORK` multiply-adds); a training example costs three
+        products (forward, backward, weight gradient). A convolution's noise
+        image gives ``positions`` samples.
+        """
+        positions = WeightMirror._samples_per_input(layer)
+        products = positions * math.prod(layer.W.shape)
+        per_input = 2 * products + WeightMirror.RANDOM_WORK * math.prod(layer.mirror_input_shape)
+        return per_input / positions, 3.0 * products
+
+    def _replan(self, weight_layers, mirrored, xp, progress: Progress | None) -> None:
+        """A new plan ``(λ, m)`` for every mirrored layer from its drift, within the cost budget."""
+        drifts = [self._drift(layer, xp) for layer in mirrored]
+        plans = [self.plan(self._fan_in(layer), d) for layer, d in zip(mirrored, drifts)]
+        batch = progress.samples_per_step if progress is not None else 0
+        if batch and self.max_cost > 0:
+            budget = self.max_cost * batch * sum(self._work(l)[1] for l in weight_layers)
+            spent = sum(m * self._work(l)[0] for l, (_, m) in zip(mirrored, plans))
+            if spent > budget:  # every layer's samples scaled down alike, each at its best decay
+                scale = budget / spent
+                plans = [self.plan(self._fan_in(l), d, m * scale) for l, d, (_, m) in zip(mirrored, drifts, plans)]
+        for layer, (decay, samples) in zip(mirrored, plans):
+            st = self._state(layer, xp)
+            st[self._DECAY], st[self._SAMPLES] = decay, samples
+            st[self._PLANS] += 1
 
     def after_step(self, weight_layers, xp, rng, progress: Progress | None = None) -> None:
         if not self.adaptive:
@@ -632,17 +671,16 @@ class WeightMirror(LearningRule):
             if batches:
                 self.mirror_phase(weight_layers, xp, rng, batches, self.lr, self.decay)
             return
-        # a sample costs a layer's W (F·out multiply-adds twice): a small layer
-        # may draw more of them, up to the cost of the largest layer's max_samples
-        sizes = [int(math.prod(l.W.shape)) for l in weight_layers]
-        largest = max(sizes)
-        for layer in self.mirrored(weight_layers):
+        mirrored = self.mirrored(weight_layers)
+        if not mirrored:
+            return
+        first = mirrored[0]
+        count = getattr(first, "_mirror_steps", 0) if progress is None else progress.step
+        first._mirror_steps = count + 1
+        if count % self.plan_every == 0:
+            self._replan(weight_layers, mirrored, xp, progress)
+        for layer in mirrored:
             st = self._state(layer, xp)
-            count = getattr(layer, "_mirror_steps", 0) if progress is None else progress.step
-            layer._mirror_steps = count + 1
-            if count % self.plan_every == 0:
-                size = int(math.prod(layer.W.shape))
-                self._replan(layer, xp, min(self.max_samples * largest / size, self.SMALL_LAYER_CAP * self.max_samples))
             plan = getattr(layer, "_mirror_plan", None)
             if plan is None or count % self.plan_every == 0:
                 values = st.get() if hasattr(st, "get") else st

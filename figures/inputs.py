@@ -15,6 +15,9 @@ library are imported here.
 """
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -162,6 +165,239 @@ def rule_variants(runs: Iterable[Run]) -> list[int]:
         out.append(count[r.rule])
         count[r.rule] += 1
     return out
+
+
+# ---------------------------------------------------------------------------
+# several seeds of one configuration: one curve, one table row
+# ---------------------------------------------------------------------------
+def run_seed(run: Run) -> int | None:
+    """The run's seed (``summary.json``, else ``config.toml``), or None."""
+    for src in (run.summary, run.config):
+        if src and isinstance(src.get("seed"), int) and not isinstance(src.get("seed"), bool):
+            return int(src["seed"])
+    return None
+
+
+def _config_but_seed(run: Run) -> str | None:
+    """The run's whole configuration but its seed, as a comparable text (None without a config)."""
+    if not run.config:
+        return None
+    return json.dumps({k: v for k, v in run.config.items() if k != "seed"}, sort_keys=True, default=str)
+
+
+class Series:
+    """What a figure draws as one curve and a table shows as one row: one run, or the seeds of one setting.
+
+    Runs are the seeds of one setting when they have the same label, rule,
+    data, model and layer shapes and the same configuration in every value
+    but ``seed`` (``config.toml``), each with a seed of its own; such a
+    series is drawn as the mean over its seeds with a ±1 sd band. A
+    :class:`Series` names itself as a run does (``label``, ``rule``, ``path``:
+    the folder its runs share), so :func:`run_labels` tells series apart too.
+    """
+
+    def __init__(self, runs: list[Run]):
+        self.runs = list(runs)
+
+    def __repr__(self) -> str:
+        return f"<Series {self.label!r}: {len(self.runs)} run(s)>"
+
+    @property
+    def run(self) -> Run:
+        return self.runs[0]
+
+    @property
+    def rule(self) -> str:
+        return self.run.rule
+
+    @property
+    def label(self) -> str:
+        return self.run.label
+
+    @property
+    def kind(self) -> str:
+        return self.run.kind
+
+    @property
+    def path(self) -> Path | None:
+        if len(self.runs) == 1 or any(r.path is None for r in self.runs):
+            return self.run.path
+        return Path(os.path.commonpath([str(Path(r.path).resolve()) for r in self.runs]))
+
+    @property
+    def is_seeds(self) -> bool:
+        """Several seeds (drawn as mean ± sd), not a single run."""
+        return len(self.runs) > 1
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [run_seed(r) for r in self.runs]
+
+    @property
+    def completed(self) -> list[Run]:
+        return [r for r in self.runs if r.status != "diverged"]
+
+    @property
+    def diverged_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "diverged"]
+
+    def _diverged_at(self) -> str:
+        """`` at epoch 3`` / `` at epochs 2, 3`` of the diverged runs ('' where none says)."""
+        epochs = sorted({(r.diverged or {}).get("epoch") for r in self.diverged_runs} - {None})
+        return "" if not epochs else f" at epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))}"
+
+    def diverged_text(self) -> str | None:
+        """``1 of 5 diverged at epoch 3`` (several seeds), ``diverged at epoch 3`` (one run), else None."""
+        bad = self.diverged_runs
+        if not bad:
+            return None
+        if not self.is_seeds:
+            return self.run.diverged_text()
+        return f"{len(bad)} of {len(self.runs)} diverged{self._diverged_at()}"
+
+    def seed_note(self) -> str:
+        """``5 seeds`` or ``5 seeds, 1 diverged at epoch 3`` (what the legend adds to the label)."""
+        bad = self.diverged_runs
+        note = f"{len(self.runs)} seeds"
+        if bad:
+            note += f", {'all' if len(bad) == len(self.runs) else len(bad)} diverged{self._diverged_at()}"
+        return note
+
+
+def training_series(group: list[Run]) -> list[Series]:
+    """The runs of a group as series: the seeds of one setting together, every other run alone.
+
+    Runs that share the label but differ in anything else than the seed (a
+    learning rate, a decay ...) are never put together; neither are runs
+    without a configuration or a seed, nor two runs of the same seed (a
+    copied folder). The order is the group's (a series where its first run
+    is); the seeds of a series in seed order.
+    """
+    buckets: dict[tuple, list[Run]] = {}
+    for r in group:
+        config, seed = _config_but_seed(r), run_seed(r)
+        key = (r.kind, r.label, r.rule, group_key(r), config) if config is not None and seed is not None \
+            else ("alone", id(r))
+        buckets.setdefault(key, []).append(r)
+    first: dict[int, Series] = {}
+    for runs in buckets.values():
+        seeds = [run_seed(r) for r in runs]
+        if len(runs) > 1 and len(set(seeds)) == len(seeds):
+            first[id(runs[0])] = Series(sorted(runs, key=lambda r: (run_seed(r), str(r.path))))
+        else:
+            for r in runs:
+                first[id(r)] = Series([r])
+    return [first[id(r)] for r in group if id(r) in first]
+
+
+def series_labels(series: list[Series]) -> list[str]:
+    """The legend text of each series: :func:`run_labels`, with ``(5 seeds)`` for several seeds.
+
+    ``WM (5 seeds)``, ``WM (5 seeds, 1 diverged at epoch 3)``; a series told
+    apart by its folder: ``WM (a/wm; 3 seeds)``. A single run: as today.
+    """
+    out = []
+    for s, text in zip(series, run_labels(series)):
+        if not s.is_seeds:
+            out.append(text)
+            continue
+        plain = run_label(s)
+        if text != plain and text.startswith(plain + " (") and text.endswith(")"):
+            out.append(f"{text[:-1]}; {s.seed_note()})")
+        else:
+            out.append(f"{text} ({s.seed_note()})")
+    return out
+
+
+def series_variants(series: list[Series]) -> list[int]:
+    """:func:`rule_variants` of the series (a series of seeds counts once)."""
+    return rule_variants(series)
+
+
+def mean_sd_over_seeds(per_run: Iterable[tuple[list, list]]) -> tuple[list, list, list, list]:
+    """``(x, mean, sd, n)`` over runs' ``(xs, ys)``: at each x, the finite values of the runs that reached it.
+
+    sd is the sample standard deviation (n − 1), NaN where one run is left.
+    """
+    values: dict = {}
+    for xs, ys in per_run:
+        for x, y in zip(xs, ys):
+            if y is None:
+                continue
+            y = float(y)
+            if math.isfinite(y):
+                values.setdefault(x, []).append(y)
+    xs = sorted(values)
+    mean, sd, n = [], [], []
+    for x in xs:
+        v = values[x]
+        m = sum(v) / len(v)
+        mean.append(m)
+        sd.append(math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1)) if len(v) > 1 else math.nan)
+        n.append(len(v))
+    return xs, mean, sd, n
+
+
+def mean_sd(values: Iterable) -> tuple[int, float, float]:
+    """``(n, mean, sample sd)`` of the finite values (None and NaN left out); NaN where undefined."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return 0, math.nan, math.nan
+    m = sum(v) / len(v)
+    return len(v), m, (math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1)) if len(v) > 1 else math.nan)
+
+
+def layer_series(run: Run, key: str, layer: int) -> tuple[list, list]:
+    """``(epochs, values)`` of layer ``layer`` of the per-layer metric ``key`` (rows without it left out)."""
+    xs, ys = [], []
+    for e, values in zip(*run.series(key)):
+        if layer < len(values) and values[layer] is not None:
+            xs.append(e)
+            ys.append(values[layer])
+    return xs, ys
+
+
+# ---------------------------------------------------------------------------
+# which layers' B carry an error
+# ---------------------------------------------------------------------------
+def feedback_used(run: Run) -> list[bool] | None:
+    """Per weight layer: does its B carry an error to the layer below (``summary.json`` ``feedback_used``)?
+
+    Older summaries lack the key. For them: in an MLP or a convnet the first
+    weight layer never passes an error down (nothing below it needs one), so
+    its B carries none and every other layer's does; for other models we do
+    not guess (None).
+    """
+    used = (run.summary or {}).get("feedback_used")
+    if isinstance(used, list) and used:
+        return [bool(u) for u in used]
+    if run.kind == "train" and run.model in ("mlp", "convnet") and run.n_layers:
+        return [layer > 0 for layer in range(run.n_layers)]
+    return None
+
+
+def unused_layers(runs: Iterable[Run]) -> list[int]:
+    """The weight layers (0-based) whose B carries no error, by the first run that says."""
+    for r in runs:
+        used = feedback_used(r)
+        if used is not None:
+            return [layer for layer, u in enumerate(used) if not u]
+    return []
+
+
+def wm_leaves_input_layer(runs: Iterable[Run]) -> bool:
+    """Does a weight-mirror run among ``runs`` leave the input layer's B unmirrored (``wm.mirror_input_layer``)?"""
+    for r in runs:
+        if r.rule == "wm" and ((r.config or {}).get("wm") or {}).get("mirror_input_layer") is False:
+            return True
+    return False
+
+
+def unused_note(runs: Iterable[Run], sep: str = " ") -> str:
+    """What to say of a layer whose B carries no error (``sep`` before ``shown for reference``)."""
+    runs = list(runs)
+    return "B carries no error" + (": not learnt by WM," if wm_leaves_input_layer(runs) else ";") + \
+        f"{sep}shown for reference"
 
 
 # ---------------------------------------------------------------------------

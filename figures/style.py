@@ -124,6 +124,69 @@ def mark_diverged(ax, x, y, label: str | None = None):
     return ax.plot([x], [y], label=label, **DIVERGED_MARKER)[0]
 
 
+#: the ±1 sd band around the mean of several seeds, and a diverged seed's own (thin) curve
+BAND_ALPHA = 0.18
+SEED_LINE = {"linewidth": 0.8, "alpha": 0.55, "marker": None}
+#: a panel that is shown for reference only (the input layer, whose B carries no error)
+REFERENCE_FACE = "#f3f3f3"
+REFERENCE_ALPHA = 0.45
+
+
+def plot_mean_band(ax, xs, mean, sd, label: str, kwargs: dict, positive: bool = False, alpha: float = BAND_ALPHA):
+    """The mean over seeds as a line, ``label``-led, and a ±1 sd band (``fill_between``) of the same colour.
+
+    Returns ``(line, band)``; the band is named ``<label> ±1 sd`` (hidden from
+    legends, which show ``(band, line)`` as one entry, see :func:`seed_handle`).
+    ``positive``: a log axis; the band's lower edge is kept above 0.
+    """
+    import numpy as np
+
+    line = ax.plot(xs, mean, label=label, **kwargs)[0]
+    lo = np.asarray(mean, dtype=float) - np.asarray(sd, dtype=float)
+    hi = np.asarray(mean, dtype=float) + np.asarray(sd, dtype=float)
+    if positive:
+        lo = np.maximum(lo, np.asarray(mean, dtype=float) * 0.05)
+    band = ax.fill_between(xs, lo, hi, color=kwargs.get("color"), alpha=alpha, linewidth=0,
+                           label=f"_{label} ±1 sd")
+    band.set_gid(f"band:{label}")
+    return line, band
+
+
+def plot_seed_curve(ax, xs, ys, kwargs: dict):
+    """A diverged seed's own curve (thin, no marker, not in the legend), up to its last finite epoch."""
+    style = {**kwargs, **SEED_LINE}
+    style.pop("markersize", None)
+    style.pop("fillstyle", None)
+    return ax.plot(xs, ys, label="_nolegend_", **style)[0]
+
+
+def seed_handle(line, band):
+    """One legend entry for a mean line and its band."""
+    return (band, line)
+
+
+def diverged_seed_handle():
+    """The legend's key to the red ✕ on curves of several seeds."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **DIVERGED_MARKER)
+
+
+#: the legend text of :func:`diverged_seed_handle`
+DIVERGED_SEED_TEXT = "a seed diverged (its last finite epoch)"
+
+
+def reference_panel(ax, note: str) -> None:
+    """Grey a panel shown for reference only and say why under its title."""
+    ax.set_facecolor(REFERENCE_FACE)
+    for artist in [*ax.get_lines(), *ax.collections]:
+        if artist.get_label().startswith("BP ("):
+            continue
+        artist.set_alpha(min(artist.get_alpha() or 1.0, 1.0) * REFERENCE_ALPHA)
+    title = ax.get_title()
+    ax.set_title(f"{title}\n{note}", color="0.35", fontsize=8.5)
+
+
 def epoch_span(ax, last: int | None, first: int = 0) -> None:
     """An epoch axis from ``first`` to ``last`` (no change where ``last`` is None)."""
     if last is not None:

@@ -53,7 +53,8 @@ def training_results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def wm_pairs(tmp_path_factory) -> Path:
     """Four real 2-epoch WM runs: ``labelled/fast`` and ``labelled/slow`` (labels wm-fast and
-    wm-slow) and ``plain/a/wm``, ``plain/b/wm`` (no label: both named by their rule)."""
+    wm-slow) and ``plain/a/wm``, ``plain/b/wm`` (no label: both named by their rule; b has another
+    seed AND another WM learning rate, so it is not a second seed of a's setting)."""
     from weightmirror.sims import config
     from weightmirror.sims.training import load_data, train
 
@@ -61,7 +62,7 @@ def wm_pairs(tmp_path_factory) -> Path:
     runs = {"labelled/fast": {"rule": "wm", "label": "wm-fast"},
             "labelled/slow": {"rule": "wm", "label": "wm-slow", "wm": {"lr": 0.0005, "decay": 0.0005}},
             "plain/a/wm": {"rule": "wm"},
-            "plain/b/wm": {"rule": "wm", "seed": 1}}
+            "plain/b/wm": {"rule": "wm", "seed": 1, "wm": {"lr": 0.0005, "decay": 0.0005}}}
     data = None
     for folder, overrides in runs.items():
         cfg = config.resolve(TINY, overrides)
@@ -608,3 +609,284 @@ def test_kolen_pollack_silent_start_has_no_angle_and_its_curve_starts_at_epoch_1
             assert list(_line(fig, "KP", axis).get_xdata()) == [0, 1, 2]
     finally:
         plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# several seeds of one setting: one curve (mean ± sd), one table row
+# ---------------------------------------------------------------------------
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def seeds_results(tmp_path_factory) -> Path:
+    """``weightmirror compare --rules bp,wm --seeds 0,1,2``: OUT/<rule>/seed-<s>/ and OUT/comparison.json."""
+    from weightmirror.sims.cli import main
+
+    out = tmp_path_factory.mktemp("seeds") / "cmp"
+    assert main(["compare", "--rules", "bp,wm", "--seeds", ",".join(map(str, SEEDS)), "--epochs", "2",
+                 "--batch-size", "64", "--quiet", "--out", str(out)]) == 0
+    assert (out / "comparison.json").is_file()
+    return out
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _mean_sd_by_epoch(folders, key, layer=None):
+    """``{epoch: (mean, sample sd)}`` of ``key`` (layer ``layer``) over the folders' metrics, read here."""
+    import numpy as np
+
+    values: dict = {}
+    for folder in folders:
+        for row in _rows(folder):
+            v = row.get(key)
+            if v is not None and layer is not None:
+                v = v[layer]
+            if v is not None:
+                values.setdefault(row["epoch"], []).append(v)
+    return {e: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else math.nan)
+            for e, v in sorted(values.items())}
+
+
+def _band(ax, label):
+    from matplotlib.collections import PolyCollection
+
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection) and c.get_gid() == f"band:{label}"]
+    assert len(bands) == 1, [c.get_gid() for c in ax.collections]
+    return bands[0]
+
+
+def _check_band(ax, label, expected):
+    """The ±1 sd band of ``label`` spans mean − sd .. mean + sd at every epoch."""
+    import numpy as np
+
+    verts = np.concatenate([p.vertices for p in _band(ax, label).get_paths()])
+    for epoch, (mean, sd) in expected.items():
+        ys = verts[np.isclose(verts[:, 0], epoch), 1]
+        assert ys.size, (label, epoch)
+        assert ys.min() == pytest.approx(mean - sd, abs=1e-6) and ys.max() == pytest.approx(mean + sd, abs=1e-6), \
+            (label, epoch, ys, mean, sd)
+
+
+def test_seed_folders_are_one_series_per_label(seeds_results):
+    from weightmirror.figures.inputs import series_labels, training_series
+
+    group = _one_group([seeds_results])
+    assert len(group) == 6
+    series = training_series(group)
+    assert [(s.rule, s.seeds) for s in series] == [("bp", list(SEEDS)), ("wm", list(SEEDS))]
+    assert series_labels(series) == ["BP (3 seeds)", "WM (3 seeds)"]
+
+
+def test_feedback_angles_draws_the_mean_over_seeds_with_a_band(seeds_results):
+    import matplotlib.pyplot as plt
+
+    folders = [seeds_results / "wm" / f"seed-{s}" for s in SEEDS]
+    fig = _module("feedback_angles").draw(_one_group([seeds_results]))
+    try:
+        texts = _legend_texts(fig)
+        assert texts.count("WM (3 seeds)") == 1, texts
+        assert not [t for t in texts if "seed-" in t or t == "WM"], texts  # no curve per seed
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(panels) == 3
+        for layer, ax in enumerate(panels):
+            wm = [line for line in ax.get_lines() if line.get_label().startswith("WM")]
+            assert [line.get_label() for line in wm] == ["WM (3 seeds)"]  # exactly one WM line per panel
+            expected = _mean_sd_by_epoch(folders, "angles_deg", layer)
+            assert list(wm[0].get_xdata()) == list(expected)
+            assert list(wm[0].get_ydata()) == pytest.approx([m for m, _ in expected.values()], abs=1e-9)
+            _check_band(ax, "WM (3 seeds)", expected)
+            # BP (three seeds too) stays the 0° reference line, not a curve of its own
+            assert [line.get_label() for line in ax.get_lines() if line.get_label().startswith("BP")] == \
+                ["BP ($B = W^T$, 0°)"]
+    finally:
+        plt.close(fig)
+
+
+def test_the_input_layer_panel_says_its_b_carries_no_error(seeds_results, tmp_path):
+    import matplotlib.pyplot as plt
+
+    summary = json.loads((seeds_results / "wm" / "seed-0" / "summary.json").read_text())
+    assert summary["feedback_used"] == [False, True, True]
+    fig = _module("feedback_angles").draw(_one_group([seeds_results]))
+    try:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+        assert "B carries no error" in titles[0] and "not learnt by WM" in titles[0], titles
+        assert "shown for reference" in titles[0]
+        assert not any("no error" in t for t in titles[1:]), titles
+        faces = [ax.get_facecolor() for ax in fig.axes if ax.get_visible()]
+        assert faces[0] != faces[1] and faces[1] == faces[2]  # the reference panel is greyed
+    finally:
+        plt.close(fig)
+    # older summaries without feedback_used: an MLP's first weight layer carries no error all the same
+    old = tmp_path / "old"
+    shutil.copytree(seeds_results, old)
+    for path in old.glob("*/seed-*/summary.json"):
+        s = json.loads(path.read_text())
+        del s["feedback_used"]
+        path.write_text(json.dumps(s))
+    fig = _module("feedback_angles").draw(_one_group([old]))
+    try:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+        assert "B carries no error" in titles[0] and not any("no error" in t for t in titles[1:]), titles
+    finally:
+        plt.close(fig)
+
+
+def test_test_error_draws_the_mean_over_seeds_and_the_validation_error(seeds_results):
+    import matplotlib.pyplot as plt
+
+    folders = [seeds_results / "wm" / f"seed-{s}" for s in SEEDS]
+    fig = _module("test_error").draw(_one_group([seeds_results]))
+    try:
+        assert "WM (3 seeds)" in _legend_texts(fig) and "BP (3 seeds)" in _legend_texts(fig)
+        ylabels = [ax.get_ylabel() for ax in fig.axes]
+        assert ylabels[:2] == ["test top-1 error (%)", "validation top-1 error (%)"], ylabels
+        for ax, key in zip(fig.axes, ("test_top1_error", "val_top1_error", "train_loss")):
+            expected = _mean_sd_by_epoch(folders, key)
+            line = _line(fig, "WM (3 seeds)", fig.axes.index(ax))
+            assert list(line.get_xdata()) == list(expected)
+            assert list(line.get_ydata()) == pytest.approx([m for m, _ in expected.values()], abs=1e-9)
+            if key != "train_loss":  # (a log axis keeps the band above 0; errors stay well above)
+                _check_band(ax, "WM (3 seeds)", expected)
+    finally:
+        plt.close(fig)
+
+
+def test_delta_angles_bars_are_means_with_sd_error_bars(seeds_results):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    finals = [json.loads((seeds_results / "wm" / f"seed-{s}" / "summary.json").read_text())["delta_angles_deg"]
+              for s in SEEDS]
+    fig = _module("delta_angles").draw(_one_group([seeds_results]))
+    try:
+        bars = [c for c in fig.axes[0].containers if c.get_label() == "WM (3 seeds)"]
+        assert len(bars) == 1
+        heights = [patch.get_height() for patch in bars[0].patches]
+        assert heights == pytest.approx([np.mean([f[l] for f in finals]) for l in range(2)], abs=1e-9)
+        assert bars[0].errorbar is not None, "no error bars"
+        segments = bars[0].errorbar.lines[2][0].get_segments()
+        spans = [seg[1][1] - seg[0][1] for seg in segments]
+        assert spans == pytest.approx([2 * np.std([f[l] for f in finals], ddof=1) for l in range(2)], abs=1e-9)
+        assert "WM (3 seeds)" in _legend_texts(fig)
+    finally:
+        plt.close(fig)
+
+
+def _our_rows(md: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Header cells and rows (first cell -> cells) of our training table."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| rule | ours:"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return header, rows
+
+
+def test_results_table_mean_sd_seed_count_and_p_from_comparison_json(seeds_results, tmp_path):
+    import numpy as np
+
+    _module("results_table").make(discover([seeds_results]), tmp_path)
+    md = (tmp_path / "results_table.md").read_text(encoding="utf-8")
+    header, rows = _our_rows(md)
+    assert set(rows) == {"BP", "WM"}, rows
+    col = {h: i for i, h in enumerate(header)}
+    errors = [json.loads((seeds_results / "wm" / f"seed-{s}" / "summary.json").read_text())["test_top1_error"]
+              for s in SEEDS]
+    wm = rows["WM"]
+    assert wm[col["ours: test top-1 error (%)"]] == f"{np.mean(errors):.2f} ± {np.std(errors, ddof=1):.2f}"
+    assert wm[col["ours: seeds (n)"]] == "3"
+    comparison = json.loads((seeds_results / "comparison.json").read_text())
+    p = comparison["runs"]["wm"]["vs_reference"]["paired_p"]
+    expected_p = "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    assert wm[col["paired p vs BP"]] == expected_p
+    assert rows["BP"][col["paired p vs BP"]] == "reference"
+    assert "comparison.json" in md
+    # the angle columns mark the input layer, and a note says why
+    angle_header = next(h for h in header if h.startswith("ours: angle(B"))
+    assert "1*" in angle_header and "2*" not in angle_header
+    assert "Layer 1*: the input layer's B carries no error" in md
+    tex = (tmp_path / "results_table.tex").read_text(encoding="utf-8")
+    assert "$\\pm$" in tex and "±" not in tex
+    # without comparison.json: nothing computed, no p column
+    bare = tmp_path / "bare"
+    shutil.copytree(seeds_results, bare)
+    (bare / "comparison.json").unlink()
+    _module("results_table").make(discover([bare]), tmp_path / "t2")
+    header, rows = _our_rows((tmp_path / "t2" / "results_table.md").read_text(encoding="utf-8"))
+    assert "paired p vs BP" not in header
+    assert rows["WM"][header.index("ours: test top-1 error (%)")] == wm[col["ours: test top-1 error (%)"]]
+
+
+def test_a_diverged_seed_stops_and_the_mean_goes_on_over_the_others(seeds_results, tmp_path):
+    """WM seed 1 diverged in epoch 2 (its rows 0 and 1 kept): the mean at epoch 2 is over seeds 0 and 2."""
+    import matplotlib.pyplot as plt
+
+    folder = tmp_path / "cmp"
+    shutil.copytree(seeds_results, folder)
+    bad = folder / "wm" / "seed-1"
+    (bad / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(bad)[:2]))
+    summary = json.loads((bad / "summary.json").read_text())
+    summary.update(status="diverged", completed=False, diverged={"epoch": 2, "step": 3, "what": "loss"})
+    (bad / "summary.json").write_text(json.dumps(summary))
+    label = "WM (3 seeds, 1 diverged at epoch 2)"
+    folders = [folder / "wm" / f"seed-{s}" for s in SEEDS]
+    for name in TRAINING_FIGURES:
+        fig = _module(name).draw(_one_group([folder]))
+        try:
+            texts = _legend_texts(fig)
+            assert label in texts, (name, texts)
+            assert _diverged_markers(fig), name
+            if name == "feedback_angles":
+                for layer in range(3):
+                    expected = _mean_sd_by_epoch(folders, "angles_deg", layer)
+                    line = _line(fig, label, layer)
+                    assert list(line.get_ydata()) == pytest.approx([m for m, _ in expected.values()], abs=1e-9)
+                    assert all(xs == [1] for i, xs, _ in _diverged_markers(fig) if i == layer)
+                    # epoch 2: over the two seeds still running
+                    both = [_rows(f)[2]["angles_deg"][layer] for f in folders if f != bad]
+                    assert line.get_ydata()[2] == pytest.approx(sum(both) / 2)
+        finally:
+            plt.close(fig)
+    _module("results_table").make(discover([folder]), tmp_path / "table")
+    md = (tmp_path / "table" / "results_table.md").read_text(encoding="utf-8")
+    header, rows = _our_rows(md)
+    assert rows["WM"][header.index("ours: seeds (n)")] == "2 (1 of 3 diverged at epoch 2)"
+    assert "seed 1 at epoch 2" in md
+    # comparison.json was written before seed 1 "diverged": stale for WM, so its p is not used
+    assert rows["WM"][header.index("paired p vs BP")] == "–"
+
+
+def test_same_label_different_setting_is_not_averaged(wm_pairs, seeds_results, tmp_path):
+    """plain/a/wm and plain/b/wm: one label (wm), different seeds AND a different WM learning rate:
+    two curves, each its own run's numbers; while two seeds of one setting are one curve."""
+    import matplotlib.pyplot as plt
+
+    from weightmirror.figures.inputs import training_series
+
+    group = _one_group([wm_pairs / "plain"])
+    assert [r.label for r in group] == ["wm", "wm"] and sorted(r.summary["seed"] for r in group) == [0, 1]
+    assert [len(s.runs) for s in training_series(group)] == [1, 1]
+    fig = _module("feedback_angles").draw(group)
+    try:
+        texts = _legend_texts(fig)
+        assert not any("seeds" in t for t in texts), texts
+        for run in group:
+            label = next(t for t in texts if t.endswith(f"{Path(run.path).parent.name}/wm)"))
+            expected = [row["angles_deg"][1] for row in _rows(run.path)]
+            assert list(_line(fig, label, 1).get_ydata()) == pytest.approx(expected)
+    finally:
+        plt.close(fig)
+    # the same two folders, but b made a second seed of a's setting (its config but the seed): one curve
+    same = tmp_path / "same"
+    shutil.copytree(wm_pairs / "plain", same)
+    config_a = (same / "a" / "wm" / "config.toml").read_text()
+    assert "\nseed = 0\n" in config_a
+    (same / "b" / "wm" / "config.toml").write_text(config_a.replace("\nseed = 0\n", "\nseed = 1\n"))
+    assert [len(s.runs) for s in training_series(_one_group([same]))] == [2]

@@ -170,3 +170,25 @@ def test_backprop_control_decays_like_kolen_pollack():
     kp = KolenPollack(decay_total=3.0, decay_fraction=0.5)
     assert Backprop(decay_total=3.0, decay_fraction=0.5).weight_decay_factor(0.01, p) == kp.weight_decay_factor(0.01, p)
     assert Backprop().weight_decay_factor(0.01, p) == 1.0
+
+
+def test_the_adaptive_mirror_stays_within_its_cost_budget():
+    """When W moves so fast that the ideal samples would cost more than ``max_cost`` of a
+    training step, every layer's samples are scaled down alike (and each takes its best decay)."""
+    rng = np.random.default_rng(5)
+    layers = [_layer(rng, out=200, fan_in=300), _layer(rng, out=10, fan_in=200)]
+    rule = WeightMirror(target_angle=5.0, max_cost=0.5)
+    for layer in layers:
+        layer.B = layer.W.copy()
+        rule.prepare_layer(layer, np)
+        step = np.full_like(layer.W, 0.01) * np.linalg.norm(layer.W) / math.sqrt(layer.W.size)
+        rule.after_weight_update(layer, step, 1.0, np)  # a drift of 1 % per step
+    rule.after_step(layers, np, rng, Progress(0, 0.0, 1.0, samples_per_step=32))
+    samples = [layer._mirror_plan[1] for layer in layers]
+    work = [WeightMirror._work(layer) for layer in layers]
+    spent = sum(m * w for m, (w, _) in zip(samples, work))
+    budget = 0.5 * 32 * sum(t for _, t in work)
+    assert spent == pytest.approx(budget, rel=1e-6)
+    ideal = [rule.plan(300, 0.01)[1], rule.plan(200, 0.01)[1]]
+    assert all(m < i for m, i in zip(samples, ideal))
+    assert samples[0] / ideal[0] == pytest.approx(samples[1] / ideal[1], rel=1e-4)  # scaled alike

@@ -377,7 +377,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
             for xb, yb in source.train_batches(epoch, first):
                 want_stop = stop.hit or (stop_after_steps is not None and steps_here + 1 >= stop_after_steps)
                 lr = schedule(epoch + step / steps)
-                progress = Progress(epoch * steps + step, lr_spent, lr_total)
+                progress = Progress(epoch * steps + step, lr_spent, lr_total, len(yb))
                 loss, n, halt = train_step(t, xb, yb, lr, progress, noise_rng, want_stop)
                 lr_spent += lr
                 if n:

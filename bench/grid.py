@@ -1,0 +1,171 @@
+"""The robustness grid: every rule, with its defaults, on several data sets, depths and optimisers.
+
+Run (each run single-threaded, ``--jobs`` at once; finished runs are kept and
+skipped, so an interrupted grid continues where it stopped):
+
+    python3 bench/grid.py --out runs/grid --seeds 0-4 [--rows digits,fmnist-mlp,...] [--jobs 2]
+
+Rows (the same optimiser for every rule within a row; the rules' own
+settings are their defaults, never per row):
+
+``digits``          scikit-learn digits, the default MLP and every default (``weightmirror train --data digits``);
+``fmnist-mlp``      Fashion-MNIST, MLP 784-500-500-10 ReLU, SGD momentum 0.9, lr 0.01 cosine, 20 epochs;
+``fmnist-sigmoid``  Fashion-MNIST, one hidden layer of 500 sigmoid units, plain SGD (no momentum, no
+                    weight decay, constant lr 0.1), as the paper's own code, 20 epochs;
+``fmnist-deep4``    Fashion-MNIST, 4 hidden layers of 256 ReLU units, as ``fmnist-mlp``;
+``fmnist-deep6``    the same with 6 hidden layers;
+``fmnist-convnet``  Fashion-MNIST, the small convnet with batch norm, 10 epochs.
+
+Each run writes ``OUT/<row>/<label>/seed-<s>/``; each row gets its
+``comparison.json``/``comparison.md`` (mean ± sd over seeds, paired tests
+against BP, see ``weightmirror.sims.comparison``) and ``OUT/grid.md`` puts the
+rows together. ``--variant NAME=JSON`` adds runs of a rule with other
+settings (label ``<rule>-<NAME>``), for choosing defaults on the validation
+error; ``--epochs`` shortens every row (for that choice).
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # one BLAS thread per run: the runs are the parallelism
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+FMNIST_SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine"}
+ROWS: dict[str, dict] = {
+    "digits": {"data": "digits"},
+    "fmnist-mlp": {"data": "fashion-mnist", "epochs": 20, "batch_size": 128,
+                   "model_options": {"hidden": [500, 500], "activation": "relu"}, "optim": FMNIST_SGD},
+    "fmnist-sigmoid": {"data": "fashion-mnist", "epochs": 20, "batch_size": 128,
+                       "model_options": {"hidden": [500], "activation": "sigmoid"},
+                       "optim": {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"}},
+    "fmnist-deep4": {"data": "fashion-mnist", "epochs": 20, "batch_size": 128,
+                     "model_options": {"hidden": [256] * 4, "activation": "relu"}, "optim": FMNIST_SGD},
+    "fmnist-deep6": {"data": "fashion-mnist", "epochs": 20, "batch_size": 128,
+                     "model_options": {"hidden": [256] * 6, "activation": "relu"}, "optim": FMNIST_SGD},
+    "fmnist-convnet": {"data": "fashion-mnist", "model": "convnet", "epochs": 10, "batch_size": 128,
+                       "model_options": {"hidden": 128, "batchnorm": True}, "optim": FMNIST_SGD},
+}
+#: rules per row: BP, FA, uSF, WM, KP everywhere; brSF and frSF in the two main MLP rows
+RULES = ("bp", "fa", "usf", "wm", "kp")
+EXTRA_RULES = {"digits": ("brsf", "frsf"), "fmnist-mlp": ("brsf", "frsf")}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run_one(folder: str, values: dict) -> dict:
+    """One training run into ``folder`` (skipped when it already finished); its summary."""
+    import weightmirror as wm
+    from weightmirror.sims.training import DivergedError
+
+    path = Path(folder)
+    if (path / "summary.json").is_file():
+        return json.loads((path / "summary.json").read_text())
+    if path.exists():  # an interrupted run: start it again
+        import shutil
+
+        shutil.rmtree(path)
+    t = time.time()
+    try:
+        run = wm.train(values, out=path, progress=False)
+        summary = run.summary
+    except DivergedError as exc:
+        summary = exc.summary
+    summary["_seconds"] = time.time() - t
+    return summary
+
+
+def jobs(args) -> list[tuple[str, str, str, int, dict]]:
+    """``(row, label, folder, seed, values)`` of every run asked for."""
+    out = []
+    variants = dict(v.split("=", 1) for v in args.variant)
+    for row in args.rows:
+        base = _merge(ROWS[row], json.loads(args.set)) if args.set else ROWS[row]
+        if args.epochs:
+            base = {**base, "epochs": args.epochs}
+        rules = list(args.rules or (RULES + EXTRA_RULES.get(row, ())))
+        for seed in args.seeds:
+            for rule in rules:
+                out.append((row, rule, str(Path(args.out) / row / rule / f"seed-{seed}"), seed,
+                            _merge(base, {"rule": rule, "seed": seed})))
+            for name, text in variants.items():
+                over = json.loads(text)
+                rule = over.pop("rule")
+                label = f"{rule}-{name}"
+                out.append((row, label, str(Path(args.out) / row / label / f"seed-{seed}"), seed,
+                            _merge(_merge(base, over), {"rule": rule, "seed": seed, "label": label})))
+    return out
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text and "," not in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(v) for v in text.split(",") if v]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--rows", default=",".join(ROWS), type=lambda s: [r for r in s.split(",") if r])
+    p.add_argument("--rules", default=None, type=lambda s: [r for r in s.split(",") if r],
+                   help="rules to run with their defaults (default: BP, FA, uSF, WM, KP, and brSF, frSF in "
+                        "the two main MLP rows)")
+    p.add_argument("--seeds", default="0-4", type=_seeds)
+    p.add_argument("--epochs", type=int, default=None, help="shorten every row (for choosing settings)")
+    p.add_argument("--variant", action="append", default=[], metavar='NAME={"rule": "wm", ...}',
+                   help="also run a rule with these config values, labelled <rule>-<NAME>")
+    p.add_argument("--set", default=None, metavar="JSON", help="config values for every run of the rows "
+                   "(e.g. a learning rate being chosen)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--report-only", action="store_true", help="only write the comparison tables")
+    args = p.parse_args()
+    bad = [r for r in args.rows if r not in ROWS]
+    if bad:
+        p.error(f"unknown row(s) {bad}; allowed: {', '.join(ROWS)}")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    todo = jobs(args)
+    if not args.report_only:
+        # the slowest rows first, so that the pool stays busy to the end
+        order = sorted(todo, key=lambda j: (j[0] != "fmnist-convnet", j[3]))
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {pool.submit(run_one, folder, values): (row, label, seed)
+                       for row, label, folder, seed, values in order}
+            for f in as_completed(futures):
+                row, label, seed = futures[f]
+                try:
+                    s = f.result()
+                    status = s.get("status", "?")
+                    print(f"{row:15s} {label:12s} seed {seed}: {status:9s} test {s.get('test_top1_error', float('nan')):6.2f} "
+                          f"val {s.get('val_top1_error', float('nan')):6.2f} ({s.get('_seconds', 0):.0f} s)", flush=True)
+                except Exception as exc:  # noqa: BLE001 - report and go on with the other runs
+                    print(f"{row:15s} {label:12s} seed {seed}: FAILED {type(exc).__name__}: {exc}", flush=True)
+    from weightmirror.sims import comparison
+
+    lines = ["# The robustness grid", ""]
+    for row in args.rows:
+        folder = Path(args.out) / row
+        if not folder.is_dir():
+            continue
+        result = comparison.compare(comparison.collect([folder]), reference="bp")
+        comparison.write(result, folder)
+        lines += [f"## {row}", "", f"`{json.dumps(ROWS[row])}`", "", comparison.format_markdown(result)]
+    (Path(args.out) / "grid.md").write_text("\n".join(lines))
+    print(f"tables: {Path(args.out) / 'grid.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
