@@ -14,7 +14,9 @@ settings are their defaults, never per row):
                     weight decay, constant lr 0.1), as the paper's own code, 20 epochs;
 ``fmnist-deep4``    Fashion-MNIST, 4 hidden layers of 256 ReLU units, as ``fmnist-mlp``;
 ``fmnist-deep6``    the same with 6 hidden layers;
-``fmnist-convnet``  Fashion-MNIST, the small convnet with batch norm, 10 epochs.
+``fmnist-convnet``  Fashion-MNIST, the small convnet with batch norm, 10 epochs;
+``fmnist-resnet20`` Fashion-MNIST, ResNet-20 on a GPU, 12 epochs (not run by default; see
+                    ``bench/gpu_fmnist_resnet20.sh``).
 
 Each run writes ``OUT/<row>/<label>/seed-<s>/``; each row gets its
 ``comparison.json``/``comparison.md`` (mean ± sd over seeds, paired tests
@@ -51,7 +53,12 @@ ROWS: dict[str, dict] = {
                      "model_options": {"hidden": [256] * 6, "activation": "relu"}, "optim": FMNIST_SGD},
     "fmnist-convnet": {"data": "fashion-mnist", "model": "convnet", "epochs": 10, "batch_size": 128,
                        "model_options": {"hidden": 128, "batchnorm": True}, "optim": FMNIST_SGD},
+    # GPU only (bench/gpu_fmnist_resnet20.sh): not in the default rows
+    "fmnist-resnet20": {"data": "fashion-mnist", "model": "resnet20", "epochs": 12, "batch_size": 128,
+                        "device": "cuda", "optim": FMNIST_SGD},
 }
+#: the rows run when --rows is not given
+DEFAULT_ROWS = ("digits", "fmnist-mlp", "fmnist-sigmoid", "fmnist-deep4", "fmnist-deep6", "fmnist-convnet")
 #: rules per row: BP, FA, uSF, WM, KP everywhere; brSF and frSF in the two main MLP rows
 RULES = ("bp", "fa", "usf", "wm", "kp")
 EXTRA_RULES = {"digits": ("brsf", "frsf"), "fmnist-mlp": ("brsf", "frsf")}
@@ -118,7 +125,7 @@ def _seeds(text: str) -> list[int]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--rows", default=",".join(ROWS), type=lambda s: [r for r in s.split(",") if r])
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS), type=lambda s: [r for r in s.split(",") if r])
     p.add_argument("--rules", default=None, type=lambda s: [r for r in s.split(",") if r],
                    help="rules to run with their defaults (default: BP, FA, uSF, WM, KP, and brSF, frSF in "
                         "the two main MLP rows)")
