@@ -381,7 +381,11 @@ class WeightMirror(LearningRule):
     mirror from it: ``m`` noise samples per step from the formula above
     (between ``min_samples`` and ``max_samples``), ``λ = λ*(m)`` and
     ``η_B = λ/σ²``. B then stays within about ``target_angle`` of Wᵀ when W
-    learns fast and the mirror costs little when W is still; a layer whose W
+    learns fast and the mirror costs little when W is still. Of that angle
+    at most ``lag_angle`` may be lag (``λ ≥ d / tan θ_lag``, the samples
+    raised to keep the total at θ*): a B that lags a moving W destabilises
+    the training of deep networks where a B with as much sampling noise does
+    not (measured on a 6-hidden-layer MLP: BENCHMARKS.md §1). A layer whose W
     moves faster than ``max_samples`` can follow is held at the best angle
     that many samples allow. Biologically: the feedback synapses of each
     layer learn and forget at a rate set by one broadcast signal of how fast
@@ -418,6 +422,9 @@ class WeightMirror(LearningRule):
         (no layer below it learns); off: its B keeps its initial value and
         costs nothing (rate mode; the circuit mirrors every layer).
     target_angle : θ*, degrees: the angle the adaptive mirror keeps B within.
+    lag_angle : θ_lag, degrees: the most of it that may be lag behind W
+        (``d/λ ≤ tan θ_lag``); the rest is sampling noise. At or above
+        ``target_angle``: no separate bound (the cheapest plan).
     initial_angle : θ₀, degrees: the initial phase's accuracy.
     min_samples, max_samples : noise samples per layer per step, adaptive.
     max_cost : the adaptive mirror's work per step, at most this fraction of
@@ -444,6 +451,7 @@ class WeightMirror(LearningRule):
     adaptive: bool = True
     mirror_input_layer: bool = False
     target_angle: float = 8.0
+    lag_angle: float = 2.0
     initial_angle: float = 3.0
     min_samples: int = 1
     max_samples: int = 8192
@@ -479,6 +487,7 @@ class WeightMirror(LearningRule):
         choice(self.normalize, self.NORMALIZE, what("normalize"), RuleError)
         checks.boolean(self.adaptive, what("adaptive"), RuleError)
         number(self.target_angle, what("target_angle"), RuleError, low=0, high=45, low_open=True)
+        number(self.lag_angle, what("lag_angle"), RuleError, low=0, high=45, low_open=True)
         number(self.initial_angle, what("initial_angle"), RuleError, low=0, high=45, low_open=True)
         integer(self.min_samples, what("min_samples"), RuleError, low=0)
         integer(self.max_samples, what("max_samples"), RuleError, low=max(1, self.min_samples))
@@ -567,16 +576,29 @@ class WeightMirror(LearningRule):
     def plan(self, fan_in: int, drift: float, max_samples: float | None = None) -> tuple[float, float]:
         """``(λ, m)``: the decay per step and the noise samples per step for a drift ``d``.
 
-        ``m = clip(1.3 d F / tan³θ*, min_samples, max_samples)``,
-        ``λ = min((4 d² m / F)^{1/3}, MAX_DECAY)``.
+        The cheapest plan for ``θ*``: ``m₀ = 1.3 d F / tan³θ*``, ``λ*(m) = (4 d² m / F)^{1/3}``.
+        The lag is then held below ``lag_angle``: ``λ ≥ λ_lag = d / tan θ_lag``,
+        with the samples that keep the noise term within what is left of the
+        target, ``m ≥ F λ / (2 (tan²θ* - tan²θ_lag))``. So
+
+        ``m = clip(max(m₀, F λ_lag / (2 (tan²θ* - tan²θ_lag))), min_samples, max_samples)``,
+        ``λ = min(max(λ*(m), λ_lag), MAX_DECAY)``
+
+        (when the samples are capped, the lag bound is kept and the noise
+        grows: B's sampling noise slows learning little, its lag destabilises
+        it; BENCHMARKS.md §1).
         """
         tau = math.tan(math.radians(self.target_angle))
         m = (0.75 ** 1.5) * 2.0 * drift * fan_in / tau ** 3
+        lag_tan = math.tan(math.radians(self.lag_angle)) if self.lag_angle < self.target_angle else math.inf
+        lag_decay = min(drift / lag_tan, self.MAX_DECAY)
+        if lag_tan < math.inf:
+            m = max(m, fan_in * lag_decay / (2.0 * (tau ** 2 - lag_tan ** 2)))
         cap = self.max_samples if max_samples is None else max_samples
         m = float(min(max(m, self.min_samples), cap))
         if m <= 0 or drift <= 0:
             return 0.0, m
-        decay = min((4.0 * drift * drift * m / fan_in) ** (1.0 / 3.0), self.MAX_DECAY)
+        decay = min(max((4.0 * drift * drift * m / fan_in) ** (1.0 / 3.0), lag_decay), self.MAX_DECAY)
         return decay, m
 
     # -- per-layer state of the adaptive mirror ------------------------------------

@@ -19,7 +19,9 @@ def diverged_text(summary: dict) -> str | None:
 def format_table(summaries: list[dict]) -> str:
     """The comparison table of training runs: label, test error, per-layer angles, time.
 
-    A diverged run's row says ``diverged at epoch E`` where the numbers would be.
+    A diverged run's row says ``diverged at epoch E`` where the numbers would
+    be; the angle of a layer whose B carries no error (the input layer's,
+    ``feedback_used``) is in parentheses, and a note under the table says so.
     """
     lines = ["| run | rule | test top-1 error (%) | angle(B, Wᵀ) per layer (°) | angle(δ, δ_BP) per layer (°) "
              "| time (s) |",
@@ -30,10 +32,14 @@ def format_table(summaries: list[dict]) -> str:
             lines.append(f"| {s.get('label') or s['rule']} | {s['rule']} | {failed} | {failed} | {failed} | "
                          f"{s['wall_seconds']:.1f} |")
             continue
-        angles = " / ".join(_angle(a) for a in s["angles_deg"])
+        used = s.get("feedback_used") or [True] * len(s["angles_deg"])
+        angles = " / ".join(_angle(a) if u else f"({_angle(a)})" for a, u in zip(s["angles_deg"], used))
         deltas = " / ".join(_angle(d) for d in s["delta_angles_deg"])
         lines.append(f"| {s.get('label') or s['rule']} | {s['rule']} | {s['test_top1_error']:.2f} | {angles} | "
                      f"{deltas} | {s['wall_seconds']:.1f} |")
+    if any(not all(s.get("feedback_used") or [True]) for s in summaries):
+        lines.append("")
+        lines.append("(angle): that layer's B carries no error (the input layer: no layer below it learns)")
     return "\n".join(lines)
 
 

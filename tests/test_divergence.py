@@ -241,7 +241,8 @@ def test_compare_goes_on_when_one_rule_diverges(tmp_path, capsys):
     assert "[wm] lr, now 1e+30" in err[0]
     rows = {line.split("|")[1].strip(): line for line in captured.out.splitlines() if line.startswith("| ")}
     assert "| diverged at epoch 1 |" in rows["wm"]
-    assert re.match(r"\| bp \| bp \| \d+\.\d\d \| 0\.0 / 0\.0 / 0\.0 \|", rows["bp"]), rows["bp"]
+    # the input layer's B carries no error: its angle in parentheses, explained under the table
+    assert re.match(r"\| bp \| bp \| \d+\.\d\d \| \(0\.0\) / 0\.0 / 0\.0 \|", rows["bp"]), rows["bp"]
     bp = json.loads((out / "bp" / results.SUMMARY).read_text())
     assert bp["status"] == "completed" and bp["epochs"] == 2  # trained after wm failed
     assert json.loads((out / "wm" / results.SUMMARY).read_text())["status"] == "diverged"

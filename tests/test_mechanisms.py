@@ -66,7 +66,7 @@ def test_mirror_error_follows_the_closed_form(decay, samples, drift):
 
 
 def test_plan_meets_the_target_with_the_fewest_samples():
-    rule = WeightMirror(target_angle=8.0, max_samples=10**6)
+    rule = WeightMirror(target_angle=8.0, lag_angle=8.0, max_samples=10**6)  # no separate lag bound
     tau = math.tan(math.radians(8.0))
     for fan_in, drift in [(300, 1e-4), (784, 5e-4), (256, 3e-3)]:
         decay, m = rule.plan(fan_in, drift)
@@ -76,8 +76,22 @@ def test_plan_meets_the_target_with_the_fewest_samples():
         for other in (0.8 * decay, 1.2 * decay):
             assert WeightMirror.predicted_error(fan_in, other, m, drift) > eps
     # a cap on the samples leaves the best angle those samples allow
-    decay, m = WeightMirror(target_angle=8.0, max_samples=10).plan(784, 5e-4)
+    decay, m = WeightMirror(target_angle=8.0, lag_angle=8.0, max_samples=10).plan(784, 5e-4)
     assert m == 10 and WeightMirror.predicted_error(784, decay, m, 5e-4) > tau
+
+
+@pytest.mark.parametrize("fan_in, drift", [(300, 1e-4), (784, 5e-4), (256, 3e-3), (256, 1.5e-2)])
+def test_plan_holds_the_lag_below_its_bound(fan_in, drift):
+    """With ``lag_angle`` the lag d/λ stays within tan θ_lag, and the noise takes what is left of θ*."""
+    tau, lag = math.tan(math.radians(8.0)), math.tan(math.radians(2.0))
+    decay, m = WeightMirror(target_angle=8.0, lag_angle=2.0, max_samples=10**6).plan(fan_in, drift)
+    assert drift / decay <= lag * (1 + 1e-9)
+    assert WeightMirror.predicted_error(fan_in, decay, m, drift) <= tau * (1 + 1e-9)
+    cheapest = WeightMirror(target_angle=8.0, lag_angle=8.0, max_samples=10**6).plan(fan_in, drift)
+    assert m >= cheapest[1] and decay >= cheapest[0]  # the bound costs samples, never saves them
+    # samples capped: the lag bound is kept, the noise grows
+    decay, m = WeightMirror(target_angle=8.0, lag_angle=2.0, max_samples=10).plan(fan_in, drift)
+    assert m == 10 and drift / decay <= lag * (1 + 1e-9)
 
 
 def test_adaptive_mirror_holds_its_target_on_a_moving_W():

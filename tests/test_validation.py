@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,9 @@ def test_the_epoch_line_shows_the_validation_error():
     lines = []
     train(_cfg(rule="bp", epochs=1, validation=0), progress=True, log=lines.append)
     assert lines and not any("val error" in line for line in lines)
+    # the input layer's B carries no error: its angle is printed in parentheses
+    epoch_lines = [line for line in lines if "angle(B,W^T)" in line]
+    assert epoch_lines and all(re.search(r"angle\(B,W\^T\) \(\d+\.\d\)(/\d+\.\d)+ deg", line) for line in epoch_lines)
 
 
 # --------------------------------------------------------------------------

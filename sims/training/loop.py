@@ -427,7 +427,8 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
             if due or last or stopping or by_count:
                 checkpoint(TrainState(epoch + 1, 0, wall, state.metrics))
             if progress:
-                log(epoch_line(cfg.run_label, row))
+                log(epoch_line(cfg.run_label, row,
+                               [bool(getattr(layer, "needs_input_grad", True)) for layer in net.weight_layers]))
             if (stopping or by_count) and not last:
                 resume_from = {"epoch": epoch + 1, "step": 0}
                 if stopping:

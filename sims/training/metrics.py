@@ -220,9 +220,14 @@ def metrics_row(net, xp, cfg, epoch: int, metric_batch, source, comm, train_loss
     return row
 
 
-def epoch_line(label: str, row: dict) -> str:
-    """The one line printed after each epoch."""
-    angles = "/".join(f"{a:.1f}" for a in row["angles_deg"])
+def epoch_line(label: str, row: dict, used: list[bool] | None = None) -> str:
+    """The one line printed after each epoch.
+
+    ``used``: per weight layer, does its B carry an error? The angle of one
+    that does not (the input layer's) is printed in parentheses.
+    """
+    used = used or [True] * len(row["angles_deg"])
+    angles = "/".join(f"{a:.1f}" if u else f"({a:.1f})" for a, u in zip(row["angles_deg"], used))
     skipped = f"  skipped {row['skipped_images']} images" if row.get("skipped_images") else ""
     val = f"val error {row['val_top1_error']:.2f}%  " if "val_top1_error" in row else ""
     return (f"[{label}] epoch {row['epoch']}: loss {row.get('train_loss', float('nan')):.4f}  "
