@@ -1,7 +1,8 @@
 """The robustness grid: every rule, with its defaults, on several data sets, depths and optimisers.
 
 Run (each run single-threaded, ``--jobs`` at once; finished runs are kept and
-skipped, so an interrupted grid continues where it stopped):
+skipped, interrupted ones go on from their last checkpoint, so an
+interrupted grid continues where it stopped):
 
     python3 bench/grid.py --out runs/grid --seeds 0-4 [--rows digits,fmnist-mlp,...] [--jobs 2]
 
@@ -75,17 +76,21 @@ def run_one(folder: str, values: dict) -> dict:
     """One training run into ``folder`` (skipped when it already finished); its summary."""
     import weightmirror as wm
     from weightmirror.sims.training import DivergedError
+    from weightmirror.sims.training import train as train_run
 
     path = Path(folder)
     if (path / "summary.json").is_file():
         return json.loads((path / "summary.json").read_text())
-    if path.exists():  # an interrupted run: start it again
+    resume = (path / "checkpoint.npz").is_file()
+    if path.exists() and not resume:  # interrupted before its first checkpoint: start it again
         import shutil
 
         shutil.rmtree(path)
     t = time.time()
     try:
-        run = wm.train(values, out=path, progress=False)
+        # an interrupted run goes on from its last checkpoint, with its own config.toml
+        run = (train_run(None, path, resume=True, progress=False, log=lambda s: None) if resume
+               else wm.train(values, out=path, progress=False))
         summary = run.summary
     except DivergedError as exc:
         summary = exc.summary
