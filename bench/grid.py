@@ -120,6 +120,80 @@ def jobs(args) -> list[tuple[str, str, str, int, dict]]:
     return out
 
 
+#: targets of the grid (issue 10): the gap to BP allowed to WM and KP, per kind of row
+GAP_MLP, GAP_CONV = 0.5, 1.0
+DEEP_ROWS = ("fmnist-deep4", "fmnist-deep6")
+
+
+def _largest_after_first_epoch(runs) -> float | None:
+    """The largest angle(B, Wᵀ) over the layers with error at the end of epochs 1, 2, ... (any seed)."""
+    worst = None
+    for run in runs:
+        used = run.summary.get("feedback_used") or []
+        for row in run.metrics:
+            if row.get("epoch", 0) < 1:
+                continue
+            angles = [a for a, u in zip(row.get("angles_deg") or [], used) if u]
+            if any(a is None for a in angles):
+                return float("nan")
+            if angles:
+                worst = max(worst or 0.0, max(angles))
+    return worst
+
+
+def check_targets(row: str, result: dict, groups: dict) -> list[str]:
+    """Each target of the grid for one row, met or not, in words (one line each)."""
+    runs = result["runs"]
+    gap = GAP_CONV if "convnet" in row or "resnet" in row else GAP_MLP
+    lines = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**NOT met**"
+
+    for rule in ("bp", "wm", "kp"):
+        if rule in runs:
+            e = runs[rule]
+            lines.append(f"- {rule.upper()} never diverges: {verdict(not e['diverged'])} "
+                         f"({len(e['diverged'])} of {e['n']} diverged)")
+    for rule, limit in (("wm", 10.0), ("kp", 5.0)):
+        e = runs.get(rule)
+        if e is None:
+            continue
+        vs = e.get("vs_reference") or {}
+        diff, p = vs.get("test_diff_mean"), vs.get("paired_p")
+        if diff is not None:
+            ok = diff <= gap and (diff <= 0 or p is None or p > 0.05)
+            lines.append(f"- {rule.upper()} within {gap:g} point of BP, not significantly worse: {verdict(ok)} "
+                         f"(Δ test {diff:+.2f}, paired p {'–' if p is None else f'{p:.3f}'}, "
+                         f"n = {len(vs.get('seeds') or [])})")
+        ends = [_largest(r.summary) for r in groups.get(rule, []) if r.summary.get("status") != "diverged"]
+        if ends:
+            worst = max(ends)
+            lines.append(f"- {rule.upper()} angle < {limit:g}° at the end in every layer with error: "
+                         f"{verdict(worst < limit)} (largest over seeds {worst:.1f}°)")
+        if rule == "wm":
+            worst = _largest_after_first_epoch(groups.get(rule, []))
+            if worst is not None:
+                lines.append(f"- WM never above 15° after the first epoch: {verdict(worst <= 15.0)} "
+                             f"(largest at any epoch end ≥ 1, any seed: {worst:.1f}°)")
+    if row in DEEP_ROWS and "fa" in runs and "kp" in runs:
+        fa, kp = runs["fa"], runs["kp"]
+        fa_mean, kp_mean = fa["test_top1_error"]["mean"], kp["test_top1_error"]["mean"]
+        if fa["n_completed"] == 0:
+            lines.append(f"- FA clearly worse than KP: met (FA diverged in {len(fa['diverged'])} of {fa['n']})")
+        elif fa_mean is not None and kp_mean is not None:
+            note = f", FA diverged in {len(fa['diverged'])} of {fa['n']}" if fa["diverged"] else ""
+            lines.append(f"- FA clearly worse than KP (by more than 1 point): {verdict(fa_mean - kp_mean > 1.0)} "
+                         f"(FA {fa_mean:.2f} against KP {kp_mean:.2f}{note})")
+    return lines
+
+
+def _largest(summary: dict) -> float:
+    used = summary.get("feedback_used") or []
+    angles = [a for a, u in zip(summary.get("angles_deg") or [], used) if u]
+    return max(angles) if angles else 0.0
+
+
 def _seeds(text: str) -> list[int]:
     if "-" in text and "," not in text:
         lo, hi = (int(v) for v in text.split("-"))
@@ -171,9 +245,11 @@ def main() -> int:
         folder = Path(args.out) / row
         if not folder.is_dir():
             continue
-        result = comparison.compare(comparison.collect([folder]), reference="bp")
+        groups = comparison.collect([folder])
+        result = comparison.compare(groups, reference="bp")
         comparison.write(result, folder)
-        lines += [f"## {row}", "", f"`{json.dumps(ROWS[row])}`", "", comparison.format_markdown(result)]
+        lines += [f"## {row}", "", f"`{json.dumps(ROWS[row])}`", "", comparison.format_markdown(result),
+                  "Targets:", "", *check_targets(row, result, groups), ""]
     (Path(args.out) / "grid.md").write_text("\n".join(lines))
     print(f"tables: {Path(args.out) / 'grid.md'}")
     return 0
