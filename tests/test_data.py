@@ -380,6 +380,40 @@ def test_load_cifar10_broken_batch(tmp_path, content):
     assert "\n" not in str(ei.value)
 
 
+class _Payload:
+    """Unpickling this calls ``pathlib.Path.touch`` on a marker file (stands for any code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_cifar_batch_that_runs_code_is_refused(tmp_path, protocol):
+    """A crafted batch whose pickle also calls a function: refused before the call, one line naming the file."""
+    make_cifar_dir(tmp_path)
+    marker = tmp_path / "payload-ran"
+    batch = cifar_batch(1)
+    batch[b"batch_label"] = _Payload(marker)  # a valid batch that also runs code
+    with open(tmp_path / "data_batch_1", "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+    with pytest.raises(DataError, match=r"data_batch_1: refused: the pickle calls \S+, which a CIFAR-10 batch never does") as info:
+        load_cifar10(tmp_path)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()  # the payload never ran
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_are_read(tmp_path, protocol):
+    make_cifar_dir(tmp_path)
+    with open(tmp_path / "data_batch_2", "wb") as f:
+        pickle.dump(cifar_batch(2), f, protocol=protocol)
+    ds = load_cifar10(tmp_path)
+    np.testing.assert_array_equal(ds.y_train[CIFAR_PER_BATCH:2 * CIFAR_PER_BATCH], cifar_batch(2)[b"labels"])
+
+
 def test_load_cifar10_missing_batch(tmp_path):
     make_cifar_dir(tmp_path)
     (tmp_path / "test_batch").unlink()

@@ -14,8 +14,9 @@ Supported data sets (:data:`DATASETS`, the names the config accepts)
     ``dataset-fashion-mnist``) (:mod:`.idx`).
 ``cifar10``
     The CIFAR-10 "python version" batches (``data_batch_1`` ..
-    ``data_batch_5``, ``test_batch``).  These are pickles: only give files
-    you trust, since unpickling can run arbitrary code (:mod:`.cifar`).
+    ``data_batch_5``, ``test_batch``).  These are pickles, read by a
+    restricted unpickler that admits NumPy arrays and builtin containers
+    only, so a crafted batch cannot run code (:mod:`.cifar`).
 ``imagenet``
     The ILSVRC-2012 JPEG folders ``train/<wnid>/*.JPEG`` and ``val/``:
     scanned, not loaded; the images are decoded while training

@@ -1,7 +1,11 @@
 """CIFAR-10: the "python version" batches (``data_batch_1`` .. ``data_batch_5``, ``test_batch``).
 
-The batches are pickles: only give files you trust, since unpickling can run
-arbitrary code.  :func:`load_cifar10` returns images of shape
+The batches are pickles. They are read with :class:`_BatchUnpickler`, which
+admits only what a CIFAR-10 batch is made of (the builtin containers,
+strings, bytes and numbers, and NumPy's array and dtype reconstruction); a
+pickle that names anything else (``os.system``, ``builtins.eval``, any class)
+is refused before it is called, with one line naming the file. So a crafted
+batch cannot run code.  :func:`load_cifar10` returns images of shape
 ``(N, 3, 32, 32)`` scaled to ``[0, 1]`` as float32, *not* standardised.
 """
 
@@ -28,15 +32,43 @@ def _dict_get(d: dict, key: str):
     return d.get(key)
 
 
+#: the only globals a CIFAR-10 batch may name: NumPy's array reconstruction (both
+#: module spellings, NumPy 1 and 2) and the codec Python 3's protocol-2 pickles use
+#: for bytes. Each builds data; none calls anything named by the file.
+_ALLOWED_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),
+})
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a callable outside :data:`_ALLOWED_GLOBALS`."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_ALLOWED_GLOBALS` (no code runs from the file)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one pickled CIFAR-10 batch -> (uint8 (N, 3, 32, 32), int64 (N,))."""
     if not path.is_file():
         raise DataError(f"{path}: CIFAR-10 batch file not found")
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _BatchUnpickler(f, encoding="bytes").load()
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except _RefusedGlobal as exc:
+        raise DataError(f"{path}: refused: the pickle calls {exc}, which a CIFAR-10 batch never does "
+                        f"(only NumPy arrays, lists, dicts, bytes and numbers are read)") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad data
         msg = str(exc).splitlines()[0] if str(exc) else ""
         raise DataError(
