@@ -168,6 +168,9 @@ class NeuronModel:
         for name, unit in (("baseline_rate", "Hz"), ("gain", "Hz per unit"), ("max_rate", "Hz"),
                            ("tau_trace", "s")):
             number(getattr(self, name), f"neuron.{name} ({unit})", SpecError, low=0, low_open=True)
+        if self.max_rate <= self.baseline_rate:
+            raise SpecError(f"neuron.max_rate ({self.max_rate:g} Hz) must be above neuron.baseline_rate "
+                            f"({self.baseline_rate:g} Hz): the rate is clipped to [0, max_rate] around the baseline")
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,10 @@ class CircuitSpec:
         integer(self.downsample, "downsample", SpecError, low=1)
         if self.dt > self.neuron.tau:
             raise SpecError(f"dt ({self.dt} s) must not exceed neuron.tau ({self.neuron.tau} s)")
+        if self.neuron.kind == "spiking" and self.neuron.max_rate * self.dt > 1 + 1e-9:
+            # a Poisson unit fires at most once per step: a higher rate would be capped silently
+            raise SpecError(f"neuron.max_rate ({self.neuron.max_rate:g} Hz) must not exceed 1/dt "
+                            f"({1 / self.dt:g} Hz): a spiking unit fires at most once per step; lower it or dt")
         ratio = self.plasticity_dt / self.dt
         if abs(ratio - round(ratio)) > 1e-6:
             raise SpecError(f"plasticity_dt ({self.plasticity_dt} s) must be a whole multiple of dt ({self.dt} s)")

@@ -42,10 +42,18 @@ def make_all(result_dirs, out_dir) -> dict:
     Raises
     ------
     FigureInputError
-        a path in ``result_dirs`` that is not there or holds no results.
+        a path in ``result_dirs`` that is not there or holds no results;
+        ``out_dir`` is a file or cannot be created.
     """
     runs = discover([result_dirs] if isinstance(result_dirs, (str, Path)) else result_dirs)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FigureInputError(f"{out}: a file, not a folder; give the folder to write the figures to")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FigureInputError(f"{out}: cannot be created ({exc.strerror or exc}); "
+                               "give a folder that can be written") from None
     made: list[str] = []
     files: list[str] = []
     skipped: dict[str, str] = {}

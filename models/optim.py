@@ -144,4 +144,7 @@ class SGD:
         for key, v in self.state().items():
             if key not in arrays:
                 raise ValueError(f"checkpoint lacks optimiser array {key}")
+            if tuple(arrays[key].shape) != tuple(v.shape):  # no silent broadcast of a wrong shape
+                raise ValueError(f"checkpoint optimiser array {key} has shape {tuple(arrays[key].shape)}, "
+                                 f"the optimiser has {tuple(v.shape)}")
             v[...] = self.xp.asarray(arrays[key])

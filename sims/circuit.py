@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -264,12 +265,43 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
         ``config`` (the declaration), ``metrics`` (one row per simulated
         interval), ``summary``; for a run in memory also ``arrays``
         (``weights_initial``, ``weights_final``, ``spikes``).
+
+    Raises
+    ------
+    RunExistsError
+        ``out`` holds a run (a folder whose run was stopped before its
+        ``summary.json`` is reused).
+    FolderInUseError
+        another run is writing ``out``.
     """
+    if isinstance(out, str):
+        results.check_out_path(out)
+    out = None if out is None else Path(out)
+    if out is None:
+        return _simulate(spec, None, data, data_dir, progress, weights, build_dir)
+    from weightmirror import locks
+
+    from .training.interrupts import StopRequests, StoppedBeforeStart
+
+    # the folder is this run's to the end; a signal stops it at once (a circuit run cannot be resumed:
+    # a folder without summary.json is one a rerun reuses)
+    try:
+        with locks.claim(out, "circuit") as claim, StopRequests(immediate=True):
+            if results.refuse_existing_run(out):  # checked once no other run can start in it
+                results.clear_unstarted(out)
+            if claim.note:
+                print(claim.note, file=sys.stderr)
+            return _simulate(spec, out, data, data_dir, progress, weights, build_dir)
+    except StoppedBeforeStart:
+        if (out / results.SUMMARY).is_file():
+            raise StoppedBeforeStart(f"interrupted after the run finished; its results are in {out}") from None
+        raise StoppedBeforeStart(f"interrupted; {out} holds no results: run the same command again to start "
+                                 "over in it") from None
+
+
+def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, weights, build_dir) -> results.Run:
     from weightmirror.circuits.brian.network import BrianCircuit, init_weights
 
-    out = None if out is None else Path(out)
-    if out is not None:
-        results.refuse_existing_run(out)
     segments = spec.phases.segments()
     engaged = any(p == "engaged" for p, _, _ in segments)
     stimulus = None
@@ -284,7 +316,6 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
     w0 = [(np.array(W, dtype=np.float64), np.array(B, dtype=np.float64)) for W, B in w0]
     arrays = {"weights_initial": _weights_npz(w0)}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         results.write_config(out / results.CONFIG, config)
         results.save_arrays(out / "weights_initial.npz", arrays["weights_initial"])
 
@@ -354,11 +385,11 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
         summary["train_top1_error"] = evaluate(spec, final, xtr, ytr)
         errs = [r["task_top1_error"] for r in rows if r.get("task_top1_error") is not None]
         summary["task_top1_error_last_interval"] = errs[-1] if errs else None
-    if out is not None:
-        results.write_metrics(out / results.METRICS, rows)
+    if out is not None:  # summary.json last: a folder without it holds no finished run (a rerun reuses it)
         for name, group in arrays.items():
             if name != "weights_initial":
                 results.save_arrays(out / f"{name}.npz", group)
+        results.write_metrics(out / results.METRICS, rows)
         results.write_json(out / results.SUMMARY, summary)
     return results.Run(path=out, kind="circuit", config=config, metrics=rows, summary=summary,
                        arrays={} if out is not None else arrays)

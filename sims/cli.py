@@ -25,11 +25,19 @@ its results folder keeps the finite metrics, the last finite checkpoint and
 a ``summary.json`` with ``"status": "diverged"``. ``compare`` goes on with
 the other rules, shows the diverged one as such in its table and exits
 with 3. SIGINT/SIGTERM checkpoints and exits with 130
-(:data:`weightmirror.errors.EXIT_INTERRUPTED`).
+(:data:`weightmirror.errors.EXIT_INTERRUPTED`); before a run's first
+checkpoint it stops at once, and the line says the folder holds no results
+(the same command run again reuses it).
+
+Each run claims its results folder (:mod:`weightmirror.locks`): a second run
+started into a folder in use stops with one line and status 2. A file
+system that refuses a write (full, read-only) stops the run with one line
+and status 2, the files already written intact.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from importlib import resources
 from pathlib import Path
@@ -83,6 +91,18 @@ def _finite_float(text: str) -> float:
 
 
 _positive_int = _int_at_least(1, "a positive integer")
+
+
+def _epochs(text: str) -> int:
+    """An argparse type: a number of epochs, 1 to :data:`MAX_EPOCHS`."""
+    value = _positive_int(text)
+    if value > MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_EPOCHS} epochs, got {text!r}")
+    return value
+
+
+#: the largest --epochs (the config's own bound on epochs)
+MAX_EPOCHS = 1_000_000
 _nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
@@ -105,7 +125,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE.toml",
                    help="TOML file with any hyperparameters (flags override it); "
                         "see: weightmirror config --example train")
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help=f"(default: the config's, else {d.epochs})")
+    p.add_argument("--epochs", type=_epochs, metavar="N", help=f"(default: the config's, else {d.epochs})")
     p.add_argument("--batch-size", type=_positive_int, metavar="N",
                    help=f"(default: the config's, else {d.batch_size})")
     p.add_argument("--lr", type=_finite_float, metavar="LR",
@@ -145,9 +165,11 @@ def cmd_train(args) -> int:
     from .training import train
 
     if args.resume:
-        changes = {"epochs": args.epochs} if args.epochs else {}
-        if args.distributed:
-            changes["run"] = {"distributed": True}
+        if args.config:
+            raise UsageError(f"--config: not with --resume (the run continues as {Path(args.out) / 'config.toml'} "
+                             "says; only --epochs may change it)")
+        # every flag given goes to train(), which refuses any that contradicts the run's config.toml
+        _, changes = _training_values(args, args.rule)
         run = train(changes or None, args.out, resume=True, progress=not args.quiet)
     else:
         run = train(resolve(*_training_values(args, args.rule)), args.out, progress=not args.quiet)
@@ -179,10 +201,10 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def cmd_compare(args) -> int:
-    from . import comparison
+    import contextlib
+
+    from .. import locks
     from .config import resolve
-    from .report import format_table
-    from .training import DivergedError, load_data, train
     from .training.output import check_out_dir
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
@@ -202,8 +224,22 @@ def cmd_compare(args) -> int:
                 flags["seed"] = seed
             folder = out / rule if args.seeds is None else out / rule / f"seed-{seed}"
             jobs.append((rule, seed, resolve(values, flags), folder))
-    for _, _, _, folder in jobs:  # every config and output folder checked before any run trains
-        check_out_dir(folder, False)
+    with contextlib.ExitStack() as claims:
+        # every folder claimed and checked before any run trains (train() claims each again: re-entrant;
+        # data parallel, rank 0 of each train() call claims its folder: the ranks are not known here)
+        if not jobs[0][2].run.distributed:
+            for _, _, _, folder in jobs:
+                claims.enter_context(locks.claim(folder, "compare", hint="choose another --out"))
+        for _, _, _, folder in jobs:
+            check_out_dir(folder, False)
+        return _compare_jobs(args, jobs, out)
+
+
+def _compare_jobs(args, jobs, out: Path) -> int:
+    from . import comparison
+    from .report import format_table
+    from .training import DivergedError, load_data, train
+
     data = load_data(jobs[0][2])
     summaries, diverged = [], False
     for rule, seed, cfg, folder in jobs:
@@ -418,16 +454,46 @@ COMMANDS = {"train": cmd_train, "compare": cmd_compare, "circuit": cmd_circuit, 
             "demo": cmd_demo, "config": cmd_config}
 
 
+#: what an OSError that reaches the command line means (a file system that refuses a write or read)
+_OS_ERRORS = {errno.ENOSPC: "the disk is full", errno.EROFS: "a read-only file system",
+              errno.EDQUOT: "the disk quota is exceeded", errno.EACCES: "permission denied",
+              errno.EPERM: "not permitted", errno.EISDIR: "a folder, not a file",
+              errno.ENOTDIR: "a file, not a folder", errno.EEXIST: "a file is in the way",
+              errno.ENOENT: "not found", errno.ENAMETOOLONG: "the name is too long"}
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in ("out", "results"):  # an empty folder name would mean the current folder
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and not value.strip():
+                print(f"weightmirror: error: --{name}: an empty folder name; give the folder, e.g. --{name} runs/bp",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
     try:
         return COMMANDS[args.command](args)
-    except (InputError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        print(f"weightmirror: error: {exc}", file=sys.stderr)
+    except InputError as exc:
+        print(f"weightmirror: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("weightmirror: interrupted", file=sys.stderr)
+    except OSError as exc:
+        # a file system that refuses (full, read-only, no permission) outside the checked writes
+        if exc.errno not in _OS_ERRORS:
+            raise
+        where = exc.filename if exc.filename is not None else "a file"
+        kept = "; files already written are kept as they were" if exc.errno in _WRITE_ERRNOS else ""
+        print(f"weightmirror: error: {where}: {_OS_ERRORS[exc.errno]} ({exc.strerror}){kept}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt as exc:
+        # StoppedBeforeStart says what the folder holds and what to run next
+        print(f"weightmirror: {_one_line(exc) if str(exc) else 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except RuntimeError as exc:
         # a diverged training run (train, demo): one line, no traceback; rank 0 speaks for all ranks

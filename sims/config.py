@@ -84,9 +84,9 @@ class OptimConfig:
     weight_decay : decoupled weight decay λ_wd ≥ 0, ``W ← (1 − η λ_wd) W``.
     schedule : ``constant``, ``step`` (× ``gamma`` at each of ``milestones``,
         in epochs) or ``cosine`` (to ``final_fraction``·η at the end).
-    warmup_epochs : linear warm-up from 0, in epochs (may be fractional).
-    milestones, gamma : the step schedule.
-    final_fraction : the cosine schedule's last value, as a fraction of η.
+    warmup_epochs : linear warm-up from 0, in epochs (may be fractional; at most ``epochs``).
+    milestones, gamma : the step schedule (increasing epochs >= 1; ``gamma`` > 0).
+    final_fraction : the cosine schedule's last value, as a fraction of η, in [0, 1].
     label_smoothing : ε of the smoothed cross-entropy targets, in [0, 1).
     """
 
@@ -107,9 +107,11 @@ class OptimConfig:
         checks.number(self.weight_decay, "config key optim.weight_decay", ConfigError, low=0)
         checks.choice(self.schedule, SCHEDULES, "config key optim.schedule", ConfigError)
         checks.number(self.warmup_epochs, "config key optim.warmup_epochs", ConfigError, low=0)
-        checks.int_list(self.milestones, "config key optim.milestones", ConfigError, low=0)
-        checks.number(self.gamma, "config key optim.gamma", ConfigError, low=0)
-        checks.number(self.final_fraction, "config key optim.final_fraction", ConfigError, low=0)
+        milestones = checks.int_list(self.milestones, "config key optim.milestones", ConfigError, low=1)
+        if any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ConfigError(f"config key optim.milestones: must be increasing epochs >= 1, got {list(milestones)}")
+        checks.number(self.gamma, "config key optim.gamma", ConfigError, low=0, low_open=True)
+        checks.number(self.final_fraction, "config key optim.final_fraction", ConfigError, low=0, high=1)
         checks.number(self.label_smoothing, "config key optim.label_smoothing", ConfigError,
                       low=0, high=1, high_open=True)
 
@@ -253,6 +255,9 @@ class TrainConfig:
         checks.integer(self.validation_seed, "config key validation_seed", ConfigError, low=0)
         checks.choice(self.device, DEVICES, "config key device", ConfigError)
         checks.string(self.label, "config key label", ConfigError)
+        if self.optim.warmup_epochs > self.epochs:
+            raise ConfigError(f"config key optim.warmup_epochs: must be <= epochs ({self.epochs}), "
+                              f"got {self.optim.warmup_epochs:g}")
         check_model_options(self.model, dict(self.model_options))
         object.__setattr__(self, "model_options", dict(self.model_options))
         rule = self.make_rule()

@@ -219,8 +219,9 @@ def test_checkpoint_every_steps(tmp_path, small_config, monkeypatch):
     cfg = config.resolve(config.read_file(small_config),
                          {"epochs": 2, "validation": 0, "run": {"checkpoint_every_steps": 10}})
     train(cfg, tmp_path / "run", progress=False)
+    # (0, 0): the checkpoint after the epoch-0 evaluation, before any step (a crash in epoch 1 resumes);
     # 22 steps per epoch: global steps 10, 20, (22 = epoch end), 30, 40, (44 = end)
-    assert saved == [(0, 10), (0, 20), (1, 0), (1, 8), (1, 18), (2, 0)]
+    assert saved == [(0, 0), (0, 10), (0, 20), (1, 0), (1, 8), (1, 18), (2, 0)]
     assert not list((tmp_path / "run").glob(".*.tmp")), "no temporary files left"
 
 

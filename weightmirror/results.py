@@ -49,20 +49,131 @@ class RunExistsError(ResultsError):
     """The output folder already holds a run (and the run was not asked to resume)."""
 
 
-def refuse_existing_run(folder: Path, hint: str = "choose another --out") -> None:
-    """Raise :class:`RunExistsError` if ``folder`` holds any file of a run: nothing is ever overwritten."""
+class WriteError(ResultsError):
+    """A file of a results folder cannot be written (a full disk, a read-only file system, no permission).
+
+    The write was atomic: the file it would have replaced, and every other
+    file already in the folder, is as it was.
+    """
+
+
+def check_out_path(out: Any, flag: str = "--out") -> None:
+    """Refuse an empty folder name (``--out ""`` would write into the current folder)."""
+    if isinstance(out, str) and not out.strip():
+        raise ResultsError(f"{flag}: an empty folder name; give the folder to write, e.g. {flag} runs/bp")
+
+
+#: what a results folder holds, as far as starting a run in it goes
+EMPTY, UNSTARTED, HOLDS_RUN = "empty", "unstarted", "run"
+
+
+def folder_state(folder: Path) -> tuple[str, list[str]]:
+    """``(state, files)``: is ``folder`` free for a new run?
+
+    ``empty``: none of a run's files; ``unstarted``: a run claimed it but
+    recorded nothing it could continue from (a training run: ``config.toml``
+    and an empty ``metrics.jsonl`` or only its epoch-0 row, no checkpoint, no summary; a circuit run:
+    no summary, since a circuit run cannot be resumed), so a new run may
+    reuse it; ``run``: it holds a run (``files`` names what is there).
+    """
+    folder = Path(folder)
+    taken = [n for n in (CONFIG, CHECKPOINT, SUMMARY, METRICS) if (folder / n).exists()]
+    if not taken:
+        return EMPTY, []
+    if (folder / CHECKPOINT).exists() or (folder / SUMMARY).exists():
+        return HOLDS_RUN, taken
+    if _circuit_config(folder):
+        return UNSTARTED, taken  # a circuit run writes its metrics and summary only once it has run
+    metrics = folder / METRICS
+    if metrics.exists():
+        try:
+            if not metrics.is_file() or not _only_epoch_zero(metrics.read_bytes()):
+                return HOLDS_RUN, taken
+        except OSError:
+            return HOLDS_RUN, taken
+    return UNSTARTED, taken
+
+
+def _only_epoch_zero(data: bytes) -> bool:
+    """Is a metrics file without a checkpoint beside it empty, or only the epoch-0 row (before training)?
+
+    Runs of 0.2.0 and earlier wrote that row before their first checkpoint;
+    without a checkpoint nothing can continue from it, and it is recomputed
+    by a new run.
+    """
+    lines = [line for line in data.splitlines() if line.strip()]
+    if not lines:
+        return True
+    if len(lines) > 1:
+        return False
+    try:
+        row = json.loads(lines[0])
+    except ValueError:
+        return False
+    return isinstance(row, dict) and row.get("epoch") == 0 and not isinstance(row.get("epoch"), bool)
+
+
+def _circuit_config(folder: Path) -> bool:
+    """Does ``folder``'s config.toml say it is a circuit run (``command = "circuit"``)?"""
+    from . import tomlfile
+
+    try:
+        return tomlfile.read(folder / CONFIG).get("command") == "circuit"
+    except InputError:
+        return False
+
+
+#: what a run writes before its first result: removed when a new run reuses an unstarted folder
+START_FILES = (CONFIG, METRICS, "weights_initial.npz", "weights_final.npz", "spikes.npz", f"{PREDICTIONS}.npz")
+
+
+def clear_unstarted(folder: Path) -> list[str]:
+    """Remove what an unstarted run left in ``folder`` (see :func:`folder_state`); the names removed.
+
+    Call it only while holding the folder's claim (:func:`weightmirror.locks.claim`)
+    and after :func:`refuse_existing_run` said the folder is unstarted.
+    """
+    removed = []
+    for name in START_FILES:
+        try:
+            (Path(folder) / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _write_error(Path(folder) / name, exc) from None
+    return removed
+
+
+def refuse_existing_run(folder: Path, hint: str = "choose another --out") -> bool:
+    """Raise :class:`RunExistsError` if ``folder`` holds a run: nothing is ever overwritten.
+
+    Returns True when ``folder`` holds only the start of a run that recorded
+    nothing (:func:`folder_state` ``unstarted``: a run interrupted or failed
+    before its first checkpoint), which a new run may reuse; False when it
+    holds none of a run's files.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RunExistsError(f"{folder}: a file, not a folder; {hint}")
-    taken = [n for n in (CONFIG, CHECKPOINT, SUMMARY, METRICS) if (folder / n).exists()]
-    if taken:
+    state, taken = folder_state(folder)
+    if state == HOLDS_RUN:
         raise RunExistsError(f"{folder} already holds a run ({', '.join(taken)}); {hint}")
+    return state == UNSTARTED
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    return WriteError(f"{path}: cannot be written ({exc.strerror or exc}); the files already in "
+                      f"{path.parent} are kept as they were")
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         # mkstemp makes the file owner-only; give it the usual mode (0666 & ~umask)
         umask = os.umask(0)
@@ -73,11 +184,13 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
         raise
 
 
@@ -112,9 +225,26 @@ def write_metrics(path: Path, rows: Iterable[dict]) -> None:
 
 
 def append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(jsonable(row)) + "\n")
-        f.flush()
+    """Append one row; a failed write (a full disk) leaves the file as it was."""
+    data = (json.dumps(jsonable(row)) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise _write_error(Path(path), exc) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            try:  # no partial line: cut the file back to its last whole row
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise _write_error(Path(path), exc) from None
+    finally:
+        os.close(fd)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -135,8 +265,47 @@ def read_metrics(path: Path) -> list[dict]:
             raise ResultsError(f"{path}: line {i} is not JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise ResultsError(f"{path}: line {i} is not a JSON object")
+        _check_row(path, i, row)
         rows.append(row)
     return rows
+
+
+#: metrics keys and the JSON type each must have (null is always allowed for a number)
+_NUMBER_KEYS = ("t", "train_loss", "test_loss", "test_top1_error", "test_top5_error", "val_loss",
+                "val_top1_error", "val_top5_error", "epoch_seconds", "lr", "skipped_images", "task_top1_error",
+                "presentations")
+_LIST_KEYS = ("angles_deg", "delta_angles_deg", "predicted_angles_deg")
+_DICT_KEYS = ("rates", "rates_rms", "rates_hz")
+
+
+def _is_number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _check_row(path: Path, line: int, row: dict) -> None:
+    """Refuse a metrics row whose known keys have the wrong JSON type (one line naming the key)."""
+    def bad(key, expected):
+        return ResultsError(f"{path}: line {line}: {key} is {row[key]!r:.60}, expected {expected}")
+
+    if "epoch" in row and (isinstance(row["epoch"], bool) or not isinstance(row["epoch"], int) or row["epoch"] < 0):
+        raise bad("epoch", "an integer >= 0")
+    for key in _NUMBER_KEYS:
+        if key in row and not _is_number(row[key]):
+            raise bad(key, "a number or null")
+    for key in _LIST_KEYS:
+        if key in row and row[key] is not None and (
+                not isinstance(row[key], list) or not all(_is_number(v) for v in row[key])):
+            raise bad(key, "a list of numbers (null for none)")
+    if "weight_norms" in row:
+        norms = row["weight_norms"]
+        values = norms.values() if isinstance(norms, dict) else norms if isinstance(norms, list) else None
+        if values is None or not all(_is_number(v) for v in values):
+            raise bad("weight_norms", "a list or table of numbers")
+    for key in _DICT_KEYS:
+        if key in row and (not isinstance(row[key], dict) or not all(_is_number(v) for v in row[key].values())):
+            raise bad(key, "a table of numbers")
+    if "phase" in row and not isinstance(row["phase"], str):
+        raise bad("phase", "a string")
 
 
 def read_summary(path: Path) -> dict:

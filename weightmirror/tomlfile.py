@@ -15,7 +15,10 @@ import tomli_w
 
 from .errors import InputError
 
-__all__ = ["read", "dumps"]
+__all__ = ["read", "dumps", "MAX_BYTES"]
+
+#: the largest TOML file read (configs are a few kB; a larger file is not one)
+MAX_BYTES = 16 * 2**20
 
 
 def read(path: str | Path, error: type[InputError] = InputError, what: str = "config file") -> dict[str, Any]:
@@ -27,12 +30,17 @@ def read(path: str | Path, error: type[InputError] = InputError, what: str = "co
     path = Path(path)
     if path.is_dir():
         raise error(f"{what} {path}: is a directory, not a TOML file")
+    if path.exists() and not path.is_file():
+        raise error(f"{what} {path}: not a regular file (a device or a pipe), not a TOML file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise error(f"{what} {path}: not found") from None
     except OSError as exc:
         raise error(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_BYTES:
+        raise error(f"{what} {path}: larger than {MAX_BYTES // 2**20} MiB, not a configuration")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -155,6 +155,10 @@ def _check_images(path: Path, images: np.ndarray) -> None:
         raise DataError(
             f"{path}: expected unsigned-byte pixels (IDX type 0x08), got {images.dtype}"
         )
+    if images.shape[0] == 0 or 0 in images.shape[1:]:
+        raise DataError(
+            f"{path}: holds no images (shape {images.shape}); expected at least one image of at least 1x1 pixels"
+        )
 
 
 def load_mnist_dir(directory: PathLike, name: str = "mnist") -> Dataset:

@@ -20,7 +20,7 @@ import numpy as np
 from ... import results
 from ...models.backend import to_numpy
 
-__all__ = ["TrainState", "save_checkpoint", "load_checkpoint"]
+__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "read_state"]
 
 
 @dataclass
@@ -55,11 +55,35 @@ class TrainState:
     def from_json(cls, text: str, where: Path) -> "TrainState":
         try:
             meta = json.loads(text)
-            return cls(epoch=int(meta["epoch"]), step=int(meta.get("step", 0)),
-                       wall_seconds=float(meta["wall_seconds"]), metrics=list(meta["metrics"]),
-                       partial=dict(meta.get("partial") or {}), world_size=int(meta.get("world_size", 1)))
-        except (ValueError, KeyError, TypeError) as exc:
+            state = cls(epoch=int(meta["epoch"]), step=int(meta.get("step", 0)),
+                        wall_seconds=float(meta["wall_seconds"]), metrics=list(meta["metrics"]),
+                        partial=dict(meta.get("partial") or {}), world_size=int(meta.get("world_size", 1)))
+            if state.epoch < 0 or state.step < 0 or not all(isinstance(r, dict) for r in state.metrics):
+                raise ValueError("epoch, step or metrics out of range")
+            if len(state.metrics) != state.epoch + 1:
+                raise ValueError(f"{len(state.metrics)} metrics rows for {state.epoch} epochs")
+            if not isinstance(state.partial.get("losses", []), list):
+                raise ValueError("partial.losses is not a list")
+            return state
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise results.ResultsError(f"{where}: its train state (__meta__) is not readable ({exc})") from None
+
+
+def read_state(path: Path) -> TrainState:
+    """Only the train state of checkpoint ``path`` (its ``__meta__``), without loading the arrays."""
+    path = Path(path)
+    if not path.is_file():
+        raise results.ResultsError(f"{path}: missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "__meta__" not in z.files:
+                raise results.ResultsError(f"{path}: not a training checkpoint (no __meta__)")
+            text = str(z["__meta__"])
+    except results.ResultsError:
+        raise
+    except Exception as exc:  # zipfile/format errors, an object array refused by allow_pickle=False
+        raise results.ResultsError(f"{path}: not a readable .npz ({exc})") from None
+    return TrainState.from_json(text, path)
 
 
 def save_checkpoint(path: Path, net, opt, state: TrainState) -> None:
@@ -76,6 +100,9 @@ def load_checkpoint(path: Path, net, opt) -> TrainState:
     if "__meta__" not in arrays:
         raise results.ResultsError(f"{path}: not a training checkpoint (no __meta__)")
     state = TrainState.from_json(str(arrays.pop("__meta__")), path)
-    net.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
-    opt.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+    try:
+        net.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
+        opt.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+    except (ValueError, TypeError) as exc:  # missing arrays, wrong shapes or dtypes
+        raise results.ResultsError(f"{path}: does not fit the network of its config.toml ({exc})") from None
     return state

@@ -4,22 +4,43 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["StopRequests"]
+__all__ = ["StopRequests", "StoppedBeforeStart"]
+
+
+class StoppedBeforeStart(KeyboardInterrupt):
+    """SIGINT/SIGTERM arrived before the run had a checkpoint to continue from.
+
+    ``str(exc)`` says what the results folder holds and what to run next (the
+    command line prints it). A ``KeyboardInterrupt``, so that code that does
+    not know it treats it as any interruption.
+    """
 
 
 class StopRequests:
     """Turns SIGINT/SIGTERM into a flag (``hit``), so the loop can checkpoint and stop.
 
-    Used as a context manager around the whole run; a second signal raises
+    Used as a context manager around the whole run. While ``immediate`` is
+    true (a run that has no checkpoint yet: the data loading, the initial
+    mirror phase, the epoch-0 evaluation) a signal raises
+    :class:`StoppedBeforeStart` at once, since there is nothing to checkpoint
+    and a long evaluation should not delay the stop; afterwards it sets
+    ``hit`` and the loop stops at the next step. A second signal raises
     ``KeyboardInterrupt`` at once. Processes forked while the handler is
     installed (the ImageNet decoding workers) inherit it; in them SIGINT is
     ignored (the training process decides when to stop, and a Ctrl-C reaches
     the whole process group) and SIGTERM terminates as by default, so that
     ``Pool.terminate`` still ends them.
+
+    Parameters
+    ----------
+    immediate : start in the raise-at-once mode.
+    message : the text of :class:`StoppedBeforeStart` (what the folder holds, what to run).
     """
 
-    def __init__(self):
+    def __init__(self, immediate: bool = False, message: str = "interrupted"):
         self.hit = False
+        self.immediate = immediate
+        self.message = message
         self._old = {}
         self._pid = os.getpid()
 
@@ -39,6 +60,9 @@ class StopRequests:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
             return
+        if self.immediate:
+            self.hit = True
+            raise StoppedBeforeStart(self.message)
         if self.hit:  # second signal: give up at once
             raise KeyboardInterrupt
         self.hit = True

@@ -10,7 +10,9 @@ Randomness and resume
 Randomness is drawn from generators seeded by ``(seed, purpose, epoch)``
 (:mod:`.seeds`), so an epoch's data order and noise depend only on the seed
 and the epoch. A checkpoint (``checkpoint.npz``: network, optimiser state and
-the :class:`~.checkpoint.TrainState`, written atomically) is written at the
+the :class:`~.checkpoint.TrainState`, written atomically) is written right
+after the epoch-0 evaluation (before the first step: from then on every
+interruption leaves a folder that ``resume`` continues), at the
 end of every ``run.checkpoint_every`` epochs, every
 ``run.checkpoint_every_steps`` training steps if that is > 0, and at the
 current step when SIGINT or SIGTERM arrives (the loop then stops cleanly; a
@@ -63,6 +65,7 @@ every rank reads, for ``--resume``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -71,8 +74,9 @@ from typing import Callable
 
 import numpy as np
 
-from ... import results
+from ... import locks, results
 from ...circuits.rules import LearningRule, Progress
+from ...errors import InputError
 from ...models.backend import get_array_module, make_rng, synchronize, use_gpu_options
 from ...models.layers import softmax_cross_entropy
 from ...models.optim import SGD, Schedule, lr_mass
@@ -88,14 +92,14 @@ from ..distributed import (
     rank_seed,
 )
 from . import seeds
-from .checkpoint import TrainState, load_checkpoint
-from .divergence import DivergedError, DivergenceGuard
-from .interrupts import StopRequests
+from .checkpoint import TrainState, load_checkpoint, read_state
+from .divergence import DivergedError, Divergence, DivergenceGuard
+from .interrupts import StopRequests, StoppedBeforeStart
 from .metrics import as_input, bn_buffers, epoch_line, metrics_row, test_predictions
 from .output import RunOutput, check_out_dir
 from .sources import BatchSource, make_batch_source
 
-__all__ = ["train", "train_step", "build_network", "load_data", "DivergedError"]
+__all__ = ["train", "train_step", "build_network", "load_data", "resume_config", "DivergedError"]
 
 
 def load_data(cfg: TrainConfig):
@@ -255,40 +259,195 @@ def train(cfg, out: str | Path | None = None, *, resume: bool = False, progress:
         The loss or an array stopped being finite (see :mod:`.divergence`);
         ``exc.run`` is the run as far as it was finite, its ``summary``
         (written to ``summary.json`` too) has ``"status": "diverged"``.
+    weightmirror.locks.FolderInUseError
+        Another run holds ``out`` (the folder is claimed for the whole run:
+        :func:`weightmirror.locks.claim`).
+    RunExistsError
+        ``out`` holds a run (without ``resume``; a folder holding only the
+        start of a run that recorded nothing is reused), or nothing to resume.
+    weightmirror.results.ResultsError
+        With ``resume``: a value of ``cfg`` contradicts the run's config, or
+        its config or checkpoint cannot be read (see :func:`resume_config`).
+    weightmirror.results.WriteError
+        A file of ``out`` cannot be written (a full disk, a read-only file
+        system); the files already there are as they were.
+    StoppedBeforeStart
+        SIGINT/SIGTERM before the first checkpoint (a ``KeyboardInterrupt``;
+        its text says what ``out`` holds and what to run next). Later, a
+        signal checkpoints and the run returns with ``completed`` False.
     """
+    if isinstance(out, str):
+        results.check_out_path(out)
     out = None if out is None else Path(out)
     if resume:
         if out is None:
             raise results.ResultsError("resume needs the results folder of the run (out)")
         check_out_dir(out, True)
-        saved = resolve(as_written_run(results.read_config(out)))  # the run's own config
-        allowed = {"epochs", "run"}
-        changes = dict(cfg or {}) if not isinstance(cfg, TrainConfig) else {}
-        changes = {k: v for k, v in changes.items() if k in allowed and v is not None}
-        if "run" in changes:
-            changes["run"] = {"distributed": bool(changes["run"]["distributed"])} \
-                if changes["run"].get("distributed") is not None else {}
-        cfg = saved.updated(changes) if changes else saved
+        cfg, _ = resume_config(out, cfg)
     else:
         cfg = cfg if isinstance(cfg, TrainConfig) else resolve(cfg)
-        if out is not None:
-            check_out_dir(out, False)
     comm = comm if comm is not None else make_communicator(cfg.run.distributed, cfg.device)
-    comm.barrier()  # every rank has checked the folder before rank 0 writes to it
-    if not comm.is_root:
-        progress, log = False, _silent
-    output = RunOutput(out, writes=comm.is_root)
     xp = get_array_module(cfg.device)
-    # GPU-only numerics and kernels, restored when the run ends (no effect on NumPy)
-    # overflow and NaN are not NumPy warnings here: the run stops on them (DivergedError)
-    with use_gpu_options(tf32=cfg.run.tf32, conv_algorithm=cfg.run.conv_algorithm), np.errstate(all="ignore"):
-        data = data if data is not None else load_data(cfg)
-        source = make_batch_source(cfg, data, comm.rank, comm.size)
+    # the folder is this run's from here to the end (rank 0 holds the claim for all ranks)
+    claim = _claim(out, comm, xp, "train --resume" if resume else "train")
+    stop = StopRequests(immediate=True)  # no checkpoint yet: a signal stops at once
+    try:
+        with claim, stop:
+            saved = None
+            if out is not None:  # (again) now that no other run can start in it
+                reuse = check_out_dir(out, resume)
+                if resume:
+                    cfg, saved = resume_config(out, cfg)
+                elif reuse and comm.is_root:
+                    results.clear_unstarted(out)
+            comm.barrier()  # every rank has checked the folder before rank 0 writes to it
+            if not comm.is_root:
+                progress, log = False, _silent
+            if getattr(claim, "note", None):  # a stale lock taken over
+                log(claim.note)
+            output = RunOutput(out, writes=comm.is_root)
+            # GPU-only numerics and kernels, restored when the run ends (no effect on NumPy)
+            # overflow and NaN are not NumPy warnings here: the run stops on them (DivergedError)
+            with use_gpu_options(tf32=cfg.run.tf32, conv_algorithm=cfg.run.conv_algorithm), \
+                    np.errstate(all="ignore"):
+                data = data if data is not None else load_data(cfg)
+                source = make_batch_source(cfg, data, comm.rank, comm.size)
+                try:
+                    return _run(cfg, output, resume, progress, log, source, stop_after, stop_after_steps, comm, xp,
+                                stop, saved)
+                finally:
+                    if source is not data:
+                        source.close()
+    except StoppedBeforeStart:
+        raise StoppedBeforeStart(_stopped_message(out, resume)) from None
+
+
+def _stopped_message(out: Path | None, resume: bool) -> str:
+    """What a run stopped before its first checkpoint (or before resuming) left, and what to run next."""
+    if out is None:
+        return "interrupted before the first checkpoint (a run kept in memory)"
+    if (out / results.CHECKPOINT).is_file():
+        return (f"interrupted before training {'resumed' if resume else 'went on'}; {out} holds its checkpoint: "
+                f"continue with: weightmirror train --resume --out {out}")
+    return (f"interrupted before the first checkpoint; {out} holds no results: run the same command again "
+            "(without --resume) to start over in it")
+
+
+def _claim(out: Path | None, comm: Communicator, xp, command: str):
+    """Rank 0 claims ``out`` for the run (:func:`weightmirror.locks.claim`): a context manager
+    (a no-op for an in-memory run and on the other ranks).
+
+    Collective in a data-parallel run: when rank 0 cannot claim the folder,
+    every rank stops with an error (rank 0 with the reason).
+    """
+    if out is None:
+        return contextlib.nullcontext()
+    failed, claim = None, None
+    if comm.is_root:
         try:
-            return _run(cfg, output, resume, progress, log, source, stop_after, stop_after_steps, comm, xp)
-        finally:
-            if source is not data:
-                source.close()
+            claim = locks.claim(out, command, hint="choose another --out")
+        except InputError as exc:
+            failed = exc
+    if comm.size > 1 and allreduce_sum(comm, [failed is not None], xp)[0] > 0 and failed is None:
+        failed = results.ResultsError(f"{out}: rank 0 could not claim it for this run")
+    if failed is not None:
+        raise failed
+    return claim if claim is not None else contextlib.nullcontext()
+
+
+#: how the command line names the config keys a resumed run may be given
+_FLAG_OF = {"rule": "--rule", "model": "--model", "data": "--data", "data_dir": "--data-dir",
+            "batch_size": "--batch-size", "optim.lr": "--lr", "seed": "--seed", "device": "--device",
+            "label": "--label", "epochs": "--epochs"}
+
+
+def _flat(values, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _same_value(a, b) -> bool:
+    """Equal as config values (5 and 5.0 are; True and 1 are not; tuples as lists)."""
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        return v
+
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return plain(a) == plain(b)
+
+
+def resume_config(out: Path, changes=None) -> tuple[TrainConfig, TrainConfig]:
+    """``(config to run, the run's own config)`` for resuming the run in ``out``.
+
+    A resumed run trains as its ``config.toml`` says. ``changes`` (config-key
+    form, or a whole :class:`TrainConfig`) may set ``run.distributed`` and
+    ``epochs``: to any number not below the epochs already trained (more than
+    them for a finished run, which is then extended); the new ``epochs`` is
+    recorded in ``config.toml`` when training resumes. The learning-rate
+    schedule depends on ``epochs``, so a run extended or shortened this way
+    is not identical to an uninterrupted run of that length (it is with
+    ``optim.schedule = "constant"`` and no warm-up change). Any other value
+    that differs from the run's is refused, never ignored.
+
+    Raises
+    ------
+    ResultsError
+        the config or checkpoint cannot be read, a value contradicts the
+        run's config (the message names each, with the run's value), or
+        ``epochs`` is below what the run already trained.
+    """
+    saved = resolve(as_written_run(results.read_config(out)))  # the run's own config
+    if isinstance(changes, TrainConfig):
+        changes = changes.to_dict()
+    changes = {k: v for k, v in dict(changes or {}).items() if v is not None}
+    run_changes = dict(changes.pop("run", None) or {})
+    epochs = changes.pop("epochs", None)
+    distributed = run_changes.pop("distributed", None)
+    if run_changes:
+        changes["run"] = run_changes
+    before, given = _flat(saved.to_dict()), _flat(changes)
+    differ = [k for k, v in given.items() if k in before and not _same_value(v, before[k])]
+    if differ:
+        said = ", ".join(f"{k} = {given[k]!r}" + (f" ({_FLAG_OF[k]})" if k in _FLAG_OF else "")
+                         + f" but the run has {before[k]!r}" for k in differ)
+        raise results.ResultsError(
+            f"--resume continues the run in {out} as its config.toml says; contradicting values given: {said}; "
+            "leave them out, or start a new run with another --out")
+    if changes:
+        saved.updated(changes)  # an unknown key or a bad value: the usual ConfigError line
+    state = read_state(out / results.CHECKPOINT)
+    finished = (out / results.SUMMARY).is_file()
+    if finished and results.read_summary(out / results.SUMMARY).get("status") == "diverged":
+        raise results.ResultsError(
+            f"--resume: the run in {out} diverged (see its summary.json); resuming would repeat the same "
+            "steps: start a new run with another --out (e.g. a smaller --lr)")
+    done = state.epoch + (1 if state.step else 0)
+    if epochs is not None:
+        least = done + 1 if finished else max(done, 1)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < least:
+            what = (f"the run in {out} has finished ({done} epochs): to extend it give --epochs N with N > {done}"
+                    if finished else f"the run in {out} has trained {done} epochs: --epochs must be at least {least}")
+            raise results.ResultsError(f"--epochs {epochs}: {what}")
+    elif finished:
+        raise results.ResultsError(f"--resume: the run in {out} has finished ({done} epochs); to train it further "
+                                   f"give --resume --epochs N with N > {done}")
+    updates = {}
+    if epochs is not None and epochs != saved.epochs:
+        updates["epochs"] = epochs
+    if distributed is not None:
+        updates["run"] = {"distributed": bool(distributed)}
+    return (saved.updated(updates) if updates else saved), saved
 
 
 def _silent(message: str) -> None:
@@ -296,7 +455,8 @@ def _silent(message: str) -> None:
 
 
 def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log, source: BatchSource,
-         stop_after, stop_after_steps, comm: Communicator, xp) -> results.Run:
+         stop_after, stop_after_steps, comm: Communicator, xp, stop: StopRequests,
+         saved: TrainConfig | None = None) -> results.Run:
     net = build_network(cfg, source, xp)
     o = cfg.optim
     opt = SGD(net.parameter_modules(), net.rule, xp, o.momentum, o.nesterov, o.weight_decay)
@@ -330,6 +490,8 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
             raise results.ResultsError(f"{output.checkpoint_path}: step {state.step} is not within an epoch "
                                        f"of {steps} steps")
         output.rewrite_metrics(state.metrics)
+        if saved is not None and cfg.to_dict() != saved.to_dict():
+            output.config(cfg)  # --epochs (or --distributed) changed: config.toml says what the run now is
         where = f", step {state.step + 1}/{steps}" if state.step else ""
         log(f"resuming {output.path} at epoch {state.epoch + 1}/{cfg.epochs}{where}")
     else:
@@ -341,7 +503,14 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
     if not resume:
         t.rule.initial_phase(net.weight_layers, xp, make_rng(xp, [int(cfg.seed), seeds.MIRROR0]))
         state.metrics.append(measure(0, None, 0.0, 0.0, 0))
+        # a checkpoint at epoch 0, before the row: from here on the folder is one --resume continues
+        # (a crash, kill -9 or full disk earlier leaves an empty metrics file: a rerun reuses the folder)
+        try:
+            checkpoint(TrainState(0, 0, 0.0, state.metrics))
+        except Divergence:
+            pass  # not finite already: the first step reports it, as without this checkpoint
         output.append(state.metrics[-1])
+    stop.immediate = False  # a checkpoint exists: a signal now stops the loop at its next step
 
     noise_seed = int(cfg.seed) if comm.size == 1 else rank_seed(cfg.seed, comm.rank)
     # Σ η over the steps already taken, summed in the loop's own order (a resumed
@@ -353,7 +522,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
     wall_before = state.wall_seconds
     steps_here = 0
     resume_from = None
-    with StopRequests() as stop, guard:
+    with guard:
         for epoch in range(state.epoch, cfg.epochs):
             first = state.step if epoch == state.epoch else 0
             if first:

@@ -16,14 +16,40 @@ from .checkpoint import TrainState, save_checkpoint
 __all__ = ["RunExistsError", "RunOutput", "check_out_dir"]
 
 
-def check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse a folder that holds a run (or, with ``resume``, one that holds none)."""
+def check_out_dir(out: Path, resume: bool) -> bool:
+    """Refuse a folder that holds a run (or, with ``resume``, one that holds none to continue).
+
+    Call it while holding the folder's claim (:func:`weightmirror.locks.claim`),
+    so that no other run starts in it between the check and the first write.
+
+    Returns
+    -------
+    bool
+        True when ``out`` holds only the start of a run that recorded nothing
+        (interrupted or failed before its first checkpoint): a new run reuses
+        it (:func:`weightmirror.results.clear_unstarted`).
+
+    Raises
+    ------
+    RunExistsError
+        ``out`` is a file; it holds a run (not ``resume``); with ``resume``,
+        it holds no run, or only the start of one (then the message says to
+        run the same command again without ``--resume``).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"{out}: a file, not a folder; choose another --out")
     if resume:
+        state, _ = results.folder_state(out)
+        if state == results.UNSTARTED and not (out / results.CHECKPOINT).exists():
+            raise RunExistsError(
+                f"--resume: {out} holds no checkpoint (the run was stopped before its first one, so nothing "
+                f"was trained); start it again without --resume (the folder is reused)")
         for name in (results.CONFIG, results.CHECKPOINT):
             if not (out / name).is_file():
                 raise RunExistsError(f"--resume: {out / name} not found; nothing to resume in {out}")
-        return
-    results.refuse_existing_run(out, "give --resume to continue it or another --out")
+        return False
+    return results.refuse_existing_run(out, "give --resume to continue it or another --out")
 
 
 class RunOutput:
@@ -42,9 +68,13 @@ class RunOutput:
     def start(self, cfg) -> None:
         """A new run: the resolved config and an empty metrics file."""
         if self.writes:
-            self.path.mkdir(parents=True, exist_ok=True)
             results.write_config(self.path / results.CONFIG, cfg.to_dict())
             results.write_metrics(self.path / results.METRICS, [])
+
+    def config(self, cfg) -> None:
+        """Rewrite ``config.toml`` (a resumed run whose ``epochs`` changed)."""
+        if self.writes:
+            results.write_config(self.path / results.CONFIG, cfg.to_dict())
 
     def rewrite_metrics(self, rows: list[dict]) -> None:
         """Metrics as the checkpoint has them (a resumed run drops rows written after it)."""
