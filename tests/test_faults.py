@@ -260,6 +260,25 @@ def test_idx_training_set_without_images(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_imagenet_folder_whose_images_are_all_broken(tmp_path):
+    """Every JPEG is junk: one error line naming the folder (after the per-file skip notes), exit 2."""
+    root = tmp_path / "imagenet"
+    junk = np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes()
+    for split in ("train", "val"):
+        for wnid in ("n01", "n02"):
+            (root / split / wnid).mkdir(parents=True)
+            for i in range(3):
+                (root / split / wnid / f"img{i}.JPEG").write_bytes(junk)
+    proc = subprocess.run([sys.executable, "-m", "weightmirror", "train", "--rule", "bp", "--model", "resnet18",
+                           "--data", "imagenet", "--data-dir", str(root), "--epochs", "1", "--quiet",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("weightmirror: error: ") and "could be decoded" in last and "train" in last, last
+    assert not (tmp_path / "o").exists()  # nothing left behind
+
+
 # --------------------------------------------------------------------------
 # bad inputs: results folders and checkpoints
 # --------------------------------------------------------------------------

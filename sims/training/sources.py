@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..datasets import Dataset, ImageNetFolders, stratified_split
+from ..datasets import DataError, Dataset, ImageNetFolders, stratified_split
 from ..distributed import shard_indices
 from .seeds import ORDER
 
@@ -293,6 +293,10 @@ class ImageFolderSource(BatchSource):
             batches = list(loader.epoch(0))
         x = np.concatenate([b[0] for b in batches]) if batches else np.empty((0, *self.image_shape), np.float32)
         y = np.concatenate([b[1] for b in batches]) if batches else np.empty((0,), np.int64)
+        if len(pick) and not len(x):
+            # every image tried is broken: nothing could be trained or measured
+            raise DataError(f"{split.root}: none of the {len(pick)} training images tried could be decoded "
+                            f"(e.g. {sub.paths[0]}); are the files JPEG images?")
         return x, y
 
     def close(self) -> None:
