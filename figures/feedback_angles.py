@@ -51,8 +51,9 @@ def draw(group, title: str | None = None):
         raise SkipFigure("no angles_deg in the metrics")
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = style.figure(rows, cols, figsize=(2.7 * cols + 0.6, 2.5 * rows + 0.5), squeeze=False,
-                             sharey=True)
+    # no shared y axis: the input layer's panel (its B carries no error, often at 90°) must not
+    # squash the panels of the layers that learn (WM and KP within a few degrees)
+    fig, axes = style.figure(rows, cols, figsize=(2.7 * cols + 0.6, 2.5 * rows + 0.5), squeeze=False)
     shapes = group[0].layer_shapes
     series = training_series(group)
     several = any(s.is_seeds for s in series)
@@ -70,10 +71,11 @@ def draw(group, title: str | None = None):
         if text not in handles or (not reference and handles[text][1]):
             handles[text] = (handle, reference)
 
-    top = 90.0
+    tops = {True: 0.0, False: 0.0}  # the highest point drawn in the reference panel(s) and in the others
     for l in range(n):
         ax = axes[l // cols][l % cols]
         reference = l in unused
+        top = 0.0
         ref = ax.axhline(0.0, color=style.rule_color("bp"), linestyle="--", linewidth=1.2,
                          label="BP ($B = W^T$, 0°)")
         remember(ref.get_label(), ref, reference)
@@ -104,6 +106,7 @@ def draw(group, title: str | None = None):
                     style.mark_diverged(ax, rx[-1], ry[-1])
                     remember(style.DIVERGED_SEED_TEXT, style.diverged_seed_handle(), reference)
                     top = max(top, max(ry))
+        tops[reference] = max(tops[reference], top)
         ax.set_title(_layer_title(l, shapes))
         ax.set_xlabel("epoch (0 = before training)")
         if l % cols == 0:
@@ -114,7 +117,10 @@ def draw(group, title: str | None = None):
             style.reference_panel(ax, unused_note(group, sep="\n"))
     for l in range(n, rows * cols):
         axes[l // cols][l % cols].set_visible(False)
-    axes[0][0].set_ylim(-3, top + 5)
+    for l in range(n):  # the panels of one kind share their scale, from 0 up to what they show
+        reference = l in unused
+        high = max(tops[reference], 10.0)
+        axes[l // cols][l % cols].set_ylim(-0.03 * high - 0.5, high * 1.08 + 0.5)
     legend_name = legend_title(series)
     if several:
         legend_name += "\nline: mean over seeds\nband: ±1 sd"

@@ -178,11 +178,24 @@ def run_seed(run: Run) -> int | None:
     return None
 
 
+#: the config sections that hold one rule's parameters (``config.toml`` of a training run);
+#: the sign-symmetry variants share ``ss``
+_RULE_SECTIONS = {"bp": "bp", "wm": "wm", "kp": "kp", "usf": "ss", "brsf": "ss", "frsf": "ss"}
+
+
 def _config_but_seed(run: Run) -> str | None:
-    """The run's whole configuration but its seed, as a comparable text (None without a config)."""
+    """The run's configuration but its seed, as a comparable text (None without a config).
+
+    The sections of rules the run does not use are left out: a KP run's
+    ``[wm]`` section changes nothing it computes (and a default added to it
+    by a later release must not split one setting's seeds).
+    """
     if not run.config:
         return None
-    return json.dumps({k: v for k, v in run.config.items() if k != "seed"}, sort_keys=True, default=str)
+    own = _RULE_SECTIONS.get(run.rule)
+    unused = set(_RULE_SECTIONS.values()) - {own}
+    return json.dumps({k: v for k, v in run.config.items() if k != "seed" and k not in unused},
+                      sort_keys=True, default=str)
 
 
 class Series:

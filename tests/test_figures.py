@@ -679,6 +679,25 @@ def test_seed_folders_are_one_series_per_label(seeds_results):
     assert series_labels(series) == ["BP (3 seeds)", "WM (3 seeds)"]
 
 
+def test_another_rules_section_does_not_split_the_seeds(seeds_results, tmp_path):
+    """A BP seed whose config differs only in [wm] (e.g. a WM default added by a later release)
+    stays in BP's series; a WM seed that differs in [wm] does not stay in WM's."""
+    import re
+
+    from weightmirror.figures.inputs import training_series
+
+    copy = tmp_path / "cmp"
+    shutil.copytree(seeds_results, copy)
+    for rule in ("bp", "wm"):
+        path = copy / rule / "seed-1" / "config.toml"
+        text = path.read_text()
+        changed = re.sub(r"(\[wm\][^\[]*?\nsigma = )1\.0", r"\g<1>0.5", text)
+        assert changed != text
+        path.write_text(changed)
+    series = training_series(_one_group([copy]))
+    assert sorted((s.rule, len(s.runs)) for s in series) == [("bp", 3), ("wm", 1), ("wm", 2)]
+
+
 def test_feedback_angles_draws_the_mean_over_seeds_with_a_band(seeds_results):
     import matplotlib.pyplot as plt
 
