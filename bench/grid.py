@@ -162,8 +162,10 @@ def check_targets(row: str, result: dict, groups: dict) -> list[str]:
         vs = e.get("vs_reference") or {}
         diff, p = vs.get("test_diff_mean"), vs.get("paired_p")
         if diff is not None:
-            ok = diff <= gap and (diff <= 0 or p is None or p > 0.05)
-            lines.append(f"- {rule.upper()} within {gap:g} point of BP, not significantly worse: {verdict(ok)} "
+            ok = diff <= gap and (diff <= 0 or (p is not None and p > 0.05))
+            untested = diff > 0 and p is None  # one seed: no paired test over seeds
+            lines.append(f"- {rule.upper()} within {gap:g} point of BP, not significantly worse: "
+                         f"{'**not tested** (fewer than 2 seeds)' if untested else verdict(ok)} "
                          f"(Δ test {diff:+.2f}, paired p {'–' if p is None else f'{p:.3f}'}, "
                          f"n = {len(vs.get('seeds') or [])})")
         ends = [_largest(r.summary) for r in groups.get(rule, []) if r.summary.get("status") != "diverged"]
