@@ -39,9 +39,36 @@ _SHUFFLE_TAG = 2  # appended to (seed, epoch) for the epoch's permutation
 _WORKER_SLOTS: Optional[list] = None
 
 
+def default_start_method() -> Optional[str]:
+    """``"forkserver"`` where the platform has it, else the platform's default.
+
+    Not ``fork``: the training process runs OpenBLAS threads, and
+    ``multiprocessing.Pool`` forks replacement workers from a background
+    thread; a fork while the main thread is inside a BLAS call can leave
+    OpenBLAS's thread pool shut down under that call, which then spins
+    forever (seen as a run that never ends in ``numpy.linalg.norm``, deaf to
+    SIGTERM). A fork server forks the workers from a clean single-threaded
+    process instead.
+    """
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when its parent process ends (no orphaned decoders)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the pool's pipes end the workers
+        pass
+
+
 def _init_worker(slots: list, shape: tuple) -> None:
     """Pool initializer: map the shared batch buffers as float32 arrays."""
     global _WORKER_SLOTS
+    _die_with_parent()
     _WORKER_SLOTS = [_slot_array(raw, shape) for raw in slots]
 
 
@@ -110,7 +137,8 @@ class ImageNetLoader:
         Reduced-scale JPEG decoding where it keeps the output resolution
         (see :func:`decode_train`).
     start_method : str, optional
-        ``multiprocessing`` start method of the pool (default: the platform's).
+        ``multiprocessing`` start method of the pool (default:
+        :func:`default_start_method`, a fork server where there is one).
 
     Attributes
     ----------
@@ -176,7 +204,7 @@ class ImageNetLoader:
         self.rank, self.world_size = int(rank), int(world_size)
         self.chunksize = chunksize
         self.fast_decode = bool(fast_decode)
-        self.start_method = start_method
+        self.start_method = default_start_method() if start_method is None else start_method
         self.skipped = 0
         self.skipped_files: dict[str, str] = {}
         self._pool = None
