@@ -392,3 +392,52 @@ def test_loader_start_skips_batches_and_keep_empty_keeps_unreadable_batches(tmp_
     assert [len(y) for _, y in kept] == [2, 0] and kept[1][0].shape == (0, 3, 16, 16)
     assert [len(y) for _, y in late] == [0]
     assert loader.skipped == 6  # two broken files, in each of the three epochs
+
+
+def test_decoding_workers_start_from_a_fork_server_and_die_with_their_parent(imagenet_root, tmp_path):
+    """The loader's workers are not forks of the training process (a fork beside a running OpenBLAS
+    call could hang it), and a parent killed with SIGKILL leaves no decoding worker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from weightmirror.sims.datasets.imagenet import loader
+
+    if "forkserver" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no fork server on this platform")
+    assert loader.default_start_method() == "forkserver"
+    pids = tmp_path / "pids"
+    script = f"""
+import os, sys, time
+from pathlib import Path
+from weightmirror.sims.datasets.imagenet import ImageNetLoader, scan_imagenet_split
+folder = scan_imagenet_split({str(imagenet_root)!r}, "train")
+with ImageNetLoader(folder, 4, train=True, size=16, workers=2) as ld:
+    assert ld.start_method == "forkserver"
+    next(iter(ld.epoch(0)))
+    Path({str(pids)!r}).write_text(" ".join(str(p.pid) for p in ld._pool._pool))
+    time.sleep(60)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.time() + 60
+        while not pids.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert pids.exists(), "the loader never produced a batch"
+        workers = [int(p) for p in pids.read_text().split()]
+        assert len(workers) == 2 and all(os.getppid() != w for w in workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.time() + 10
+        alive = workers
+        while alive and time.time() < deadline:
+            time.sleep(0.2)
+            alive = [w for w in alive if os.path.exists(f"/proc/{w}") and
+                     Path(f"/proc/{w}/stat").read_text().split(")")[-1].split()[0] not in ("Z", "X")]
+        assert not alive, f"decoding workers {alive} outlived their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
