@@ -235,7 +235,11 @@ class Series:
     def path(self) -> Path | None:
         if len(self.runs) == 1 or any(r.path is None for r in self.runs):
             return self.run.path
-        return Path(os.path.commonpath([str(Path(r.path).resolve()) for r in self.runs]))
+        paths = [str(r.path) for r in self.runs]
+        if len({os.path.isabs(p) for p in paths}) > 1:  # mixed: compare them absolute
+            paths = [str(Path(p).resolve()) for p in paths]
+        # as the user named them (relative stays relative: tables quote it, never this machine's root)
+        return Path(os.path.commonpath(paths))
 
     @property
     def is_seeds(self) -> bool:

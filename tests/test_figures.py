@@ -843,6 +843,17 @@ def test_results_table_mean_sd_seed_count_and_p_from_comparison_json(seeds_resul
     assert rows["WM"][header.index("ours: test top-1 error (%)")] == wm[col["ours: test top-1 error (%)"]]
 
 
+def test_results_table_quotes_folders_as_they_were_named(seeds_results, tmp_path, monkeypatch):
+    """Results given by a relative path are quoted relative: no absolute path of this machine in the table."""
+    shutil.copytree(seeds_results, tmp_path / "work" / "cmp")
+    monkeypatch.chdir(tmp_path / "work")
+    _module("results_table").make(discover([Path("cmp")]), Path("out"))
+    for name in ("results_table.md", "results_table.tex"):
+        text = (tmp_path / "work" / "out" / name).read_text(encoding="utf-8")
+        assert "from cmp" in text and "cmp/comparison.json" in text
+        assert str(tmp_path) not in text
+
+
 def test_a_diverged_seed_stops_and_the_mean_goes_on_over_the_others(seeds_results, tmp_path):
     """WM seed 1 diverged in epoch 2 (its rows 0 and 1 kept): the mean at epoch 2 is over seeds 0 and 2."""
     import matplotlib.pyplot as plt
