@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .report import format_table
+from .report import format_table, marked_angles
 from .training import RunExistsError, load_data, train
 
 DEMO_RULES = ("bp", "fa", "usf", "brsf", "frsf", "wm", "kp")
@@ -105,9 +105,7 @@ def run(out_dir: str | Path, quick: bool = False, progress: bool = True, log=pri
                                log=lambda s: None).summary)
         s = summaries[-1]
         log(f"   {rule:5s} test error {s['test_top1_error']:5.2f}%   angle(B,W^T) "
-            + " / ".join(f"{a:4.1f}" if u else f"({a:.1f})"
-                         for a, u in zip(s["angles_deg"], s.get("feedback_used") or [True] * len(s["angles_deg"])))
-            + " deg")
+            + marked_angles(s["angles_deg"], s.get("feedback_used")) + " deg")
 
     log("== 3/3 figures from the saved results")
     figures_dir = out / "figures"

@@ -1,11 +1,20 @@
 """What the commands print: the comparison table and the one-line summaries."""
 from __future__ import annotations
 
-__all__ = ["format_table", "circuit_line", "diverged_text"]
+__all__ = ["format_table", "circuit_line", "diverged_text", "marked_angles"]
 
 
 def _angle(value) -> str:
     return "–" if value is None or value != value else f"{value:.1f}"
+
+
+def marked_angles(angles, used=None, sep: str = " / ") -> str:
+    """Per-layer angles, one decimal (``–`` for none), a layer whose B carries no error in parentheses.
+
+    ``used``: per layer, does its B carry an error (``feedback_used``)? None: every layer does.
+    """
+    used = used or [True] * len(angles)
+    return sep.join(_angle(a) if u else f"({_angle(a)})" for a, u in zip(angles, used))
 
 
 def diverged_text(summary: dict) -> str | None:
@@ -32,8 +41,7 @@ def format_table(summaries: list[dict]) -> str:
             lines.append(f"| {s.get('label') or s['rule']} | {s['rule']} | {failed} | {failed} | {failed} | "
                          f"{s['wall_seconds']:.1f} |")
             continue
-        used = s.get("feedback_used") or [True] * len(s["angles_deg"])
-        angles = " / ".join(_angle(a) if u else f"({_angle(a)})" for a, u in zip(s["angles_deg"], used))
+        angles = marked_angles(s["angles_deg"], s.get("feedback_used"))
         deltas = " / ".join(_angle(d) for d in s["delta_angles_deg"])
         lines.append(f"| {s.get('label') or s['rule']} | {s['rule']} | {s['test_top1_error']:.2f} | {angles} | "
                      f"{deltas} | {s['wall_seconds']:.1f} |")

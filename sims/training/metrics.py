@@ -32,6 +32,7 @@ from ...circuits.rules import angle_degrees
 from ...models.backend import make_rng, to_numpy
 from ...models.layers import softmax_cross_entropy
 from ..distributed import Communicator, allreduce_mean_arrays, allreduce_sum
+from ..report import marked_angles
 from .seeds import METRIC
 
 __all__ = ["evaluate", "feedback_angles", "delta_angles", "weight_norms", "bn_buffers", "metrics_row",
@@ -226,8 +227,7 @@ def epoch_line(label: str, row: dict, used: list[bool] | None = None) -> str:
     ``used``: per weight layer, does its B carry an error? The angle of one
     that does not (the input layer's) is printed in parentheses.
     """
-    used = used or [True] * len(row["angles_deg"])
-    angles = "/".join(f"{a:.1f}" if u else f"({a:.1f})" for a, u in zip(row["angles_deg"], used))
+    angles = marked_angles(row["angles_deg"], used, sep="/")
     skipped = f"  skipped {row['skipped_images']} images" if row.get("skipped_images") else ""
     val = f"val error {row['val_top1_error']:.2f}%  " if "val_top1_error" in row else ""
     return (f"[{label}] epoch {row['epoch']}: loss {row.get('train_loss', float('nan')):.4f}  "
