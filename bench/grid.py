@@ -143,6 +143,8 @@ def _largest_after_first_epoch(runs) -> float | None:
 
 def check_targets(row: str, result: dict, groups: dict) -> list[str]:
     """Each target of the grid for one row, met or not, in words (one line each)."""
+    from weightmirror.sims import comparison
+
     runs = result["runs"]
     gap = GAP_CONV if "convnet" in row or "resnet" in row else GAP_MLP
     lines = []
@@ -168,7 +170,8 @@ def check_targets(row: str, result: dict, groups: dict) -> list[str]:
                          f"{'**not tested** (fewer than 2 seeds)' if untested else verdict(ok)} "
                          f"(Δ test {diff:+.2f}, paired p {'–' if p is None else f'{p:.3f}'}, "
                          f"n = {len(vs.get('seeds') or [])})")
-        ends = [_largest(r.summary) for r in groups.get(rule, []) if r.summary.get("status") != "diverged"]
+        ends = [comparison.largest_used_angle(r.summary) or 0.0
+                for r in groups.get(rule, []) if r.summary.get("status") != "diverged"]
         if ends:
             worst = max(ends)
             lines.append(f"- {rule.upper()} angle < {limit:g}° at the end in every layer with error: "
@@ -188,12 +191,6 @@ def check_targets(row: str, result: dict, groups: dict) -> list[str]:
             lines.append(f"- FA clearly worse than KP (by more than 1 point): {verdict(fa_mean - kp_mean > 1.0)} "
                          f"(FA {fa_mean:.2f} against KP {kp_mean:.2f}{note})")
     return lines
-
-
-def _largest(summary: dict) -> float:
-    used = summary.get("feedback_used") or []
-    angles = [a for a, u in zip(summary.get("angles_deg") or [], used) if u]
-    return max(angles) if angles else 0.0
 
 
 def _seeds(text: str) -> list[int]:

@@ -27,7 +27,7 @@ import numpy as np
 from .. import results
 from .stats import mcnemar, mean_sd, paired_t
 
-__all__ = ["collect", "compare", "format_markdown", "write", "COMPARISON_JSON", "COMPARISON_MD"]
+__all__ = ["collect", "compare", "largest_used_angle", "format_markdown", "write", "COMPARISON_JSON", "COMPARISON_MD"]
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
@@ -76,7 +76,8 @@ def _predictions(run: results.Run):
     return np.asarray(arrays["test_pred"]), np.asarray(arrays["test_label"])
 
 
-def _largest_used_angle(summary: dict) -> float | None:
+def largest_used_angle(summary: dict) -> float | None:
+    """The largest angle(B, Wᵀ) of a run's summary over the layers whose B carries an error (None: no angle)."""
     angles = summary.get("angles_deg") or []
     used = summary.get("feedback_used") or [i > 0 for i in range(len(angles))]
     values = [a for a, u in zip(angles, used) if u and a is not None]
@@ -110,7 +111,7 @@ def compare(groups: dict[str, list[results.Run]], reference: str = "bp") -> dict
             "feedback_used": first.get("feedback_used"),
             "angles_deg": [_stat(mean_sd([(r.summary.get("angles_deg") or [None] * n_layers)[i] for r in done]))
                            for i in range(n_layers)],
-            "largest_angle_used_deg": _stat(mean_sd([_largest_used_angle(r.summary) for r in done])),
+            "largest_angle_used_deg": _stat(mean_sd([largest_used_angle(r.summary) for r in done])),
         }
         if reference in groups and label != reference:
             mine = {int(r.summary["seed"]): r for r in done}

@@ -26,7 +26,8 @@ class StopRequests:
     and a long evaluation should not delay the stop; afterwards it sets
     ``hit`` and the loop stops at the next step. A second signal raises
     ``KeyboardInterrupt`` at once. Processes forked while the handler is
-    installed (the ImageNet decoding workers) inherit it; in them SIGINT is
+    installed (ImageNet decoding workers started with ``fork``; by default
+    they come from a fork server and do not) inherit it; in them SIGINT is
     ignored (the training process decides when to stop, and a Ctrl-C reaches
     the whole process group) and SIGTERM terminates as by default, so that
     ``Pool.terminate`` still ends them.
