@@ -42,7 +42,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, results
 from ..circuits.rules import RULE_NAMES
 from ..errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, InputError
 
@@ -471,14 +471,11 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("out", "results"):  # an empty folder name would mean the current folder
-        values = getattr(args, name, None)
-        for value in values if isinstance(values, list) else [values]:
-            if isinstance(value, str) and not value.strip():
-                print(f"weightmirror: error: --{name}: an empty folder name; give the folder, e.g. --{name} runs/bp",
-                      file=sys.stderr)
-                return EXIT_BAD_INPUT
     try:
+        for name in ("out", "results"):  # an empty folder name would mean the current folder
+            values = getattr(args, name, None)
+            for value in values if isinstance(values, list) else [values]:
+                results.check_out_path(value, f"--{name}")
         return COMMANDS[args.command](args)
     except InputError as exc:
         print(f"weightmirror: error: {_one_line(exc)}", file=sys.stderr)
