@@ -596,8 +596,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
             if due or last or stopping or by_count:
                 checkpoint(TrainState(epoch + 1, 0, wall, state.metrics))
             if progress:
-                log(epoch_line(cfg.run_label, row,
-                               [bool(getattr(layer, "needs_input_grad", True)) for layer in net.weight_layers]))
+                log(epoch_line(cfg.run_label, row, feedback_used(net)))
             if (stopping or by_count) and not last:
                 resume_from = {"epoch": epoch + 1, "step": 0}
                 if stopping:
@@ -627,6 +626,11 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
     return run
 
 
+def feedback_used(net) -> list[bool]:
+    """Per weight layer: does its B carry an error to the layer below (the input layer's does not)?"""
+    return [bool(getattr(layer, "needs_input_grad", True)) for layer in net.weight_layers]
+
+
 def _summary(cfg: TrainConfig, net, source, rows, comm, wall, completed: bool) -> dict:
     """The figures of a run, as written to ``summary.json``."""
     last = rows[-1]
@@ -645,8 +649,7 @@ def _summary(cfg: TrainConfig, net, source, rows, comm, wall, completed: bool) -
         "delta_angles_deg": last["delta_angles_deg"],
         "weight_norms": last["weight_norms"],
         "layer_shapes": [list(layer.W.shape) for layer in net.weight_layers],
-        # per layer: does its B carry an error to the layer below (the input layer's does not)
-        "feedback_used": [bool(getattr(layer, "needs_input_grad", True)) for layer in net.weight_layers],
+        "feedback_used": feedback_used(net),
         "n_parameters": int(sum(int(np.prod(a.shape)) for m in net.parameter_modules() for a in m.params.values())),
         "device": cfg.device,
         "seed": cfg.seed,
