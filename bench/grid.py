@@ -106,7 +106,7 @@ def jobs(args) -> list[tuple[str, str, str, int, dict]]:
         base = _merge(ROWS[row], json.loads(args.set)) if args.set else ROWS[row]
         if args.epochs:
             base = {**base, "epochs": args.epochs}
-        rules = list(args.rules or (RULES + EXTRA_RULES.get(row, ())))
+        rules = list(RULES + EXTRA_RULES.get(row, ()) if args.rules is None else args.rules)
         for seed in args.seeds:
             for rule in rules:
                 out.append((row, rule, str(Path(args.out) / row / rule / f"seed-{seed}"), seed,
@@ -206,7 +206,7 @@ def main() -> int:
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS), type=lambda s: [r for r in s.split(",") if r])
     p.add_argument("--rules", default=None, type=lambda s: [r for r in s.split(",") if r],
                    help="rules to run with their defaults (default: BP, FA, uSF, WM, KP, and brSF, frSF in "
-                        "the two main MLP rows)")
+                        "the two main MLP rows; an empty string: only the --variant runs)")
     p.add_argument("--seeds", default="0-4", type=_seeds)
     p.add_argument("--epochs", type=int, default=None, help="shorten every row (for choosing settings)")
     p.add_argument("--variant", action="append", default=[], metavar='NAME={"rule": "wm", ...}',

@@ -37,7 +37,9 @@ def make_all(result_dirs, out_dir) -> dict:
     """Make every figure ``result_dirs`` allow into ``out_dir``.
 
     Returns ``{"made": [paths], "files": [every file written], "skipped":
-    {figure: reason}, "ignored": {results folder: what is missing}}``.
+    {figure: reason}, "ignored": {results folder: what is missing},
+    "damaged": {results folder: its first unreadable file and why}}`` (a
+    damaged folder is also in "ignored" when no figure could use it).
 
     Raises
     ------
@@ -78,4 +80,5 @@ def make_all(result_dirs, out_dir) -> dict:
         skipped.update(result.get("skipped", {}))
         for path, why in result.get("ignored", {}).items():
             ignored.setdefault(path, why)
-    return {"made": made, "files": files, "skipped": skipped, "ignored": ignored}
+    damaged = {str(run.path): run.problems[sorted(run.damaged)[0]] for run in runs if run.damaged}
+    return {"made": made, "files": files, "skipped": skipped, "ignored": ignored, "damaged": damaged}

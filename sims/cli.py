@@ -384,6 +384,14 @@ def cmd_figures(args) -> int:
         print(f"skipped  {name:28s} {why}")
     for path, why in report["ignored"].items():
         print(f"ignored  {path}: {why}")
+    damaged = report.get("damaged", {})
+    if damaged:
+        # a file that is there but unreadable is bad input (exit 2), even when the
+        # other folders made their figures; a run still going is not (it is only ignored)
+        (path, why), more = next(iter(damaged.items())), len(damaged) - 1
+        print(f"weightmirror: error: results folder {path} is damaged: {why}"
+              + (f" (and {more} more, named above)" if more else ""), file=sys.stderr)
+        return 2
     if not report["made"]:
         print("weightmirror: no figure could be made from these results", file=sys.stderr)
         return 1

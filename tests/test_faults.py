@@ -375,7 +375,8 @@ def test_resume_of_a_diverged_run_is_refused(tmp_path, capsys, work):
 
 
 def test_figures_on_damaged_metrics_names_the_file(tmp_path, capsys, work):
-    """figures makes what it can and names a damaged folder (not UTF-8, wrongly typed values): no traceback."""
+    """A damaged metrics file (not UTF-8, wrongly typed values) is bad input: each folder named, one error
+    line, exit 2, no traceback, nothing changed; a good folder beside them still gets its figures."""
     bad = {"not-utf8": b"\xff\xfe\x00\x01\n", "types": b'{"epoch": 0, "test_top1_error": "x"}\n'}
     folders = []
     for name, content in bad.items():
@@ -386,9 +387,21 @@ def test_figures_on_damaged_metrics_names_the_file(tmp_path, capsys, work):
     capsys.readouterr()
     code = main(["figures", "--results", *map(str, folders), "--out", str(tmp_path / "fig")])
     captured = capsys.readouterr()
-    assert code in (0, 1) and "Traceback" not in captured.err
+    assert code == 2 and "Traceback" not in captured.err
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"weightmirror: error: results folder {folders[0]} is damaged: ")
+    assert err[0].endswith("(and 1 more, named above)")
     assert f"ignored  {folders[0]}: {folders[0] / results.METRICS}: not a text file (not UTF-8)" in captured.out
     assert "test_top1_error is 'x', expected a number or null" in captured.out
+    assert _snapshot(*folders) == before
+    # beside a good run: its figures are made, and the damaged folder still fails the command
+    capsys.readouterr()
+    code = main(["figures", "--results", str(work / "base"), str(folders[1]), "--out", str(tmp_path / "fig2")])
+    captured = capsys.readouterr()
+    assert code == 2 and "made     " in captured.out
+    assert captured.err.strip() == (f"weightmirror: error: results folder {folders[1]} is damaged: "
+                                    f"{folders[1] / results.METRICS}: line 1: test_top1_error is 'x', "
+                                    "expected a number or null")
     assert _snapshot(*folders) == before
 
 

@@ -394,6 +394,9 @@ class Run:
     summary : the final figures (as in ``summary.json``); None while a run
         has not finished.
     problems : file -> what is wrong with it, for a partial or damaged folder.
+    damaged : the keys of ``problems`` whose file is there but cannot be read
+        (not UTF-8, not JSON/TOML, wrongly typed values): bad input, unlike a
+        file that is missing or empty because the run has not finished.
     arrays : what a run kept in memory would have written as ``.npz`` files
         (circuit runs: ``weights_initial``, ``weights_final``, ``spikes``);
         read them with :meth:`load_arrays`, which also reads a folder's files.
@@ -405,6 +408,7 @@ class Run:
     metrics: list[dict] | None = None
     summary: dict | None = None
     problems: dict[str, str] = field(default_factory=dict)
+    damaged: set[str] = field(default_factory=set)
     arrays: dict[str, dict] = field(default_factory=dict, repr=False)
 
     def load_arrays(self, name: str) -> dict:
@@ -593,6 +597,7 @@ def load_run(path: str | Path, strict: bool = True) -> Run:
             run.config = read_config(folder)
         except ResultsError as exc:
             run.problems["config"] = str(exc)
+            run.damaged.add("config")
     else:
         run.problems["config"] = f"{folder / CONFIG}: missing (no configuration was written)"
     try:
@@ -601,10 +606,14 @@ def load_run(path: str | Path, strict: bool = True) -> Run:
             run.problems["metrics"] = f"{folder / METRICS}: empty (no row was written)"
     except ResultsError as exc:
         run.problems["metrics"] = str(exc)
+        if (folder / METRICS).is_file():
+            run.damaged.add("metrics")
     try:
         run.summary = read_summary(folder / SUMMARY)
     except ResultsError as exc:
         run.problems["summary"] = str(exc)
+        if (folder / SUMMARY).is_file():
+            run.damaged.add("summary")
     cmd = (run.summary or {}).get("command") or (run.config or {}).get("command")
     if cmd == "circuit":
         run.kind = "circuit"
