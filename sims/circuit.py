@@ -276,6 +276,12 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
     """
     if isinstance(out, str):
         results.check_out_path(out)
+    from weightmirror.sims.datasets import DataError, check_data_dir
+
+    try:  # checked whether or not this circuit reads data (a mirror-only run reads none)
+        check_data_dir(spec.data, data_dir)
+    except DataError as exc:
+        raise CircuitInputError(str(exc)) from None
     out = None if out is None else Path(out)
     if out is None:
         return _simulate(spec, None, data, data_dir, progress, weights, build_dir)

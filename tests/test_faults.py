@@ -203,6 +203,15 @@ def test_bad_flag_has_the_one_prefix(tmp_path, capsys, argv, needle):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "circuit"])
+def test_a_data_folder_for_the_embedded_digits_is_refused(tmp_path, capsys, command, work):
+    """--data-dir with the embedded digits set: refused (never silently ignored), nothing written."""
+    extra = ["--config", str(work / "tiny.toml")] if command == "train" else ["--duration", "10ms"]
+    _refused(capsys, [command, *extra, "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"],
+             [f"data_dir {str(tmp_path)!r}: the digits data set is embedded", "leave data_dir (--data-dir) out"])
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "compare", "circuit", "figures"])
 def test_empty_out_is_refused(tmp_path, capsys, command, work, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a run written into "." would land here
@@ -604,3 +613,15 @@ def test_circuit_interrupted_folder_is_reused(tmp_path, capsys):
     assert main(argv) == 0
     assert (out / results.SUMMARY).is_file() and (out / "weights_final.npz").is_file()
     _refused(capsys, argv, "already holds a run", out)
+
+
+def test_resume_may_name_the_data_set_moved_elsewhere(tmp_path, work):
+    """--resume --data-dir: the data's new place is taken and recorded, unlike any value of the run itself."""
+    from weightmirror.sims.training.loop import resume_config
+
+    run = _copy(work, tmp_path)
+    cfg, saved = resume_config(run, {"data_dir": str(tmp_path / "moved"), "epochs": 2})
+    assert cfg.data_dir == str(tmp_path / "moved") and saved.data_dir == ""
+    assert cfg.epochs == 2 and cfg.to_dict() | {"data_dir": "", "epochs": 1} == saved.to_dict()
+    cfg, _ = resume_config(run, {"data_dir": "", "epochs": 2})  # the same place: nothing to record
+    assert cfg.data_dir == ""

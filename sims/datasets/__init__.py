@@ -58,6 +58,7 @@ from .split import stratified_split
 
 __all__ = [
     "DataError",
+    "check_data_dir",
     "Dataset",
     "DATASETS",
     "IN_MEMORY_DATASETS",
@@ -91,7 +92,15 @@ def _standardised(ds: Dataset, flatten: bool) -> Dataset:
     return ds
 
 
+def check_data_dir(name: str, data_dir: Optional[PathLike]) -> None:
+    """Refuse a data folder given for the embedded digits set (a mistake, never silently ignored)."""
+    if str(name).strip().lower() == "digits" and data_dir not in (None, ""):
+        raise DataError(f"data_dir {str(data_dir)!r}: the digits data set is embedded (scikit-learn's) and "
+                        "reads no folder; leave data_dir (--data-dir) out, or choose a data set read from files")
+
+
 def _digits(key: str, data_dir: Optional[PathLike], flatten: bool, seed: int) -> Dataset:
+    check_data_dir(key, data_dir)
     # One train/test split for every run (split seed 0), like the data sets read
     # from files: the run's seed draws weights, order and noise, never the test set.
     return _standardised(load_digits(seed=0), flatten)
@@ -180,7 +189,7 @@ def load_dataset(
     data_dir : str or os.PathLike, optional
         Where the files are.  Required for ``"mnist"``, ``"cifar10"``,
         ``"imagenet32"`` and ``"imagenet64"``; ``"fashion-mnist"`` defaults
-        to ``/usr/share/datasets/fashion-mnist``; ignored for ``"digits"``.
+        to ``/usr/share/datasets/fashion-mnist``; refused for ``"digits"`` (embedded).
     flatten : bool, optional
         If true, ``x`` arrays are ``(N, C*H*W)``, else ``(N, C, H, W)``.
     seed : int, optional

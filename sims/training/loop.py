@@ -391,8 +391,9 @@ def resume_config(out: Path, changes=None) -> tuple[TrainConfig, TrainConfig]:
     """``(config to run, the run's own config)`` for resuming the run in ``out``.
 
     A resumed run trains as its ``config.toml`` says. ``changes`` (config-key
-    form, or a whole :class:`TrainConfig`) may set ``run.distributed`` and
-    ``epochs``: to any number not below the epochs already trained (more than
+    form, or a whole :class:`TrainConfig`) may set ``run.distributed``,
+    ``data_dir`` (the same data set moved elsewhere; recorded in
+    ``config.toml``) and ``epochs``: to any number not below the epochs already trained (more than
     them for a finished run, which is then extended); the new ``epochs`` is
     recorded in ``config.toml`` when training resumes. The learning-rate
     schedule depends on ``epochs``, so a run extended or shortened this way
@@ -413,6 +414,9 @@ def resume_config(out: Path, changes=None) -> tuple[TrainConfig, TrainConfig]:
     changes = {k: v for k, v in dict(changes or {}).items() if v is not None}
     run_changes = dict(changes.pop("run", None) or {})
     epochs = changes.pop("epochs", None)
+    # where the data lie is not what the run is: a data set moved to another disk may be
+    # named again (recorded in config.toml); it must hold the same files, which is not checked
+    data_dir = changes.pop("data_dir", None)
     distributed = run_changes.pop("distributed", None)
     if run_changes:
         changes["run"] = run_changes
@@ -445,6 +449,8 @@ def resume_config(out: Path, changes=None) -> tuple[TrainConfig, TrainConfig]:
     updates = {}
     if epochs is not None and epochs != saved.epochs:
         updates["epochs"] = epochs
+    if data_dir is not None and data_dir != saved.data_dir:
+        updates["data_dir"] = data_dir
     if distributed is not None:
         updates["run"] = {"distributed": bool(distributed)}
     return (saved.updated(updates) if updates else saved), saved
@@ -491,7 +497,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
                                        f"of {steps} steps")
         output.rewrite_metrics(state.metrics)
         if saved is not None and cfg.to_dict() != saved.to_dict():
-            output.config(cfg)  # --epochs (or --distributed) changed: config.toml says what the run now is
+            output.config(cfg)  # --epochs, --data-dir or --distributed changed: config.toml says what the run now is
         where = f", step {state.step + 1}/{steps}" if state.step else ""
         log(f"resuming {output.path} at epoch {state.epoch + 1}/{cfg.epochs}{where}")
     else:
