@@ -119,3 +119,70 @@ def test_imagenet_needs_a_data_dir(tmp_path, capsys):
     code = main(["train", "--data", "imagenet", "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--data-dir" in err[0]
+
+
+def _live_processes(*markers: str) -> set[int]:
+    """Live processes (not zombies) whose command line names any of ``markers``."""
+    import os
+
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if any(m in cmd for m in markers) and state not in ("Z", "X"):
+            found.add(int(entry))
+    return found
+
+
+@pytest.mark.slow
+def test_repeated_imagenet_folder_runs_never_hang_and_leave_no_worker(tmp_path, imagenet_root):
+    """Issue 11's hang: 1 run in 5 or 6 of KP on an ImageNet folder with decoding workers spun for ever
+    inside numpy.linalg.norm. Ten runs in a row (BLAS threads left on), each must end within 120 s with
+    status 0; then one is sent SIGTERM mid-run and must end within 10 s with status 130; no decoding
+    worker of any of them may be left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg_path = tmp_path / "in.toml"
+    cfg_path.write_text(
+        "epochs = 2\nbatch_size = 4\nmodel = 'convnet'\nrule = 'kp'\n"
+        "[model_options]\nchannels = [4, 8]\nhidden = 16\n"
+        "[run]\nimage_size = 32\nworkers = 4\neval_batch_size = 4\ndelta_batch_size = 6\n")
+    # the runs themselves name tmp_path; their decoding workers and fork server are multiprocessing's
+    markers = (str(tmp_path), "multiprocessing")
+    before = _live_processes(*markers)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "weightmirror", "train", "--data", "imagenet", "--data-dir",
+                str(imagenet_root), "--config", str(cfg_path), "--out", str(out), "--quiet"]
+
+    for i in range(10):
+        out = tmp_path / f"run{i}"
+        t = time.time()
+        proc = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (i, proc.stderr[-2000:])
+        assert (out / results.SUMMARY).is_file(), i
+        assert time.time() - t < 120
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / results.CHECKPOINT).is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    t = time.time()
+    err = proc.communicate(timeout=10)[1]
+    assert time.time() - t < 10 and proc.returncode in (0, 130), err  # 0: it had just finished
+    deadline = time.time() + 10
+    while _live_processes(*markers) - before and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _live_processes(*markers) - before, "a decoding worker outlived its run"
