@@ -82,6 +82,8 @@ __all__ = [
     "Phases",
     "CircuitSpec",
     "parse_duration",
+    "parse_voltage",
+    "SPIKING_KINDS",
 ]
 
 
@@ -92,7 +94,9 @@ class SpecError(InputError):
 #: --device values: runtime (NumPy target), cython (runtime, Cython target),
 #: cpp (cpp_standalone), cuda (cuda_standalone through brian2cuda).
 DEVICES = ("runtime", "cython", "cpp", "cuda")
-NEURON_KINDS = ("rate", "spiking")
+NEURON_KINDS = ("rate", "spiking", "lif")
+#: neuron kinds that fire spikes (their synapses and Hebbian terms read filtered spike trains)
+SPIKING_KINDS = ("spiking", "lif")
 SPIKE_MODELS = ("poisson",)
 ACTIVATIONS = ("relu", "linear")
 SCHEDULES = ("mirror", "engaged", "alternate")
@@ -125,6 +129,38 @@ def parse_duration(value: Any, what: str = "duration") -> float:
     raise SpecError(f"{what}: cannot read {value!r} as a duration (examples: 2s, 500ms, 0.25)")
 
 
+#: per neuron kind that fires spikes: (baseline rate ν₀ in Hz, gain G in Hz per unit, largest rate in Hz)
+#: when the declaration leaves them out. Poisson units keep 0.2.0's values; LIF neurons fire
+#: around 20 Hz (cortical pyramidal cells fire at a few to a few tens of Hz) and their largest
+#: rate is set by the refractory period.
+_RATE_DEFAULTS = {"rate": (200.0, 100.0, 1000.0), "spiking": (200.0, 100.0, 1000.0), "lif": (20.0, 10.0, None)}
+
+
+_VOLT_UNITS = {"v": 1.0, "mv": 1e-3, "uv": 1e-6}
+
+
+def parse_voltage(value: Any, what: str = "voltage") -> float:
+    """Volts from ``-0.07``, ``"-70mV"``, ``"5 mV"``, ``"0.005V"``."""
+    if isinstance(value, bool):
+        raise SpecError(f"{what}: expected a voltage, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for unit in sorted(_VOLT_UNITS, key=len, reverse=True):
+            if text.endswith(unit):
+                try:
+                    return float(text[: -len(unit)].strip()) * _VOLT_UNITS[unit]
+                except ValueError:
+                    break
+        else:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+    raise SpecError(f"{what}: cannot read {value!r} as a voltage (examples: -70mV, 5mV, -0.07)")
+
+
 @dataclass(frozen=True)
 class NeuronModel:
     """How every population's units behave.
@@ -139,38 +175,113 @@ class NeuronModel:
     ``a`` (``τ_a da/dt = -a``, ``a += 1/τ_a`` per spike) decoded as
     ``(a - ν₀)/g``.
 
+    ``kind = "lif"``: leaky integrate-and-fire neurons (``circuits.lif``)::
+
+        τ_m dV/dt = V_rest + μ₀ + k·y - V + σ_V √(2τ_m) ξ(t),   V > θ: spike, V ← V_reset,
+                    held for τ_ref
+
+    with ``y`` as above (``v`` for feedback units) and ``μ₀``, ``k`` solved
+    from the neuron's f–I curve (the Siegert formula) so that it fires
+    ``ν ≈ ν₀ + g·y`` (``circuits.lif.calibrate``); ``σ_V`` is the membrane's
+    background fluctuation, which makes firing irregular and the f–I curve
+    smooth. Its spikes reach the next population through **current-based
+    exponential synapses**: each spike of presynaptic neuron ``i`` adds
+    ``w_ij/(g τ_syn)`` to the postsynaptic current ``I`` (``τ_syn dI/dt = -I``),
+    so ``I`` averages ``Σ_i w_ij ν_i / g``; the part carried by the baseline,
+    ``Σ_i w_ij ν₀/g``, is taken away by a matched bias (as balancing
+    inhibition holds a cortical cell at its operating point), leaving
+    ``Σ_i w_ij y_i`` on average. ``I`` drives the unit's ``v``; Hebbian terms
+    and the one-to-one links between a unit's forward and feedback partners
+    read the decoded filtered spike train, as for Poisson units.
+
     Parameters
     ----------
-    kind : ``"rate"`` or ``"spiking"``.
-    tau : membrane (rate) time constant τ in seconds.
+    kind : ``"rate"``, ``"spiking"`` (Poisson) or ``"lif"``.
+    tau : time constant τ of ``v`` in seconds (the rate unit; the dendritic
+        integration of a spiking unit).
     activation : hidden-layer nonlinearity in engaged mode (``relu``/``linear``).
     spike_model : ``"poisson"``.
-    baseline_rate : ν₀ in Hz (spiking).
-    gain : g in Hz per unit of activity (spiking).
-    max_rate : ν_max in Hz (spiking).
+    baseline_rate : ν₀ in Hz (spiking; default 200 for Poisson, 20 for LIF).
+    gain : g in Hz per unit of activity (default 100 for Poisson, 10 for LIF).
+    max_rate : ν_max in Hz (Poisson, default 1000); for LIF ``1/τ_ref``,
+        which it must equal if given.
     tau_trace : τ_a of the spike-train filter in seconds (spiking).
+    tau_m : LIF membrane time constant (s; 20 ms).
+    v_rest, v_threshold, v_reset : LIF resting potential, threshold, reset
+        (V; −70, −50, −60 mV).
+    refractory : LIF absolute refractory period τ_ref (s; 2 ms).
+    v_noise : LIF membrane fluctuation σ_V (V; 5 mV).
+    tau_syn : LIF synaptic current time constant (s; 5 ms, as AMPA/GABA_A
+        currents decay).
     """
 
     kind: str = "rate"
     tau: float = 1e-3
     activation: str = "relu"
     spike_model: str = "poisson"
-    baseline_rate: float = 200.0
-    gain: float = 100.0
-    max_rate: float = 1000.0
+    baseline_rate: float | None = None
+    gain: float | None = None
+    max_rate: float | None = None
     tau_trace: float = 10e-3
+    tau_m: float = 20e-3
+    v_rest: float = -70e-3
+    v_threshold: float = -50e-3
+    v_reset: float = -60e-3
+    refractory: float = 2e-3
+    v_noise: float = 5e-3
+    tau_syn: float = 5e-3
 
     def __post_init__(self):
         choice(self.kind, NEURON_KINDS, "neuron.kind", SpecError)
         number(self.tau, "neuron.tau (time constant, s)", SpecError, low=0, low_open=True)
         choice(self.activation, ACTIVATIONS, "neuron.activation", SpecError)
         choice(self.spike_model, SPIKE_MODELS, "neuron.spike_model", SpecError)
-        for name, unit in (("baseline_rate", "Hz"), ("gain", "Hz per unit"), ("max_rate", "Hz"),
-                           ("tau_trace", "s")):
+        nu0, g, numax = _RATE_DEFAULTS[self.kind]
+        for name, default in (("baseline_rate", nu0), ("gain", g)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        for name, unit in (("baseline_rate", "Hz"), ("gain", "Hz per unit"), ("tau_trace", "s"), ("tau_m", "s"),
+                           ("refractory", "s"), ("tau_syn", "s")):
             number(getattr(self, name), f"neuron.{name} ({unit})", SpecError, low=0, low_open=True)
+        for name in ("v_rest", "v_threshold", "v_reset"):
+            number(getattr(self, name), f"neuron.{name} (V)", SpecError, low=-1.0, high=1.0)
+        number(self.v_noise, "neuron.v_noise (V)", SpecError, low=0, high=1.0)
+        if self.kind == "lif":
+            largest = 1.0 / self.refractory
+            if self.max_rate is not None and not math.isclose(float(self.max_rate), largest, rel_tol=1e-9):
+                raise SpecError(f"neuron.max_rate ({self.max_rate:g} Hz): a LIF neuron's largest rate is "
+                                f"1/refractory ({largest:g} Hz); leave max_rate out or set neuron.refractory")
+            object.__setattr__(self, "max_rate", largest)
+            if not self.baseline_rate < largest:
+                raise SpecError(f"neuron.baseline_rate ({self.baseline_rate:g} Hz) must be below 1/refractory "
+                                f"({largest:g} Hz), the LIF neuron's largest rate")
+            if not self.v_reset < self.v_threshold:
+                raise SpecError(f"neuron.v_reset ({self.v_reset * 1e3:g} mV) must be below neuron.v_threshold "
+                                f"({self.v_threshold * 1e3:g} mV)")
+            if self.v_noise == 0:
+                raise SpecError("neuron.v_noise must be > 0 for LIF neurons: without membrane fluctuations "
+                                "the f–I curve has no slope below threshold and small signals are lost")
+        elif self.max_rate is None:
+            object.__setattr__(self, "max_rate", numax)
+        number(self.max_rate, "neuron.max_rate (Hz)", SpecError, low=0, low_open=True)
         if self.max_rate <= self.baseline_rate:
             raise SpecError(f"neuron.max_rate ({self.max_rate:g} Hz) must be above neuron.baseline_rate "
                             f"({self.baseline_rate:g} Hz): the rate is clipped to [0, max_rate] around the baseline")
+
+    @property
+    def spikes(self) -> bool:
+        """Do the units fire spikes (Poisson or LIF)?"""
+        return self.kind in SPIKING_KINDS
+
+    def lif_code(self, sigma_signal: float = 1.0):
+        """The LIF drive that carries ``y`` as ``ν₀ + g y`` (:class:`circuits.lif.LIFCode`)."""
+        from .lif import calibrate
+
+        try:
+            return calibrate(self.baseline_rate, self.gain, self.v_noise, self.tau_m, self.refractory, self.v_rest,
+                             self.v_threshold, self.v_reset)
+        except ValueError as exc:
+            raise SpecError(f"neuron: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -457,6 +568,11 @@ class CircuitSpec:
         integer(self.downsample, "downsample", SpecError, low=1)
         if self.dt > self.neuron.tau:
             raise SpecError(f"dt ({self.dt} s) must not exceed neuron.tau ({self.neuron.tau} s)")
+        if self.neuron.kind == "lif":
+            for name in ("refractory", "tau_syn", "tau_m"):
+                if getattr(self.neuron, name) < self.dt - 1e-12:
+                    raise SpecError(f"neuron.{name} ({getattr(self.neuron, name)} s) must not be below dt ({self.dt} s)")
+            self.neuron.lif_code()  # a baseline that no drive reaches is an error here, not in the build
         if self.neuron.kind == "spiking" and self.neuron.max_rate * self.dt > 1 + 1e-9:
             # a Poisson unit fires at most once per step: a higher rate would be capped silently
             raise SpecError(f"neuron.max_rate ({self.neuron.max_rate:g} Hz) must not exceed 1/dt "
@@ -598,14 +714,19 @@ class CircuitSpec:
 
 #: per section, the keys read as durations (``2s``, ``500ms``, ``0.25``).
 _DURATIONS = {
-    "neuron": ("tau", "tau_trace"),
+    "neuron": ("tau", "tau_trace", "tau_m", "refractory", "tau_syn"),
     "noise": ("correlation_time",),
     "phases": ("duration", "mirror_duration", "engaged_duration", "presentation",
                "parity_period", "record_interval"),
 }
 
 
+#: per section, the keys read as voltages (``-70mV``, ``-0.07``).
+_VOLTAGES = {"neuron": ("v_rest", "v_threshold", "v_reset", "v_noise")}
+
+
 def _section(klass, name: str, values: Any) -> Any:
-    """The ``[name]`` table as ``klass``: keys and value types checked, durations read with units."""
-    return from_table(klass, values, f"[{name}]", SpecError,
-                      convert=dict.fromkeys(_DURATIONS[name], parse_duration))
+    """The ``[name]`` table as ``klass``: keys and value types checked, durations and voltages read with units."""
+    convert = dict.fromkeys(_DURATIONS[name], parse_duration)
+    convert.update(dict.fromkeys(_VOLTAGES.get(name, ()), parse_voltage))
+    return from_table(klass, values, f"[{name}]", SpecError, convert=convert)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from weightmirror import results
+from weightmirror.circuits.spec import SPIKING_KINDS
 
 from . import style
 from .inputs import SkipFigure, missing, no_runs_reason, own_label
@@ -68,7 +69,7 @@ def panel(ax, arrays: dict, t0: float, t1: float) -> None:
 
 
 def make(runs, out_dir: Path) -> dict:
-    spiking = [r for r in runs if r.kind == "circuit" and r.neuron == "spiking"]
+    spiking = [r for r in runs if r.kind == "circuit" and r.neuron in SPIKING_KINDS]
     if not spiking:
         raise SkipFigure("no spiking circuit run among the results (weightmirror circuit --neuron spiking)")
     why = {str(r.path): missing(r, "config", "spikes") for r in spiking if missing(r, "config", "spikes")}

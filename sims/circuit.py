@@ -435,14 +435,14 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
         row["weight_norms"] = {f"W{l}": float(np.linalg.norm(W)) for l, W in enumerate(Ws[r], 1)}
         row["weight_norms"].update({f"B{l}": float(np.linalg.norm(B)) for l, B in enumerate(Bs[r], 1)})
         if r and rec["rates"]:
-            key = "rates_hz" if spec.neuron.kind == "spiking" else "rates"
+            key = "rates_hz" if spec.neuron.spikes else "rates"
             row[key] = {}
             for name in names:
                 tt, vals = rec["rates"][name]
                 sel = (tt > t0) & (tt <= t + 1e-12)
                 if not np.any(sel):
                     row[key][name] = None
-                elif spec.neuron.kind == "spiking":
+                elif spec.neuron.spikes:
                     row[key][name] = float(np.mean(vals[sel]))
                 else:
                     row[key][name] = float(np.mean(vals[:, sel]))

@@ -294,7 +294,7 @@ def _add_circuit_parser(sub) -> None:
     p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default: wm)")
     p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
                    help="population sizes (default: 784,100,10)")
-    p.add_argument("--neuron", choices=NEURON_KINDS, default=None, help="neuron model (default: rate)")
+    p.add_argument("--neuron", choices=NEURON_KINDS, default=None, help="neuron model: rate units, spiking (Poisson) or lif (leaky integrate-and-fire, 20 Hz baseline) (default: rate)")
     p.add_argument("--phase", choices=SCHEDULES, default=None,
                    help="mirror, engaged or alternate (default: mirror for wm, engaged otherwise)")
     p.add_argument("--duration", default=None, metavar="T", help="simulated time, e.g. 2s or 500ms (default: 2s)")

@@ -70,7 +70,9 @@ NOISE_CODE = {
     "uniform": "s_noise*sqrt(12.0)*(rand() - 0.5)",
 }
 
-__all__ = ["BrianCircuit", "init_weights", "filter_gain", "mirror_gain", "PopulationNames", "NOISE_CODE"]
+__all__ = ["BrianCircuit", "init_weights", "filter_gain", "mirror_gain", "lif_mirror_gain", "lif_equations",
+           "lif_group_options", "lif_namespace", "PopulationNames",
+           "NOISE_CODE"]
 
 
 def init_weights(spec: CircuitSpec, seed: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -161,6 +163,84 @@ def mirror_gain(tau: float, dt: float, hold_steps: int, tau_trace: float | None 
     return kappa
 
 
+def lif_equations(var: str) -> str:
+    """Brian2 equations of a LIF unit that carries ``var`` (a dimensionless signal) in its rate.
+
+    The membrane of ``circuits.lif`` with drive ``mu0 + kv*var`` (``mu0``,
+    ``kv`` from :meth:`NeuronModel.lif_code`: it fires ``nu0 + gain*var`` to
+    first order), the filtered spike train ``a`` and its decoded value ``r``.
+    Namespace: ``v_rest, mu0, kv, tau_m, v_noise, tau_a, nu0, gain``.
+    """
+    return (f"dV/dt = (v_rest + mu0 + kv*{var} - V)/tau_m + v_noise*sqrt(2/tau_m)*xi : volt (unless refractory)\n"
+            "da/dt = -a/tau_a : Hz\n"
+            "r = (a - nu0)/gain : 1\n")
+
+
+def lif_group_options(neuron) -> dict:
+    """``NeuronGroup`` keywords of a LIF population: threshold, reset (the trace jumps), refractoriness,
+    and Euler-Maruyama integration (the membrane noise makes the equations stochastic)."""
+    from brian2 import second
+
+    return dict(threshold="V > v_th", reset="V = v_reset\na += 1/tau_a", refractory=neuron.refractory * second,
+                method="euler")
+
+
+def lif_namespace(neuron) -> dict:
+    """The constants :func:`lif_equations` and :func:`lif_group_options` read, with units."""
+    from brian2 import Hz, second, volt
+
+    code = neuron.lif_code()
+    return dict(tau_m=neuron.tau_m * second, v_rest=neuron.v_rest * volt, v_th=neuron.v_threshold * volt,
+                v_reset=neuron.v_reset * volt, v_noise=neuron.v_noise * volt, tau_syn=neuron.tau_syn * second,
+                mu0=code.mu0 * volt, kv=code.k * volt, tau_a=neuron.tau_trace * second,
+                nu0=neuron.baseline_rate * Hz, gain=neuron.gain * Hz)
+
+
+def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
+    """κ of :func:`mirror_gain` for LIF neurons (an approximation of their rate response).
+
+    The expected signal of each LIF unit passes its dendrite ``v`` (time
+    constant τ, integrated by Euler's method: LIF groups are stochastic), its
+    membrane, whose rate response is taken as one more exponential low-pass
+    of time constant ``τ_m`` (exact at low frequencies; a noisy LIF neuron
+    follows fast input changes somewhat faster, so κ is slightly
+    underestimated and B's scale, not its direction, slightly overestimated),
+    and the spike-train filter ``τ_a``. The forward hop from the noise
+    source to the responding layer passes the synaptic current (``τ_syn``)
+    and reads the source's rate; the one-to-one copies into the feedback
+    units read the decoded filtered trains. One step per hop, as Brian2 runs
+    it.
+    """
+    a_v = 1.0 - dt / neuron.tau
+    a_m = math.exp(-dt / neuron.tau_m)
+    a_t = math.exp(-dt / neuron.tau_trace)
+    a_s = math.exp(-dt / neuron.tau_syn)
+    K = int(hold_steps)
+    slow = neuron.tau + neuron.tau_m + neuron.tau_trace + neuron.tau_syn
+    M = int(math.ceil(60 * slow / (K * dt))) + 3
+
+    def unit():
+        return {"v": 0.0, "m": 0.0, "r": 0.0}
+
+    def advance(u, inp):
+        u["v"] = a_v * u["v"] + (1 - a_v) * inp
+        u["m"] = a_m * u["m"] + (1 - a_m) * u["v"]
+        u["r"] = a_t * u["r"] + (1 - a_t) * u["m"]
+
+    src, resp, dsrc, dresp = unit(), unit(), unit(), unit()
+    syn = 0.0
+    kappa = 0.0
+    for n in range(M * K):
+        xi = 1.0 if n < K else 0.0
+        if n % K == 0 and n > 0:
+            kappa += dsrc["r"] * dresp["r"]
+        inputs = (xi, syn, src["r"], resp["r"])
+        syn = a_s * syn + (1 - a_s) * src["m"]  # the current the source's spikes drive in the response
+        for u, inp in zip((src, resp, dsrc, dresp), inputs):
+            advance(u, inp)
+    return kappa
+
+
 @dataclass(frozen=True)
 class PopulationNames:
     forward: tuple[str, ...]
@@ -224,11 +304,17 @@ class BrianCircuit:
         return PopulationNames(tuple(f"y{l}" for l in range(n)), tuple(f"delta{l}" for l in range(n)))
 
     def gains(self) -> dict[str, float]:
-        """Noise amplitude (σ, as in rate mode) and the mirror's settled gain κ (see :func:`mirror_gain`)."""
+        """Noise amplitude (σ, as in rate mode) and the mirror's settled gain κ (see :func:`mirror_gain`).
+
+        LIF neurons: :func:`lif_mirror_gain`.
+        """
         spec = self.spec
         hold = int(round(spec.noise.correlation_time / spec.dt))
-        trace = spec.neuron.tau_trace if spec.neuron.kind == "spiking" else None
-        return {"noise_amplitude": spec.sigma, "kappa": mirror_gain(spec.neuron.tau, spec.dt, hold, trace)}
+        neuron = spec.neuron
+        if neuron.kind == "lif":
+            return {"noise_amplitude": spec.sigma, "kappa": lif_mirror_gain(neuron, spec.dt, hold)}
+        trace = neuron.tau_trace if neuron.spikes else None
+        return {"noise_amplitude": spec.sigma, "kappa": mirror_gain(neuron.tau, spec.dt, hold, trace)}
 
     # ------------------------------------------------------------------
     def _build(self) -> None:
@@ -242,7 +328,8 @@ class BrianCircuit:
         dt = spec.dt * second
         defaultclock.dt = dt
         b2.seed(spec.seed)
-        spiking = spec.neuron.kind == "spiking"
+        spiking = spec.neuron.spikes
+        lif = spec.neuron.kind == "lif"
         g = self.gains()
         self.kappa = g["kappa"]
         gate_m = GATE_M.format(half_dt=repr(spec.dt / 2))
@@ -256,6 +343,8 @@ class BrianCircuit:
             "tau_a": spec.neuron.tau_trace * second,
             "s_noise": g["noise_amplitude"],
         }
+        if lif:
+            ns.update(lif_namespace(spec.neuron))
         # time-dependent inputs -------------------------------------------
         total = spec.phases.duration
         n_par = int(math.ceil(total / spec.phases.parity_period)) + 2
@@ -291,11 +380,27 @@ class BrianCircuit:
         def out_eqs(var: str) -> str:
             if not spiking:
                 return f"r = {var} : 1\n"
+            if lif:
+                return lif_equations(var)
             return (f"nu = clip(nu0 + gain*{var}, 0*Hz, numax) : Hz\n"
                     "da/dt = -a/tau_a : Hz\n"
                     "r = (a - nu0)/gain : 1\n")
 
-        spike_kw = dict(threshold="rand() < nu*dt", reset="a += 1/tau_a") if spiking else {}
+        def synaptic_input(name: str) -> str:
+            """``name``: the summed input of W (``drive``) or B (``fb``) synapses; for LIF the current their
+            spikes drive, less its baseline part (see ``NeuronModel``)."""
+            if not lif:
+                return f"{name} : 1\n"
+            return (f"dI_{name}/dt = -I_{name}/tau_syn : 1\n"
+                    f"offset_{name} : 1\n"
+                    f"{name} = I_{name} - offset_{name} : 1\n")
+
+        if lif:
+            spike_kw = lif_group_options(spec.neuron)
+        elif spiking:
+            spike_kw = dict(threshold="rand() < nu*dt", reset="a += 1/tau_a", method="exact")
+        else:
+            spike_kw = dict(method="exact")
         Y, D = [], []
         for l in range(nL):
             hidden = 0 < l < L
@@ -317,14 +422,16 @@ class BrianCircuit:
             if l == 0:
                 eqs += "drive = engaged_on*stim(t, i) : 1\n" if engaged_used else "drive = 0 : 1\n"
             else:
-                eqs += "drive : 1\n"
+                eqs += synaptic_input("drive")
             eqs += out_eqs("y")
-            G = NeuronGroup(spec.layers[l], eqs, method="exact", name=f"y{l}", namespace=ns, **spike_kw)
+            G = NeuronGroup(spec.layers[l], eqs, name=f"y{l}", namespace=ns, **spike_kw)
             G.par = l % 2
             G.run_regularly(f"noise_in = {noise_code}", dt=spec.noise.correlation_time * second, when="start",
                             order=-1, name=f"y{l}_noise")
             if spiking:
                 G.a = spec.neuron.baseline_rate * Hz
+            if lif:  # desynchronised: membranes spread between reset and threshold
+                G.V = "v_reset + rand()*(v_th - v_reset)"
             Y.append(G)
 
             top = l == L
@@ -336,13 +443,15 @@ class BrianCircuit:
                 target = "target_values(t, i)" if engaged_used else "0"
                 eqs += f"I_in = mirror_on*ycopy + engaged_on*(ycopy - target) : 1\ntarget = {target} : 1\n"
             elif use_phi:
-                eqs += "I_in = mirror_on*ycopy + engaged_on*yslope*fb : 1\nfb : 1\nyslope : 1\n"
+                eqs += "I_in = mirror_on*ycopy + engaged_on*yslope*fb : 1\nyslope : 1\n" + synaptic_input("fb")
             else:
-                eqs += "I_in = mirror_on*ycopy + engaged_on*fb : 1\nfb : 1\n"
+                eqs += "I_in = mirror_on*ycopy + engaged_on*fb : 1\n" + synaptic_input("fb")
             eqs += out_eqs("v")
-            H = NeuronGroup(spec.layers[l], eqs, method="exact", name=f"delta{l}", namespace=ns, **spike_kw)
+            H = NeuronGroup(spec.layers[l], eqs, name=f"delta{l}", namespace=ns, **spike_kw)
             if spiking:
                 H.a = spec.neuron.baseline_rate * Hz
+            if lif:
+                H.V = "v_reset + rand()*(v_th - v_reset)"
             D.append(H)
 
         # one-to-one links -------------------------------------------------
@@ -367,15 +476,24 @@ class BrianCircuit:
             n_pre, n_post = spec.layers[l - 1], spec.layers[l]
             ii = np.repeat(np.arange(n_pre), n_post)
             jj = np.tile(np.arange(n_post), n_pre)
-            SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)", name=f"W{l}", namespace=ns)
+            if lif:  # each spike adds w/(gain*tau_syn) to the current; its baseline part is taken away
+                SW = Synapses(Y[l - 1], Y[l], "w : 1\noffset_drive_post = w*nu0/gain : 1 (summed)",
+                              on_pre="I_drive_post += w/(gain*tau_syn)", name=f"W{l}", namespace=ns)
+            else:
+                SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)", name=f"W{l}", namespace=ns)
             SW.connect(i=ii, j=jj)
             SW.run_regularly(engaged_update("w", GATE_E, keep_e, eta_e, dtp, "r_pre", "err_post"),
                              dt=dtp * second, when="groups", order=-0.5, name=f"W{l}_plasticity")
             # B_l: delta_l (pre, index i over n_l) -> delta_{l-1} (post, j over n_{l-1})
             bi = np.repeat(np.arange(n_post), n_pre)
             bj = np.tile(np.arange(n_pre), n_post)
-            SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\nsource_parity : 1 (shared, constant)\n"
-                          "armed : 1 (shared)", name=f"B{l}", namespace=ns)
+            shared = "source_parity : 1 (shared, constant)\narmed : 1 (shared)"
+            if lif:
+                SB = Synapses(D[l], D[l - 1], "b : 1\noffset_fb_post = b*nu0/gain : 1 (summed)\n" + shared,
+                              on_pre="I_fb_post += b/(gain*tau_syn)", name=f"B{l}", namespace=ns)
+            else:
+                SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\n" + shared, name=f"B{l}",
+                              namespace=ns)
             SB.connect(i=bi, j=bj)
             SB.source_parity = (l - 1) % 2
             build_feedback_plasticity(FeedbackPathway(
@@ -535,7 +653,7 @@ class BrianCircuit:
                 out["W"].append(w.T.reshape(-1, n_pre, n_post).transpose(0, 2, 1))
                 out["B"].append(b.T.reshape(-1, n_post, n_pre))
         for name, mon in self.mon_rates.items():
-            if self.spec.neuron.kind == "spiking":
+            if self.spec.neuron.spikes:
                 out["rates"][name] = (np.asarray(mon.t / second), np.asarray(mon.rate / (1 / second)))
             else:
                 out["rates"][name] = (np.asarray(mon.t / second), np.asarray(mon.r))
