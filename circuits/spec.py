@@ -213,6 +213,14 @@ class NeuronModel:
     v_noise : LIF membrane fluctuation σ_V (V; 5 mV).
     tau_syn : LIF synaptic current time constant (s; 5 ms, as AMPA/GABA_A
         currents decay).
+    delay_forward, delay_feedback : LIF axonal + synaptic delay of the
+        forward synapses W and of the feedback synapses B (s; 0, a whole
+        multiple of dt). A spike of the presynaptic neuron reaches the
+        postsynaptic current this long after it was fired; the one-to-one
+        links between a unit's forward and feedback partners have none. The
+        mirror's gain κ counts the forward delay, and engaged mode needs a
+        presentation whose settling half outlasts the delays of a whole
+        round trip (checked).
     """
 
     kind: str = "rate"
@@ -230,6 +238,8 @@ class NeuronModel:
     refractory: float = 2e-3
     v_noise: float = 5e-3
     tau_syn: float = 5e-3
+    delay_forward: float = 0.0
+    delay_feedback: float = 0.0
 
     def __post_init__(self):
         choice(self.kind, NEURON_KINDS, "neuron.kind", SpecError)
@@ -246,6 +256,11 @@ class NeuronModel:
         for name in ("v_rest", "v_threshold", "v_reset"):
             number(getattr(self, name), f"neuron.{name} (V)", SpecError, low=-1.0, high=1.0)
         number(self.v_noise, "neuron.v_noise (V)", SpecError, low=0, high=1.0)
+        for name in ("delay_forward", "delay_feedback"):
+            number(getattr(self, name), f"neuron.{name} (s)", SpecError, low=0, high=1.0)
+            if getattr(self, name) > 0 and self.kind != "lif":
+                raise SpecError(f"neuron.{name}: delays need spike-driven synapses (neuron.kind = 'lif'); "
+                                f"{self.kind} units' synapses read a continuous signal")
         if self.kind == "lif":
             largest = 1.0 / self.refractory
             if self.max_rate is not None and not math.isclose(float(self.max_rate), largest, rel_tol=1e-9):
@@ -573,6 +588,16 @@ class CircuitSpec:
                 if getattr(self.neuron, name) < self.dt - 1e-12:
                     raise SpecError(f"neuron.{name} ({getattr(self.neuron, name)} s) must not be below dt ({self.dt} s)")
             self.neuron.lif_code()  # a baseline that no drive reaches is an error here, not in the build
+            for name in ("delay_forward", "delay_feedback"):
+                r = getattr(self.neuron, name) / self.dt
+                if abs(r - round(r)) > 1e-6:
+                    raise SpecError(f"neuron.{name} ({getattr(self.neuron, name)} s) must be a whole multiple of "
+                                    f"dt ({self.dt} s)")
+            trip = self.n_weight_layers * (self.neuron.delay_forward + self.neuron.delay_feedback)
+            if self.phases.schedule != "mirror" and trip >= self.phases.presentation / 2:
+                raise SpecError(f"phases.presentation ({self.phases.presentation} s): its settling half must "
+                                f"outlast the delays of a round trip through the {self.n_weight_layers} weight "
+                                f"layers ({trip:g} s); lengthen it or shorten the delays")
         if self.neuron.kind == "spiking" and self.neuron.max_rate * self.dt > 1 + 1e-9:
             # a Poisson unit fires at most once per step: a higher rate would be capped silently
             raise SpecError(f"neuron.max_rate ({self.neuron.max_rate:g} Hz) must not exceed 1/dt "
@@ -714,7 +739,7 @@ class CircuitSpec:
 
 #: per section, the keys read as durations (``2s``, ``500ms``, ``0.25``).
 _DURATIONS = {
-    "neuron": ("tau", "tau_trace", "tau_m", "refractory", "tau_syn"),
+    "neuron": ("tau", "tau_trace", "tau_m", "refractory", "tau_syn", "delay_forward", "delay_feedback"),
     "noise": ("correlation_time",),
     "phases": ("duration", "mirror_duration", "engaged_duration", "presentation",
                "parity_period", "record_interval"),

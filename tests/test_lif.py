@@ -148,3 +148,58 @@ def test_lif_circuit_mirror_fires_at_cortical_rates_and_moves_b_towards_w(tmp_pa
         assert len(t) > 50
         for k in np.unique(i):
             assert np.diff(np.sort(t[i == k])).min() >= spec.neuron.refractory - 1e-9
+
+
+def _arrivals(delay: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step indices of the input population's spikes and of the jumps of the next population's synaptic
+    current, in a LIF mirror circuit whose forward synapses have ``delay``."""
+    from brian2 import SpikeMonitor, StateMonitor
+
+    from weightmirror.circuits.brian.network import BrianCircuit
+    from weightmirror.circuits.rules import WeightMirror
+    from weightmirror.circuits.spec import Noise, Phases
+
+    spec = CircuitSpec(layers=(3, 2), rule=WeightMirror(adaptive=False, lr=0.05, decay=0.05, mirror_batch_size=8),
+                       neuron=NeuronModel(kind="lif", delay_forward=delay), noise=Noise(correlation_time=0.01),
+                       phases=Phases(schedule="mirror", duration=0.3, record_interval=0.1, parity_period=0.05))
+    circuit = BrianCircuit(spec, record_weights=False, record_rates=False)
+    try:
+        pre = SpikeMonitor(circuit.Y[0], name="test_pre")
+        post = StateMonitor(circuit.Y[1], "I_drive", record=[0], when="end", name="test_post")
+        circuit.net.add(pre, post)
+        circuit.run_phase("mirror", 0.3)
+        dt = spec.dt
+        current = np.asarray(post.I_drive[0])
+        decay = 1 - dt / spec.neuron.tau_syn  # Euler's step of τ_syn dI/dt = -I
+        jumps = np.flatnonzero(np.abs(current[1:] - decay * current[:-1]) > 1e-9) + 1
+        spikes = np.unique(np.round(np.asarray(pre.t / brian2.second) / dt).astype(int))
+    finally:
+        circuit.release()
+    return spikes, jumps
+
+
+def test_a_delay_shifts_every_synaptic_arrival_by_exactly_its_value():
+    """The same circuit and seed with and without a 3 ms forward delay: the input population spikes at
+    the same steps, and every jump of the next population's synaptic current comes exactly 3 ms later."""
+    spikes0, jumps0 = _arrivals(0.0)
+    spikes3, jumps3 = _arrivals(3e-3)
+    assert len(spikes0) > 10 and np.array_equal(spikes0, spikes3)
+    assert len(jumps0) > 10
+    shift = int(round(3e-3 / 0.5e-3))
+    assert np.array_equal(jumps3, jumps0[jumps0 + shift < 600] + shift)
+    # and with no delay a jump follows each spike at once (in the same step's synaptic update)
+    assert set(jumps0) <= set(spikes0)
+
+
+def test_delays_are_checked():
+    with pytest.raises(SpecError, match="delays need spike-driven synapses"):
+        NeuronModel(kind="spiking", delay_forward=1e-3)
+    with pytest.raises(SpecError, match="whole multiple of dt"):
+        CircuitSpec(layers=(4, 2), neuron=NeuronModel(kind="lif", delay_forward=0.7e-3))
+    from weightmirror.circuits.rules import KolenPollack
+    from weightmirror.circuits.spec import Phases
+
+    with pytest.raises(SpecError, match="outlast the delays of a round trip"):
+        CircuitSpec(layers=(4, 3, 2), rule=KolenPollack(), neuron=NeuronModel(kind="lif", delay_forward=3e-3,
+                                                                                delay_feedback=2e-3),
+                    phases=Phases(schedule="engaged", presentation=0.02))

@@ -209,14 +209,15 @@ def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
     source to the responding layer passes the synaptic current (``τ_syn``)
     and reads the source's rate; the one-to-one copies into the feedback
     units read the decoded filtered trains. One step per hop, as Brian2 runs
-    it.
+    it, and the forward synapses' delay (``neuron.delay_forward``) on the
+    forward hop.
     """
     a_v = 1.0 - dt / neuron.tau
     a_m = math.exp(-dt / neuron.tau_m)
     a_t = math.exp(-dt / neuron.tau_trace)
     a_s = math.exp(-dt / neuron.tau_syn)
     K = int(hold_steps)
-    slow = neuron.tau + neuron.tau_m + neuron.tau_trace + neuron.tau_syn
+    slow = neuron.tau + neuron.tau_m + neuron.tau_trace + neuron.tau_syn + neuron.delay_forward
     M = int(math.ceil(60 * slow / (K * dt))) + 3
 
     def unit():
@@ -229,13 +230,16 @@ def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
 
     src, resp, dsrc, dresp = unit(), unit(), unit(), unit()
     syn = 0.0
+    lag = int(round(neuron.delay_forward / dt))
+    sent = [0.0] * (lag + 1)  # the source's rate, as the forward synapses deliver it lag steps later
     kappa = 0.0
     for n in range(M * K):
         xi = 1.0 if n < K else 0.0
         if n % K == 0 and n > 0:
             kappa += dsrc["r"] * dresp["r"]
         inputs = (xi, syn, src["r"], resp["r"])
-        syn = a_s * syn + (1 - a_s) * src["m"]  # the current the source's spikes drive in the response
+        sent = sent[1:] + [src["m"]]
+        syn = a_s * syn + (1 - a_s) * sent[0]  # the current the source's spikes drive in the response
         for u, inp in zip((src, resp, dsrc, dresp), inputs):
             advance(u, inp)
     return kappa
@@ -482,6 +486,8 @@ class BrianCircuit:
             else:
                 SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)", name=f"W{l}", namespace=ns)
             SW.connect(i=ii, j=jj)
+            if lif and spec.neuron.delay_forward > 0:
+                SW.delay = spec.neuron.delay_forward * second
             SW.run_regularly(engaged_update("w", GATE_E, keep_e, eta_e, dtp, "r_pre", "err_post"),
                              dt=dtp * second, when="groups", order=-0.5, name=f"W{l}_plasticity")
             # B_l: delta_l (pre, index i over n_l) -> delta_{l-1} (post, j over n_{l-1})
@@ -495,6 +501,8 @@ class BrianCircuit:
                 SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\n" + shared, name=f"B{l}",
                               namespace=ns)
             SB.connect(i=bi, j=bj)
+            if lif and spec.neuron.delay_feedback > 0:
+                SB.delay = spec.neuron.delay_feedback * second
             SB.source_parity = (l - 1) % 2
             build_feedback_plasticity(FeedbackPathway(
                 spec=spec, layer=l, synapses=SB, gate_engaged=GATE_E, gate_mirror=gate_m, plasticity_dt=dtp,
