@@ -84,6 +84,7 @@ __all__ = [
     "parse_duration",
     "parse_voltage",
     "SPIKING_KINDS",
+    "MIRROR_PLASTICITY",
 ]
 
 
@@ -100,6 +101,9 @@ SPIKING_KINDS = ("spiking", "lif")
 SPIKE_MODELS = ("poisson",)
 ACTIVATIONS = ("relu", "linear")
 SCHEDULES = ("mirror", "engaged", "alternate")
+#: how the mirror's feedback synapses learn: ``sample`` (one Hebbian product of the decoded activities per
+#: noise sample, at the end of its hold) or ``stdp`` (spike-timing: a pair-based trace rule, spiking units)
+MIRROR_PLASTICITY = ("sample", "stdp")
 #: noise distributions of the mirror-mode sources (zero mean, variance σ²).
 NOISE_DISTRIBUTIONS = ("gaussian", "uniform")
 
@@ -557,6 +561,7 @@ class CircuitSpec:
     downsample: int = 1
     init: str = "he"
     label: str = ""
+    mirror_plasticity: str = "sample"
 
     def __post_init__(self):
         layers = self.layers
@@ -579,6 +584,9 @@ class CircuitSpec:
         choice(self.device, DEVICES, "device", SpecError)
         choice(self.init, ("he", "lecun"), "init", SpecError)
         string(self.label, "label", SpecError)
+        choice(self.mirror_plasticity, MIRROR_PLASTICITY, "mirror_plasticity", SpecError)
+        if self.mirror_plasticity == "stdp" and not self.neuron.spikes:
+            raise SpecError("mirror_plasticity = 'stdp' needs spiking neurons (neuron.kind = 'spiking' or 'lif')")
         integer(self.threads, "threads", SpecError, low=0)
         integer(self.downsample, "downsample", SpecError, low=1)
         if self.dt > self.neuron.tau:
@@ -686,6 +694,7 @@ class CircuitSpec:
             "downsample": self.downsample,
             "init": self.init,
             "label": self.label,
+            "mirror_plasticity": self.mirror_plasticity,
             "rule": rule,
             "neuron": dataclasses.asdict(self.neuron),
             "noise": noise,

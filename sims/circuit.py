@@ -19,7 +19,9 @@ results folder holds
     is learnt) and ``presentations`` (how many it counts);
 ``summary.json``
     rule, layers, neuron, device, simulated_seconds, wall_seconds,
-    angles_deg per layer (and the initial and predicted angles) and, after
+    angles_deg per layer (and the initial and predicted angles),
+    ``correlation_gain`` (κ) and, for a spiking mirror,
+    ``mirror_scale_from_spike_noise`` (``1 + κ_shot/κ``) and, after
     engaged learning, ``test_top1_error`` and ``train_top1_error`` (%, of
     the settled circuit on the test and training sets, as training runs
     write ``test_top1_error``) and ``task_top1_error_last_interval`` (%);
@@ -355,6 +357,12 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         rec = circuit.recorded()
         segs = list(circuit.segments)
         kappa = circuit.kappa
+        shot = None
+        if spec.neuron.spikes and spec.mirror is not None:
+            from ..circuits.brian.network import shot_noise_gain
+
+            hold = int(round(spec.noise.correlation_time / spec.dt))
+            shot = shot_noise_gain(spec.neuron, spec.dt, hold, spec.mirror_plasticity)
     finally:
         circuit.release()
         if own_build_dir:
@@ -384,6 +392,10 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         "angles_deg": [angle_degrees(B, W) for W, B in final],
         "correlation_gain": kappa,
     }
+    if shot is not None:
+        # spiking mirror: the source's spike noise adds κ_shot to κ in W's direction (circuits.brian.network.
+        # shot_noise_gain): B's expected scale is this factor times rate mode's
+        summary["mirror_scale_from_spike_noise"] = 1 + shot
     if rows and rows[-1].get("predicted_angles_deg") is not None:
         summary["predicted_angles_deg"] = rows[-1]["predicted_angles_deg"]
     if engaged:

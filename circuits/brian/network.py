@@ -56,7 +56,7 @@ import numpy as np
 
 from ..spec import CircuitSpec, SpecError
 from . import devices
-from .plasticity import FeedbackPathway, build_feedback_plasticity, engaged_update
+from .plasticity import STDP_GATE, FeedbackPathway, build_feedback_plasticity, engaged_update, stdp_mirror_code
 
 #: plasticity gates: engaged mode in the learning half of a presentation;
 #: mirror mode while the presynaptic layer of W (postsynaptic of B) is the source.
@@ -70,7 +70,8 @@ NOISE_CODE = {
     "uniform": "s_noise*sqrt(12.0)*(rand() - 0.5)",
 }
 
-__all__ = ["BrianCircuit", "init_weights", "filter_gain", "mirror_gain", "lif_mirror_gain", "lif_equations",
+__all__ = ["BrianCircuit", "init_weights", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "spiking_mirror_responses",
+           "lif_equations",
            "lif_group_options", "lif_namespace", "PopulationNames",
            "NOISE_CODE"]
 
@@ -196,29 +197,40 @@ def lif_namespace(neuron) -> dict:
                 nu0=neuron.baseline_rate * Hz, gain=neuron.gain * Hz)
 
 
-def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
-    """κ of :func:`mirror_gain` for LIF neurons (an approximation of their rate response).
+def spiking_mirror_responses(neuron, dt: float, hold_steps: int, shot: bool = False) -> dict[str, np.ndarray]:
+    """Expected responses of the mirror's four spiking units to one noise sample of unit size.
 
-    The expected signal of each LIF unit passes its dendrite ``v`` (time
-    constant τ, integrated by Euler's method: LIF groups are stochastic), its
-    membrane, whose rate response is taken as one more exponential low-pass
-    of time constant ``τ_m`` (exact at low frequencies; a noisy LIF neuron
-    follows fast input changes somewhat faster, so κ is slightly
-    underestimated and B's scale, not its direction, slightly overestimated),
-    and the spike-train filter ``τ_a``. The forward hop from the noise
-    source to the responding layer passes the synaptic current (``τ_syn``)
-    and reads the source's rate; the one-to-one copies into the feedback
-    units read the decoded filtered trains. One step per hop, as Brian2 runs
-    it, and the forward synapses' delay (``neuron.delay_forward``) on the
-    forward hop.
+    ``shot = True``: instead, to one extra spike of the source unit (its
+    rate stage carries ``1/(g dt)`` for one step, which its train and, for
+    LIF, the forward synapses read), the response that the source's spike
+    noise drives in both feedback units.
+
+    The source unit ``y_{l-1}`` holds the sample for ``hold_steps`` steps; the
+    responding unit ``y_l`` reads it through the forward synapses; the
+    feedback units ``δ_{l-1}`` (``dsrc``) and ``δ_l`` (``dresp``) copy them
+    one to one. For each of ``dsrc``, ``dresp``: ``"<unit>_m"``, the rate
+    stage (the deviation of the firing rate from ν₀, over g), and
+    ``"<unit>_r"``, the decoded filtered spike train, after every step.
+
+    Poisson units: ``v`` integrated exactly, the rate is ``ν₀ + g v`` at once,
+    the forward synapses read the source's decoded train. LIF units: ``v``
+    by Euler's method (LIF groups are stochastic), then the membrane, whose
+    rate response is taken as one more exponential low-pass of time
+    constant ``τ_m`` (exact at low frequencies; a noisy LIF neuron follows
+    fast input changes somewhat faster, so κ is slightly underestimated and
+    B's scale, not its direction, slightly overestimated); the forward hop
+    is the synaptic current (``τ_syn``) that the source's spikes drive,
+    ``neuron.delay_forward`` late. The one-to-one copies read decoded trains.
+    One step per hop, as Brian2 runs it.
     """
-    a_v = 1.0 - dt / neuron.tau
-    a_m = math.exp(-dt / neuron.tau_m)
+    lif = neuron.kind == "lif"
+    a_v = 1.0 - dt / neuron.tau if lif else math.exp(-dt / neuron.tau)
+    a_m = math.exp(-dt / neuron.tau_m) if lif else 0.0  # Poisson: the rate follows v at once
     a_t = math.exp(-dt / neuron.tau_trace)
     a_s = math.exp(-dt / neuron.tau_syn)
     K = int(hold_steps)
-    slow = neuron.tau + neuron.tau_m + neuron.tau_trace + neuron.tau_syn + neuron.delay_forward
-    M = int(math.ceil(60 * slow / (K * dt))) + 3
+    slow = neuron.tau + neuron.tau_trace + (neuron.tau_m + neuron.tau_syn + neuron.delay_forward if lif else 0.0)
+    n_steps = (int(math.ceil(60 * slow / (K * dt))) + 3) * K
 
     def unit():
         return {"v": 0.0, "m": 0.0, "r": 0.0}
@@ -230,19 +242,83 @@ def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
 
     src, resp, dsrc, dresp = unit(), unit(), unit(), unit()
     syn = 0.0
-    lag = int(round(neuron.delay_forward / dt))
+    lag = int(round(neuron.delay_forward / dt)) if lif else 0
     sent = [0.0] * (lag + 1)  # the source's rate, as the forward synapses deliver it lag steps later
-    kappa = 0.0
-    for n in range(M * K):
-        xi = 1.0 if n < K else 0.0
-        if n % K == 0 and n > 0:
-            kappa += dsrc["r"] * dresp["r"]
-        inputs = (xi, syn, src["r"], resp["r"])
-        sent = sent[1:] + [src["m"]]
-        syn = a_s * syn + (1 - a_s) * sent[0]  # the current the source's spikes drive in the response
+    out = {k: np.zeros(n_steps) for k in ("dsrc_m", "dsrc_r", "dresp_m", "dresp_r")}
+    for n in range(n_steps):
+        xi = 1.0 if n < K and not shot else 0.0
+        if lif:
+            inputs = (xi, syn, src["r"], resp["r"])
+            spike = 1.0 / (neuron.gain * dt) if shot and n == 1 else 0.0  # step 0's extra spike, sent on
+            sent = sent[1:] + [src["m"] + spike]
+            syn = a_s * syn + (1 - a_s) * sent[0]  # the current the source's spikes drive in the response
+        else:
+            inputs = (xi, src["r"], src["r"], resp["r"])
         for u, inp in zip((src, resp, dsrc, dresp), inputs):
             advance(u, inp)
-    return kappa
+        if shot and n == 0:  # the spike: one step of rate 1/dt in the source's train (LIF: and its synapses)
+            src["r"] += (1 - a_t) / (neuron.gain * dt)
+        for name, u in (("dsrc", dsrc), ("dresp", dresp)):
+            out[f"{name}_m"][n] = u["m"]
+            out[f"{name}_r"][n] = u["r"]
+    return out
+
+
+def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
+    """κ of :func:`mirror_gain` for LIF neurons: ``Σ_j δ_{l-1}(jK⁻) δ_l(jK⁻)`` of the expected responses of
+    :func:`spiking_mirror_responses` (an approximation of the LIF rate response, stated there)."""
+    h = spiking_mirror_responses(neuron, dt, hold_steps)
+    K = int(hold_steps)
+    at = np.arange(K - 1, len(h["dsrc_r"]), K)  # the event at step jK (j ≥ 1) reads the outputs of step jK - 1
+    return float(np.sum(h["dsrc_r"][at] * h["dresp_r"][at]))
+
+
+def shot_noise_gain(neuron, dt: float, hold_steps: int, rule: str = "sample") -> float:
+    """What the source's own spike noise adds to the mirror's κ (per unit of σ², for a mean rate ν₀).
+
+    The source population's spikes are a Poisson-like train around its rate;
+    that noise reaches the Hebbian term twice, through the source's own
+    feedback copy ``δ_{l-1}`` and, weighted by W, through the responding
+    layer into ``δ_l``, so it correlates like the mirror's noise and adds to
+    the expected Hebbian product in W's direction:
+    ``E[δ_l δ_{l-1}] = (κ σ² + κ_shot) W`` with, for spikes at rate ν₀,
+    ``κ_shot = ν₀ dt Σ_n h_pre[n] h_post[n]`` over the responses to one spike
+    (``shot=True`` of :func:`spiking_mirror_responses`): the stationary
+    covariance of two filtered shot noises. For the spike-timing rule the
+    pairs are (rate, train) both ways, halved as in :func:`stdp_mirror_gain`.
+    Independent noise (the feedback units' own spikes, the responding
+    layer's) adds variance but no mean. Returned as ``κ_shot / κ``, the
+    relative excess of B's expected scale over ``(η_B' σ²/λ_B') Wᵀ``.
+    """
+    h = spiking_mirror_responses(neuron, dt, hold_steps, shot=True)
+    # spikes per step: Bernoulli(ν₀ dt) for Poisson units (variance ν₀ dt (1 - ν₀ dt)); LIF trains taken as
+    # Poisson (their irregular firing at the baseline has a Fano factor near 1)
+    rate = neuron.baseline_rate * dt * ((1 - neuron.baseline_rate * dt) if neuron.kind == "spiking" else 1.0)
+    if rule == "stdp":
+        shot = rate * float(np.sum(h["dresp_m"] * h["dsrc_r"] + h["dsrc_m"] * h["dresp_r"])) / 2
+        return shot / stdp_mirror_gain(neuron, dt, hold_steps)
+    shot = rate * float(np.sum(h["dsrc_r"] * h["dresp_r"]))
+    kappa = lif_mirror_gain(neuron, dt, hold_steps) if neuron.kind == "lif" else \
+        mirror_gain(neuron.tau, dt, hold_steps, neuron.tau_trace)
+    return shot / kappa
+
+
+def stdp_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
+    """κ of the spike-timing mirror rule (:func:`circuits.brian.plasticity.stdp_mirror_code`).
+
+    That rule changes ``b`` at each presynaptic spike by the postsynaptic
+    decoded train and at each postsynaptic spike by the presynaptic one, so
+    its expected change per second is ``c g E[m_pre r_post + m_post r_pre]``
+    (``m``: rate deviations over g, ``r``: decoded trains; the baseline
+    parts average out, the noise having zero mean). For held white noise of
+    variance σ², ``E[m_pre r_post + m_post r_pre] = 2 κ σ² W`` with the time
+    average ``κ = (1/K) Σ_n (h_{m,pre} h_{r,post} + h_{m,post} h_{r,pre})[n] / 2``
+    over the responses to one sample (all lags, since samples are
+    independent).
+    """
+    h = spiking_mirror_responses(neuron, dt, hold_steps)
+    both = h["dresp_m"] * h["dsrc_r"] + h["dsrc_m"] * h["dresp_r"]
+    return float(np.sum(both) / (2 * int(hold_steps)))
 
 
 @dataclass(frozen=True)
@@ -310,11 +386,14 @@ class BrianCircuit:
     def gains(self) -> dict[str, float]:
         """Noise amplitude (σ, as in rate mode) and the mirror's settled gain κ (see :func:`mirror_gain`).
 
-        LIF neurons: :func:`lif_mirror_gain`.
+        LIF neurons: :func:`lif_mirror_gain`; the spike-timing mirror
+        (``mirror_plasticity = "stdp"``): :func:`stdp_mirror_gain`.
         """
         spec = self.spec
         hold = int(round(spec.noise.correlation_time / spec.dt))
         neuron = spec.neuron
+        if spec.mirror_plasticity == "stdp":
+            return {"noise_amplitude": spec.sigma, "kappa": stdp_mirror_gain(neuron, spec.dt, hold)}
         if neuron.kind == "lif":
             return {"noise_amplitude": spec.sigma, "kappa": lif_mirror_gain(neuron, spec.dt, hold)}
         trace = neuron.tau_trace if neuron.spikes else None
@@ -334,6 +413,7 @@ class BrianCircuit:
         b2.seed(spec.seed)
         spiking = spec.neuron.spikes
         lif = spec.neuron.kind == "lif"
+        stdp = spec.mirror_plasticity == "stdp" and spec.mirror is not None
         g = self.gains()
         self.kappa = g["kappa"]
         gate_m = GATE_M.format(half_dt=repr(spec.dt / 2))
@@ -494,11 +574,20 @@ class BrianCircuit:
             bi = np.repeat(np.arange(n_post), n_pre)
             bj = np.tile(np.arange(n_pre), n_post)
             shared = "source_parity : 1 (shared, constant)\narmed : 1 (shared)"
+            on_pre, on_post = [], []
+            if stdp:  # the spike-timing mirror: b changes at the synapse's own spikes
+                shared += "\n" + STDP_GATE
+                pre_code, post_code = stdp_mirror_code(spec, self.kappa)
+                on_pre.append(pre_code)
+                on_post.append(post_code)
             if lif:
+                on_pre.insert(0, "I_fb_post += b/(gain*tau_syn)")
                 SB = Synapses(D[l], D[l - 1], "b : 1\noffset_fb_post = b*nu0/gain : 1 (summed)\n" + shared,
-                              on_pre="I_fb_post += b/(gain*tau_syn)", name=f"B{l}", namespace=ns)
+                              on_pre="\n".join(on_pre), on_post="\n".join(on_post) or None, name=f"B{l}",
+                              namespace=ns)
             else:
                 SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\n" + shared, name=f"B{l}",
+                              on_pre="\n".join(on_pre) or None, on_post="\n".join(on_post) or None,
                               namespace=ns)
             SB.connect(i=bi, j=bj)
             if lif and spec.neuron.delay_feedback > 0:

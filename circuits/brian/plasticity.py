@@ -21,6 +21,8 @@ Looking up a rule that is not registered raises
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -107,13 +109,51 @@ def build_feedback_plasticity(pathway: FeedbackPathway) -> None:
 # ---------------------------------------------------------------------------
 # the builders
 # ---------------------------------------------------------------------------
+#: while layer l-1 is the mirror's noise source (the spike-timing rule's gate, evaluated at every event)
+STDP_GATE = "stdp_gate = mirror_on_post*(1 - abs(parity(t) - source_parity)) : 1"
+
+
+def stdp_mirror_code(spec: CircuitSpec, kappa: float) -> tuple[str, str]:
+    """``(on_pre, on_post)`` statements of the spike-timing mirror (``mirror_plasticity = "stdp"``).
+
+    A pair-based trace rule on ``B_l`` (pre ``δ_l``, post ``δ_{l-1}``): at each
+    presynaptic spike ``b += c·x̂_post``, at each postsynaptic spike
+    ``b += c·x̂_pre``, with ``x̂ = (a - ν₀)/g`` the decoded filtered spike
+    train (``τ_a da/dt = -a``, ``a += 1/τ_a`` per spike). Written as a
+    window: a pre spike at ``t_pre`` and a post spike at ``t_post`` change
+    ``b`` by ``c/(g τ_a) · e^{-|t_post - t_pre|/τ_a}`` (symmetric: either
+    order potentiates), and every spike also changes it by ``-c ν₀/g``
+    (a depression proportional to the partner's baseline rate), so that only
+    deviations from baseline count. Expected change per second:
+    ``c g E[m_pre x̂_post + m_post x̂_pre] = 2 c g κ σ² W`` (``m``: rate
+    deviation over g; ``κ``: :func:`circuits.brian.network.stdp_mirror_gain`),
+    which equals the rate rule's ``η_B' σ² W`` for ``c = η_B'/(2 g κ)``; with
+    the decay ``λ_B'`` per second (a ``run_regularly``) B relaxes toward
+    ``(η_B' σ²/λ_B') Wᵀ``, as in rate mode. Active only while layer ``l-1`` is
+    the noise source (``stdp_gate``).
+    """
+    eta, _ = spec.mirror_rates()
+    c = eta / (2.0 * spec.neuron.gain * kappa)
+    return f"b += {c!r}*stdp_gate*r_post", f"b += {c!r}*stdp_gate*r_pre"
+
+
 @register_feedback_plasticity("wm")
 def _weight_mirror(p: FeedbackPathway) -> None:
     """Mirror mode: one event per noise sample (at the end of its hold),
     ``b ← b·(1-λ_B)^{1/m} + lr/(m κ) · δ_pre δ_post`` while layer ``l-1`` was the
-    source; ``armed`` marks that the previous event was in mirror mode too."""
+    source; ``armed`` marks that the previous event was in mirror mode too.
+    With ``mirror_plasticity = "stdp"`` the Hebbian part is the spike-timing
+    rule of :func:`stdp_mirror_code` (written with the synapses' events by the
+    build) and this writes only its decay, ``b ← b·e^{-λ_B' Δt}`` every
+    plasticity step while the gate is open."""
     from brian2 import second
 
+    if p.spec.mirror_plasticity == "stdp":
+        _, lam = p.spec.mirror_rates()
+        keep = math.exp(-lam * p.plasticity_dt)
+        p.synapses.run_regularly(f"b = b*(1 - stdp_gate*{1 - keep!r})", dt=p.plasticity_dt * second,
+                                 when="groups", order=-0.5, name=f"B{p.layer}_plasticity")
+        return
     hebb, keep = p.spec.mirror.per_sample(p.mirror_gain)
     tn = p.spec.noise.correlation_time * second
     g = p.gate_mirror
