@@ -456,7 +456,7 @@ class WeightMirror(LearningRule):
     adaptive: bool = True
     mirror_input_layer: bool = False
     target_angle: float = 8.0
-    lag_angle: float = 2.0
+    lag_angle: float = 1.0
     initial_angle: float = 3.0
     min_samples: int = 1
     max_samples: int = 8192
