@@ -544,6 +544,20 @@ class CircuitSpec:
 
     See the module docstring for how the rule's per-batch parameters map to
     rates per simulated second.
+
+    ``dale = true`` (Dale's law): every forward and feedback unit is
+    excitatory, and each signed weight matrix is carried by two pathways whose
+    synapses keep their sign: an excitatory projection ``W⁺ ≥ 0`` from the
+    presynaptic units and an inhibitory one, ``W⁻ ≥ 0`` subtracted, from a
+    population of inhibitory interneurons that relay the presynaptic units
+    one to one (their own unit dynamics: the inhibitory path is one synaptic
+    hop and one time constant slower). The effective matrix ``W = W⁺ - W⁻``
+    is what angles, checkpoints and ``get_weights`` report; the signed rule's
+    change enters both parts with opposite signs, each clipped at 0
+    (``circuits.brian.plasticity.signed_update``).
+
+    ``mirror_plasticity``: ``"sample"`` or ``"stdp"`` (spiking units;
+    ``circuits.brian.plasticity.stdp_mirror_code``).
     """
 
     layers: tuple[int, ...]
@@ -562,6 +576,7 @@ class CircuitSpec:
     init: str = "he"
     label: str = ""
     mirror_plasticity: str = "sample"
+    dale: bool = False
 
     def __post_init__(self):
         layers = self.layers
@@ -585,6 +600,10 @@ class CircuitSpec:
         choice(self.init, ("he", "lecun"), "init", SpecError)
         string(self.label, "label", SpecError)
         choice(self.mirror_plasticity, MIRROR_PLASTICITY, "mirror_plasticity", SpecError)
+        if not isinstance(self.dale, bool):
+            raise SpecError(f"dale: expected true or false, got {self.dale!r}")
+        if self.dale and self.mirror_plasticity == "stdp":
+            raise SpecError("dale = true with mirror_plasticity = 'stdp' is not built yet; use 'sample'")
         if self.mirror_plasticity == "stdp" and not self.neuron.spikes:
             raise SpecError("mirror_plasticity = 'stdp' needs spiking neurons (neuron.kind = 'spiking' or 'lif')")
         integer(self.threads, "threads", SpecError, low=0)
@@ -695,6 +714,7 @@ class CircuitSpec:
             "init": self.init,
             "label": self.label,
             "mirror_plasticity": self.mirror_plasticity,
+            "dale": self.dale,
             "rule": rule,
             "neuron": dataclasses.asdict(self.neuron),
             "noise": noise,

@@ -384,6 +384,8 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         "label": spec.label or spec.rule.key,
         "layers": list(spec.layers),
         "neuron": spec.neuron.kind,
+        "dale": spec.dale,
+        "mirror_plasticity": spec.mirror_plasticity,
         "device": spec.device,
         "schedule": spec.phases.schedule,
         "simulated_seconds": circuit.simulated,

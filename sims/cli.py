@@ -283,7 +283,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 def _add_circuit_parser(sub) -> None:
-    from ..circuits.spec import CIRCUIT_RULES, DEVICES, NEURON_KINDS, SCHEDULES
+    from ..circuits.spec import CIRCUIT_RULES, DEVICES, MIRROR_PLASTICITY, NEURON_KINDS, SCHEDULES
     from .datasets import IN_MEMORY_DATASETS
 
     p = sub.add_parser(
@@ -295,6 +295,11 @@ def _add_circuit_parser(sub) -> None:
     p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
                    help="population sizes (default: 784,100,10)")
     p.add_argument("--neuron", choices=NEURON_KINDS, default=None, help="neuron model: rate units, spiking (Poisson) or lif (leaky integrate-and-fire, 20 Hz baseline) (default: rate)")
+    p.add_argument("--dale", action="store_true",
+                   help="Dale's law: excitatory units, signed weights through inhibitory interneurons")
+    p.add_argument("--mirror-plasticity", choices=MIRROR_PLASTICITY, default=None,
+                   help="wm: one Hebbian product per noise sample, or a spike-timing rule (spiking neurons) "
+                        "(default: sample)")
     p.add_argument("--phase", choices=SCHEDULES, default=None,
                    help="mirror, engaged or alternate (default: mirror for wm, engaged otherwise)")
     p.add_argument("--duration", default=None, metavar="T", help="simulated time, e.g. 2s or 500ms (default: 2s)")
@@ -338,6 +343,10 @@ def _circuit_overrides(args) -> dict:
         out["phases"] = phases
     if args.neuron is not None:
         out["neuron"] = {"kind": args.neuron}
+    if args.dale:
+        out["dale"] = True
+    if args.mirror_plasticity is not None:
+        out["mirror_plasticity"] = args.mirror_plasticity
     for flag in ("device", "threads", "seed", "data", "downsample", "dt", "label"):
         value = getattr(args, flag)
         if value is not None:

@@ -472,11 +472,15 @@ class BrianCircuit:
 
         def synaptic_input(name: str) -> str:
             """``name``: the summed input of W (``drive``) or B (``fb``) synapses; for LIF the current their
-            spikes drive, less its baseline part (see ``NeuronModel``)."""
+            spikes drive, less its baseline part (see ``NeuronModel``). Under Dale's law the excitatory and
+            the inhibitory pathway each write their own part (``_exc``, ``_inh``)."""
             if not lif:
+                if spec.dale:
+                    return f"{name} = {name}_exc - {name}_inh : 1\n{name}_exc : 1\n{name}_inh : 1\n"
                 return f"{name} : 1\n"
-            return (f"dI_{name}/dt = -I_{name}/tau_syn : 1\n"
-                    f"offset_{name} : 1\n"
+            offset = (f"offset_{name} = offset_{name}_exc - offset_{name}_inh : 1\noffset_{name}_exc : 1\n"
+                      f"offset_{name}_inh : 1\n") if spec.dale else f"offset_{name} : 1\n"
+            return (f"dI_{name}/dt = -I_{name}/tau_syn : 1\n" + offset +
                     f"{name} = I_{name} - offset_{name} : 1\n")
 
         if lif:
@@ -553,23 +557,58 @@ class BrianCircuit:
                 down.connect(j="i")
                 objects.append(down)
 
+        # Dale's law: inhibitory interneurons that relay each forward and feedback unit (one to one) ----
+        relay_Y, relay_D = {}, {}
+        if spec.dale:
+            relay_eqs = "dv/dt = (-v + rin)/tau : 1\nrin : 1\n" + out_eqs("v")
+            for l in range(nL):
+                for kind, source, store in (("y", Y[l], relay_Y), ("delta", D[l], relay_D)):
+                    if (kind == "y" and l == L) or (kind == "delta" and l == 0):
+                        continue  # y_L has no W above it, delta_0 no B below it
+                    G = NeuronGroup(spec.layers[l], relay_eqs, name=f"inh_{kind}{l}", namespace=ns, **spike_kw)
+                    if spiking:
+                        G.a = spec.neuron.baseline_rate * Hz
+                    if lif:
+                        G.V = "v_reset + rand()*(v_th - v_reset)"
+                    link = Synapses(source, G, "rin_post = r_pre : 1 (summed)", name=f"{kind}{l}_to_inh_{kind}{l}",
+                                    namespace=ns)
+                    link.connect(j="i")
+                    store[l] = G
+                    objects += [G, link]
+
+        def weight_synapses(pre, post, var: str, target: str, name: str, sign: float, extra: str = "",
+                            on_pre=(), on_post=()):
+            """One projection of ``pre`` onto ``post``: its weights ``var`` add (``sign`` +1) or, as an
+            inhibitory pathway under Dale's law, subtract (-1) their input to ``post``'s ``target``."""
+            part = "" if not spec.dale else ("_exc" if sign > 0 else "_inh")
+            if lif:  # each spike moves the current by var/(gain*tau_syn); its baseline part is taken away
+                op = "+=" if sign > 0 else "-="
+                model = f"{var} : 1\noffset_{target}{part}_post = {var}*nu0/gain : 1 (summed)\n" + extra
+                pre_code = [f"I_{target}_post {op} {var}/(gain*tau_syn)", *on_pre]
+            else:
+                model = f"{var} : 1\n{target}{part}_post = {var}*r_pre : 1 (summed)\n" + extra
+                pre_code = list(on_pre)
+            return Synapses(pre, post, model, on_pre="\n".join(pre_code) or None,
+                            on_post="\n".join(on_post) or None, name=name, namespace=ns)
+
         # weight synapses ----------------------------------------------------
         self.S_W, self.S_B = [], []
+        self.S_W_inh, self.S_B_inh = [], []
         keep_e = math.exp(-lam_e * dtp)
         for l in range(1, nL):
             n_pre, n_post = spec.layers[l - 1], spec.layers[l]
             ii = np.repeat(np.arange(n_pre), n_post)
             jj = np.tile(np.arange(n_post), n_pre)
-            if lif:  # each spike adds w/(gain*tau_syn) to the current; its baseline part is taken away
-                SW = Synapses(Y[l - 1], Y[l], "w : 1\noffset_drive_post = w*nu0/gain : 1 (summed)",
-                              on_pre="I_drive_post += w/(gain*tau_syn)", name=f"W{l}", namespace=ns)
-            else:
-                SW = Synapses(Y[l - 1], Y[l], "w : 1\ndrive_post = w*r_pre : 1 (summed)", name=f"W{l}", namespace=ns)
-            SW.connect(i=ii, j=jj)
-            if lif and spec.neuron.delay_forward > 0:
-                SW.delay = spec.neuron.delay_forward * second
-            SW.run_regularly(engaged_update("w", GATE_E, keep_e, eta_e, dtp, "r_pre", "err_post"),
-                             dt=dtp * second, when="groups", order=-0.5, name=f"W{l}_plasticity")
+            parts = [(Y[l - 1], +1.0, f"W{l}")] + ([(relay_Y[l - 1], -1.0, f"W{l}_inh")] if spec.dale else [])
+            for pre, sign, name in parts:
+                SW = weight_synapses(pre, Y[l], "w", "drive", name, sign)
+                SW.connect(i=ii, j=jj)
+                if lif and spec.neuron.delay_forward > 0:
+                    SW.delay = spec.neuron.delay_forward * second
+                SW.run_regularly(engaged_update("w", GATE_E, keep_e, eta_e, dtp, "r_pre", "err_post", sign, spec.dale),
+                                 dt=dtp * second, when="groups", order=-0.5, name=f"{name}_plasticity")
+                (self.S_W if sign > 0 else self.S_W_inh).append(SW)
+                objects.append(SW)
             # B_l: delta_l (pre, index i over n_l) -> delta_{l-1} (post, j over n_{l-1})
             bi = np.repeat(np.arange(n_post), n_pre)
             bj = np.tile(np.arange(n_pre), n_post)
@@ -580,31 +619,25 @@ class BrianCircuit:
                 pre_code, post_code = stdp_mirror_code(spec, self.kappa)
                 on_pre.append(pre_code)
                 on_post.append(post_code)
-            if lif:
-                on_pre.insert(0, "I_fb_post += b/(gain*tau_syn)")
-                SB = Synapses(D[l], D[l - 1], "b : 1\noffset_fb_post = b*nu0/gain : 1 (summed)\n" + shared,
-                              on_pre="\n".join(on_pre), on_post="\n".join(on_post) or None, name=f"B{l}",
-                              namespace=ns)
-            else:
-                SB = Synapses(D[l], D[l - 1], "b : 1\nfb_post = b*r_pre : 1 (summed)\n" + shared, name=f"B{l}",
-                              on_pre="\n".join(on_pre) or None, on_post="\n".join(on_post) or None,
-                              namespace=ns)
-            SB.connect(i=bi, j=bj)
-            if lif and spec.neuron.delay_feedback > 0:
-                SB.delay = spec.neuron.delay_feedback * second
-            SB.source_parity = (l - 1) % 2
-            build_feedback_plasticity(FeedbackPathway(
-                spec=spec, layer=l, synapses=SB, gate_engaged=GATE_E, gate_mirror=gate_m, plasticity_dt=dtp,
-                engaged_rate=eta_e, engaged_keep=keep_e, mirror_gain=self.kappa))
-            self.S_W.append(SW)
-            self.S_B.append(SB)
-            objects += [SW, SB]
+            parts = [(D[l], +1.0, f"B{l}")] + ([(relay_D[l], -1.0, f"B{l}_inh")] if spec.dale else [])
+            for pre, sign, name in parts:
+                SB = weight_synapses(pre, D[l - 1], "b", "fb", name, sign, shared, on_pre, on_post)
+                SB.connect(i=bi, j=bj)
+                if lif and spec.neuron.delay_feedback > 0:
+                    SB.delay = spec.neuron.delay_feedback * second
+                SB.source_parity = (l - 1) % 2
+                build_feedback_plasticity(FeedbackPathway(
+                    spec=spec, layer=l, synapses=SB, gate_engaged=GATE_E, gate_mirror=gate_m, plasticity_dt=dtp,
+                    engaged_rate=eta_e, engaged_keep=keep_e, mirror_gain=self.kappa, sign=sign, dale=spec.dale))
+                (self.S_B if sign > 0 else self.S_B_inh).append(SB)
+                objects.append(SB)
         self.Y, self.D = Y, D
         self.set_weights(self.weights_in)
 
         # monitors -----------------------------------------------------------
         iv = spec.phases.record_interval * second
         self.mon_W, self.mon_B = [], []
+        self.mon_W_inh, self.mon_B_inh = [], []
         if self.record_weights:
             for l in range(L):
                 # at the start of the step t = k·iv: the weights as they are at time k·iv
@@ -612,6 +645,11 @@ class BrianCircuit:
                                                name=f"W{l + 1}_mon"))
                 self.mon_B.append(StateMonitor(self.S_B[l], "b", record=True, dt=iv, when="start", order=-10,
                                                name=f"B{l + 1}_mon"))
+                if spec.dale:
+                    self.mon_W_inh.append(StateMonitor(self.S_W_inh[l], "w", record=True, dt=iv, when="start",
+                                                       order=-10, name=f"W{l + 1}_inh_mon"))
+                    self.mon_B_inh.append(StateMonitor(self.S_B_inh[l], "b", record=True, dt=iv, when="start",
+                                                       order=-10, name=f"B{l + 1}_inh_mon"))
         self.mon_rates = {}
         self.mon_spikes = {}
         if self.record_rates:
@@ -630,7 +668,7 @@ class BrianCircuit:
             # before it learns from that input (even samples are discarded)
             self.mon_out = StateMonitor(Y[L], "r", record=True, dt=(T / 2) * second, when="start",
                                         name="output_mon")
-        objects += self.mon_W + self.mon_B + list(self.mon_rates.values()) + list(self.mon_spikes.values())
+        objects += self.mon_W + self.mon_B + self.mon_W_inh + self.mon_B_inh + list(self.mon_rates.values()) + list(self.mon_spikes.values())
         if self.mon_out is not None:
             objects.append(self.mon_out)
         self.net = Network(*objects)
@@ -641,7 +679,13 @@ class BrianCircuit:
         """Copy NumPy ``[(W, B)]`` (W's layout) into the synapses (before running)."""
         weights = [(np.asarray(W, dtype=np.float64), np.asarray(B, dtype=np.float64)) for W, B in weights]
         self._check_weights(weights)
-        for (W, B), SW, SB in zip(weights, self.S_W, self.S_B):
+        for l, ((W, B), SW, SB) in enumerate(zip(weights, self.S_W, self.S_B)):
+            if self.spec.dale:  # w = w⁺ - w⁻: the excitatory part and the inhibitory pathway's, both ≥ 0
+                SW.w[:] = np.maximum(W, 0).T.ravel()
+                self.S_W_inh[l].w[:] = np.maximum(-W, 0).T.ravel()
+                SB.b[:] = np.maximum(B, 0).ravel()
+                self.S_B_inh[l].b[:] = np.maximum(-B, 0).ravel()
+                continue
             SW.w[:] = W.T.ravel()  # synapse k = (i, j) = (k // n_post, k % n_post) holds W[j, i]
             SB.b[:] = B.ravel()    # synapse k = (i, j) of delta_l -> delta_{l-1} holds B[i, j]
 
@@ -650,9 +694,21 @@ class BrianCircuit:
         out = []
         for l, (SW, SB) in enumerate(zip(self.S_W, self.S_B), 1):
             n_pre, n_post = self.spec.layers[l - 1], self.spec.layers[l]
-            W = np.asarray(SW.w[:], dtype=np.float64).reshape(n_pre, n_post).T.copy()
-            B = np.asarray(SB.b[:], dtype=np.float64).reshape(n_post, n_pre).copy()
-            out.append((W, B))
+            w = np.asarray(SW.w[:], dtype=np.float64)
+            b = np.asarray(SB.b[:], dtype=np.float64)
+            if self.spec.dale:  # the effective signed matrices the two pathways implement
+                w = w - np.asarray(self.S_W_inh[l - 1].w[:], dtype=np.float64)
+                b = b - np.asarray(self.S_B_inh[l - 1].b[:], dtype=np.float64)
+            out.append((w.reshape(n_pre, n_post).T.copy(), b.reshape(n_post, n_pre).copy()))
+        return out
+
+    def synapse_signs(self) -> dict[str, tuple[float, float]]:
+        """``{synapses name: (smallest, largest) weight}`` of every W and B projection (Dale's law: the
+        excitatory ones never below 0, the inhibitory pathways' strengths never below 0)."""
+        out = {}
+        for S, var in [(S, "w") for S in self.S_W + self.S_W_inh] + [(S, "b") for S in self.S_B + self.S_B_inh]:
+            v = np.asarray(getattr(S, var)[:])
+            out[S.name] = (float(v.min()), float(v.max()))
         return out
 
     def _set_phase(self, phase: str | None) -> None:
@@ -747,6 +803,9 @@ class BrianCircuit:
                 n_pre, n_post = self.spec.layers[l - 1], self.spec.layers[l]
                 w = np.asarray(mw.w)  # (n_syn, n_t)
                 b = np.asarray(mb.b)
+                if self.spec.dale:  # the effective signed matrices
+                    w = w - np.asarray(self.mon_W_inh[l - 1].w)
+                    b = b - np.asarray(self.mon_B_inh[l - 1].b)
                 out["W"].append(w.T.reshape(-1, n_pre, n_post).transpose(0, 2, 1))
                 out["B"].append(b.T.reshape(-1, n_post, n_pre))
         for name, mon in self.mon_rates.items():

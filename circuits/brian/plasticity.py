@@ -30,7 +30,8 @@ from typing import Any
 from ..spec import CircuitSpec, SpecError
 
 __all__ = ["FeedbackPathway", "FEEDBACK_PLASTICITY", "register_feedback_plasticity",
-           "feedback_plasticity", "build_feedback_plasticity", "engaged_update"]
+           "feedback_plasticity", "build_feedback_plasticity", "engaged_update", "signed_update",
+           "stdp_mirror_code", "STDP_GATE"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class FeedbackPathway:
         (``λ'`` from ``CircuitRule.engaged_decay``).
     mirror_gain : ``κ``, the settled correlation gain of the neuron filters
         at a mirror event (``network.mirror_gain``).
+    var, sign : the synapses' weight variable and the sign with which the
+        signed rule's change enters it: ``("b", +1)``, or under Dale's law the
+        excitatory part ``("b", +1)`` and the inhibitory part ``("b", -1)``,
+        each kept ≥ 0 (``dale``), see :func:`signed_update`.
     pre : the presynaptic feedback unit's activity ``δ_l`` in the synapse code.
     post : the postsynaptic feedback unit's activity ``δ_{l-1}``.
     post_forward : the postsynaptic cell's forward activity ``y_{l-1}``.
@@ -70,12 +75,32 @@ class FeedbackPathway:
     pre: str = "r_pre"
     post: str = "r_post"
     post_forward: str = "ycopy_post"
+    var: str = "b"
+    sign: float = 1.0
+    dale: bool = False
 
 
-def engaged_update(var: str, gate: str, keep: float, rate: float, dt: float, pre: str, post: str) -> str:
+def signed_update(var: str, kept: str, change: str, sign: float = 1.0, dale: bool = False) -> str:
+    """``var ← kept + sign·change``, and under Dale's law never below 0.
+
+    Dale's law: a signed weight ``w = w⁺ - w⁻`` is carried by an excitatory
+    synapse ``w⁺ ≥ 0`` and an inhibitory pathway of strength ``w⁻ ≥ 0``; the
+    signed rule's change ``Δw`` enters ``w⁺`` with ``+`` and ``w⁻`` with ``-``,
+    each clipped at 0, so no synapse ever changes sign. While one member of a
+    pair is 0 (how the pair starts: ``w⁺ = [w]₊``, ``w⁻ = [-w]₊``) and stays
+    there, ``w`` follows the signed rule exactly; where both are above 0 it
+    changes twice as fast, and a decay pulls the smaller member back to 0.
+    """
+    body = f"{kept} + {sign!r}*({change})"
+    return f"{var} = clip({body}, 0, inf)" if dale else f"{var} = {body}"
+
+
+def engaged_update(var: str, gate: str, keep: float, rate: float, dt: float, pre: str, post: str,
+                   sign: float = 1.0, dale: bool = False) -> str:
     """``var ← var·(1 - gate·(1-keep)) - gate·η Δt · pre·post``: the engaged-mode
-    update of a weight by a local product (W's, and Kolen-Pollack's B)."""
-    return f"{var} = {var}*(1 - {gate}*{1 - keep!r}) - {gate}*{rate * dt!r}*{pre}*{post}"
+    update of a weight by a local product (W's, and Kolen-Pollack's B); with
+    ``sign``/``dale`` as in :func:`signed_update`."""
+    return signed_update(var, f"{var}*(1 - {gate}*{1 - keep!r})", f"-{gate}*{rate * dt!r}*{pre}*{post}", sign, dale)
 
 
 #: rule config name -> builder of one feedback pathway's plasticity.
@@ -148,19 +173,21 @@ def _weight_mirror(p: FeedbackPathway) -> None:
     plasticity step while the gate is open."""
     from brian2 import second
 
+    suffix = "" if p.sign > 0 or not p.dale else "_inh"
     if p.spec.mirror_plasticity == "stdp":
         _, lam = p.spec.mirror_rates()
         keep = math.exp(-lam * p.plasticity_dt)
-        p.synapses.run_regularly(f"b = b*(1 - stdp_gate*{1 - keep!r})", dt=p.plasticity_dt * second,
-                                 when="groups", order=-0.5, name=f"B{p.layer}_plasticity")
+        p.synapses.run_regularly(f"{p.var} = {p.var}*(1 - stdp_gate*{1 - keep!r})", dt=p.plasticity_dt * second,
+                                 when="groups", order=-0.5, name=f"B{p.layer}{suffix}_plasticity")
         return
     hebb, keep = p.spec.mirror.per_sample(p.mirror_gain)
     tn = p.spec.noise.correlation_time * second
     g = p.gate_mirror
-    p.synapses.run_regularly(f"b = b*(1 - {g}*{1 - keep!r}) + {g}*{hebb!r}*{p.pre}*{p.post}",
-                             dt=tn, when="groups", order=-0.5, name=f"B{p.layer}_plasticity")
+    code = signed_update(p.var, f"{p.var}*(1 - {g}*{1 - keep!r})", f"{g}*{hebb!r}*{p.pre}*{p.post}", p.sign,
+                         p.dale)
+    p.synapses.run_regularly(code, dt=tn, when="groups", order=-0.5, name=f"B{p.layer}{suffix}_plasticity")
     p.synapses.run_regularly("armed = mirror_on_post", dt=tn, when="groups", order=-0.4,
-                             name=f"B{p.layer}_armed")
+                             name=f"B{p.layer}{suffix}_armed")
 
 
 @register_feedback_plasticity("kp")
@@ -169,10 +196,11 @@ def _kolen_pollack(p: FeedbackPathway) -> None:
     ``b ← b·e^{-λ' Δt} - η_W' Δt · δ_pre y_post``."""
     from brian2 import second
 
-    code = engaged_update("b", p.gate_engaged, p.engaged_keep, p.engaged_rate, p.plasticity_dt,
-                          p.pre, p.post_forward)
+    code = engaged_update(p.var, p.gate_engaged, p.engaged_keep, p.engaged_rate, p.plasticity_dt,
+                          p.pre, p.post_forward, p.sign, p.dale)
+    suffix = "" if p.sign > 0 or not p.dale else "_inh"
     p.synapses.run_regularly(code, dt=p.plasticity_dt * second, when="groups", order=-0.5,
-                             name=f"B{p.layer}_plasticity")
+                             name=f"B{p.layer}{suffix}_plasticity")
 
 
 @register_feedback_plasticity("fa")
