@@ -104,6 +104,8 @@ SCHEDULES = ("mirror", "engaged", "alternate")
 #: how the mirror's feedback synapses learn: ``sample`` (one Hebbian product of the decoded activities per
 #: noise sample, at the end of its hold) or ``stdp`` (spike-timing: a pair-based trace rule, spiking units)
 MIRROR_PLASTICITY = ("sample", "stdp")
+#: where the mirror's noise samples come from: Brian2's generator, or NumPy arrays played in (shared with rate mode)
+NOISE_SOURCES = ("brian", "arrays")
 #: noise distributions of the mirror-mode sources (zero mean, variance σ²).
 NOISE_DISTRIBUTIONS = ("gaussian", "uniform")
 
@@ -315,15 +317,23 @@ class Noise:
     ``sigma = None`` takes the weight mirror's ``sigma`` (or 1.0 for the
     other rules); a value that differs from the weight mirror's is an error
     (one noise amplitude, declared once).
+
+    ``source``: ``"brian"`` (Brian2's generator draws each sample) or
+    ``"arrays"`` (every sample of every layer drawn beforehand with NumPy
+    from the run's seed and played into the circuit from a ``TimedArray``;
+    the circuit keeps them, ``BrianCircuit.noise_samples``, so that rate mode
+    can consume the very same noise: ``sims.circuit.rate_mirror_on_samples``).
     """
 
     sigma: float | None = None
     correlation_time: float = 5e-3
+    source: str = "brian"
 
     def __post_init__(self):
         if self.sigma is not None:
             number(self.sigma, "noise.sigma", SpecError, low=0, low_open=True)
         number(self.correlation_time, "noise.correlation_time (s)", SpecError, low=0, low_open=True)
+        choice(self.source, NOISE_SOURCES, "noise.source", SpecError)
 
 
 @dataclass(frozen=True)
@@ -700,7 +710,7 @@ class CircuitSpec:
     def to_dict(self) -> dict[str, Any]:
         """A nested dict for ``config.toml`` (every parameter, resolved)."""
         rule = {"name": self.rule.key, **self.rule.params()}
-        noise = {"sigma": self.sigma, "correlation_time": self.noise.correlation_time}
+        noise = {"sigma": self.sigma, "correlation_time": self.noise.correlation_time, "source": self.noise.source}
         return {
             "layers": list(self.layers),
             "dt": self.dt,

@@ -48,6 +48,7 @@ from ..circuits.spec import CIRCUIT_RULE_REGISTRY, CircuitSpec, SpecError
 from ..errors import InputError
 
 __all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "rate_reference",
+           "mirror_event_samples", "rate_mirror_on_samples",
            "presentation_order", "predict_mirror_angles", "load_stimulus", "evaluate"]
 
 
@@ -104,6 +105,71 @@ def predict_mirror_angles(spec: CircuitSpec, weights, plastic_times: list[list[f
                 done[l] += k
         rows.append([angle_degrees(layer.B, layer.W) for layer in layers])
     return rows, [layer.B.astype(np.float64) for layer in layers]
+
+
+class _ReplayNoise:
+    """A stand-in for the rule's random generator that hands out given unit-variance samples, one per call,
+    in the form ``WeightMirror.sample_noise`` turns into its noise (Gaussian: as is; uniform: as the
+    ``U(0, 1)`` draw that maps back to the same value)."""
+
+    def __init__(self, samples):
+        self._samples = iter(samples)
+
+    def standard_normal(self, shape, dtype=np.float64):
+        return np.asarray(next(self._samples), dtype=dtype).reshape(shape)
+
+    def random(self, shape, dtype=np.float64):
+        return (np.asarray(next(self._samples), dtype=dtype) / np.sqrt(12.0) + 0.5).reshape(shape)
+
+
+def mirror_event_samples(spec: CircuitSpec, segments, layer: int) -> list[int]:
+    """Indices of the noise samples of population ``y_{layer-1}`` that ``B_layer``'s mirror events read.
+
+    Events at ``k τ_ξ`` read the sample held over ``[(k-1) τ_ξ, k τ_ξ)`` (index ``k-1``) when layer
+    ``layer-1`` was the source then (its parity) and the previous event was in mirror mode too (the
+    first event of a mirror block is not armed), as ``circuits.brian.plasticity``'s sample rule gates
+    them (and ``BrianCircuit.mirror_plastic_time`` counts them).
+    """
+    tn = spec.noise.correlation_time
+    period = spec.phases.parity_period
+    half = spec.dt / 2
+    parity = (layer - 1) % 2
+    out: list[int] = []
+    for phase, a, b in segments:
+        if phase != "mirror":
+            continue
+        k0 = int(math.ceil(a / tn - 1e-9)) + 1
+        k1 = int(math.ceil(b / tn - 1e-9))
+        for k in range(k0, k1):
+            if int(math.floor((k * tn - half) / period)) % 2 == parity:
+                out.append(k - 1)
+    return out
+
+
+def rate_mirror_on_samples(spec: CircuitSpec, weights, samples, segments) -> list[np.ndarray]:
+    """B per layer from rate mode's ``WeightMirror.mirror_update`` fed the circuit's own noise.
+
+    ``samples``: ``BrianCircuit.noise_samples`` of a circuit run with ``noise.source = "arrays"``;
+    ``segments``: its ``(phase, start, stop)`` blocks. Each mirror event of the circuit is one rate-mode
+    mirror step of batch size 1 on the same sample (``lr/m``, decay ``1 - (1-λ)^{1/m}`` per sample, as
+    the circuit's per-event plasticity), in the same order, with the rule's own code.
+    """
+    mirror = spec.mirror
+    if mirror is None:
+        raise CircuitInputError(f"rule {spec.rule.key!r} has no mirror phase")
+    m = mirror.batch_size
+    lr, decay = mirror.lr / m, 1.0 - (1.0 - mirror.decay) ** (1.0 / m)
+    out = []
+    for l, (W, B) in enumerate(weights, 1):
+        layer = _MatrixLayer(W, B)
+        layer.W = layer.W.astype(np.float64)
+        layer.B = layer.B.astype(np.float64)
+        picks = mirror_event_samples(spec, segments, l)
+        rng = _ReplayNoise(samples[l - 1][k] for k in picks)
+        for _ in picks:
+            spec.rule.mirror_update(layer, np, rng, lr, decay, 1)
+        out.append(layer.B)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -70,10 +70,17 @@ NOISE_CODE = {
     "uniform": "s_noise*sqrt(12.0)*(rand() - 0.5)",
 }
 
-__all__ = ["BrianCircuit", "init_weights", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "spiking_mirror_responses",
+__all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "spiking_mirror_responses",
            "lif_equations",
            "lif_group_options", "lif_namespace", "PopulationNames",
            "NOISE_CODE"]
+
+
+def unit_noise(distribution: str, shape, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-variance samples of ``distribution`` (``NOISE_CODE``'s, before the amplitude)."""
+    if distribution == "gaussian":
+        return rng.standard_normal(shape)
+    return math.sqrt(12.0) * (rng.random(shape) - 0.5)
 
 
 def init_weights(spec: CircuitSpec, seed: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -459,6 +466,12 @@ class BrianCircuit:
             self.presented_labels = None
 
         noise_code = NOISE_CODE[spec.noise_distribution]
+        #: per population y_l, the unit-variance noise samples (one row per hold) when noise.source = "arrays"
+        self.noise_samples = None
+        if spec.noise.source == "arrays":
+            n_holds = int(math.ceil(total / spec.noise.correlation_time)) + 2
+            self.noise_samples = [unit_noise(spec.noise_distribution, (n_holds, n), np.random.default_rng(
+                [spec.seed, 7919, l])) for l, n in enumerate(spec.layers)]
 
         # populations --------------------------------------------------------
         def out_eqs(var: str) -> str:
@@ -514,8 +527,14 @@ class BrianCircuit:
             eqs += out_eqs("y")
             G = NeuronGroup(spec.layers[l], eqs, name=f"y{l}", namespace=ns, **spike_kw)
             G.par = l % 2
-            G.run_regularly(f"noise_in = {noise_code}", dt=spec.noise.correlation_time * second, when="start",
-                            order=-1, name=f"y{l}_noise")
+            if spec.noise.source == "arrays":  # the samples drawn beforehand, played in (noise_samples[l])
+                ns[f"noise_values_{l}"] = TimedArray(self.noise_samples[l], dt=spec.noise.correlation_time * second,
+                                                     name=f"noise_values_{l}")
+                code = f"noise_in = s_noise*noise_values_{l}(t, i)"
+            else:
+                code = f"noise_in = {noise_code}"
+            G.run_regularly(code, dt=spec.noise.correlation_time * second, when="start", order=-1,
+                            name=f"y{l}_noise")
             if spiking:
                 G.a = spec.neuron.baseline_rate * Hz
             if lif:  # desynchronised: membranes spread between reset and threshold
