@@ -125,6 +125,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE.toml",
                    help="TOML file with any hyperparameters (flags override it); "
                         "see: weightmirror config --example train")
+    p.add_argument("--init-from", metavar="DIR",
+                   help="start the MLP from the W, B (and biases) of a results folder: a circuit run's final "
+                        "weights or another MLP run's last checkpoint; the rule's initial phase is skipped")
     p.add_argument("--epochs", type=_epochs, metavar="N", help=f"(default: the config's, else {d.epochs})")
     p.add_argument("--batch-size", type=_positive_int, metavar="N",
                    help=f"(default: the config's, else {d.batch_size})")
@@ -149,6 +152,8 @@ def _training_values(args, rule: str | None) -> tuple[dict, dict]:
         flags["rule"] = rule
     if args.data_dir is not None:
         flags["data_dir"] = args.data_dir
+    if getattr(args, "init_from", None) is not None:
+        flags["init_from"] = args.init_from
     if args.lr is not None:
         flags["optim"] = {"lr": args.lr}
     if getattr(args, "label", None) is not None:
@@ -306,6 +311,9 @@ def _add_circuit_parser(sub) -> None:
     p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
                    help="population sizes (default: 784,100,10)")
     p.add_argument("--neuron", choices=NEURON_KINDS, default=None, help="neuron model: rate units, spiking (Poisson) or lif (leaky integrate-and-fire, 20 Hz baseline) (default: rate)")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="start from the W and B of a results folder: a rate-mode MLP run's last checkpoint or "
+                        "a circuit run's final weights (the layers follow unless --layers is given)")
     p.add_argument("--dale", action="store_true",
                    help="Dale's law: excitatory units, signed weights through inhibitory interneurons")
     p.add_argument("--mirror-plasticity", choices=MIRROR_PLASTICITY, default=None,
@@ -369,8 +377,25 @@ def cmd_circuit(args) -> int:
     from . import circuit
     from .report import circuit_line
 
-    spec = circuit.resolve_spec(circuit.read_file(args.config) if args.config else {}, _circuit_overrides(args))
-    run = circuit.simulate(spec, args.out, progress=not args.quiet, data_dir=args.data_dir)
+    file_values = circuit.read_file(args.config) if args.config else {}
+    overrides = _circuit_overrides(args)
+    weights = None
+    if args.init_from is not None:
+        from .transfer import read_weights
+
+        source = read_weights(args.init_from)
+        if "layers" not in overrides and "layers" not in file_values:
+            overrides["layers"] = source.sizes  # the circuit of that network
+        weights = source.layers
+    spec = circuit.resolve_spec(file_values, overrides)
+    if weights is not None:
+        if [w.shape for w, _ in weights] != [(n_out, n_in) for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:])]:
+            raise UsageError(f"--init-from {args.init_from}: its layers {source.sizes} are not the circuit's "
+                             f"{list(spec.layers)}; leave --layers out to take the run's")
+        if source.biases is not None and any(b.any() for b in source.biases):
+            print(f"--init-from {args.init_from}: W and B taken; its biases are dropped (circuit units have none)",
+                  file=sys.stderr)
+    run = circuit.simulate(spec, args.out, progress=not args.quiet, data_dir=args.data_dir, weights=weights)
     print(circuit_line(run.summary))
     print(f"results in {args.out}")
     return 0

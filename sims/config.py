@@ -214,6 +214,13 @@ class TrainConfig:
     validation_seed : int >= 0, default 0
         The seed of that split, independent of ``seed``: every rule and every
         seed of one data set hold out the same samples.
+    init_from : str, default ""
+        A results folder whose W and B start the network instead of the
+        seed's draw (``sims.transfer``: a circuit run's final weights or
+        another MLP run's last checkpoint; its biases too, zeros from a
+        circuit); the rule's initial phase (WM's mirror, KP's mirror start)
+        is then skipped, so the B that came with the weights is kept. MLPs
+        only.
 
     Build one with :meth:`from_dict` / :func:`resolve` (every key checked),
     change it with :meth:`updated`, write it with :meth:`to_dict` /
@@ -232,6 +239,7 @@ class TrainConfig:
     validation_seed: int = 0
     device: str = "cpu"
     label: str = ""
+    init_from: str = ""
     model_options: Mapping[str, Any] = field(default_factory=lambda: dict(MODEL_DEFAULTS["mlp"]))
     optim: OptimConfig = field(default_factory=OptimConfig)
     bp: Backprop = field(default_factory=lambda: _rule_section("bp", {}))
@@ -247,6 +255,9 @@ class TrainConfig:
         checks.choice(self.model, MODEL_NAMES, "config key model", ConfigError)
         checks.choice(self.data, DATASETS, "config key data", ConfigError)
         checks.string(self.data_dir, "config key data_dir", ConfigError)
+        checks.string(self.init_from, "config key init_from", ConfigError)
+        if self.init_from and self.model != "mlp":
+            raise ConfigError(f"init_from: only an MLP starts from another run's weights (model is {self.model!r})")
         checks.integer(self.epochs, "config key epochs", ConfigError, low=1, high=1_000_000)
         checks.integer(self.batch_size, "config key batch_size", ConfigError, low=1)
         checks.integer(self.seed, "config key seed", ConfigError, low=0)

@@ -108,6 +108,26 @@ def load_data(cfg: TrainConfig):
     return datasets.load(cfg.data, cfg.data_dir or None, flatten=cfg.model == "mlp", seed=cfg.seed)
 
 
+def start_from(net, folder: str, xp) -> None:
+    """Set ``net``'s W, B and biases from the results folder ``folder`` (:func:`sims.transfer.read_weights`:
+    a circuit run's final weights, biases 0, or an MLP run's last checkpoint), exactly (as float32)."""
+    from ..transfer import TransferError, read_weights
+
+    source = read_weights(folder)
+    layers = net.weight_layers
+    shapes = [tuple(layer.params["W"].shape) for layer in layers]
+    if [W.shape for W, _ in source.layers] != shapes:
+        sizes = [shapes[0][1]] + [s[0] for s in shapes]
+        raise TransferError(f"--init-from {folder}: its layers {source.sizes} are not this network's {sizes}; "
+                            f"give model_options.hidden = {source.sizes[1:-1]} (in a --config file) and the data "
+                            f"set of {source.sizes[0]} inputs and {source.sizes[-1]} classes")
+    for l, (layer, (W, B)) in enumerate(zip(layers, source.layers)):
+        layer.params["W"][...] = xp.asarray(W, dtype=xp.float32)
+        layer.B[...] = xp.asarray(B, dtype=xp.float32)
+        if "b" in layer.params:
+            layer.params["b"][...] = 0 if source.biases is None else xp.asarray(source.biases[l], dtype=xp.float32)
+
+
 def build_network(cfg: TrainConfig, data, xp):
     """The configured model with the configured rule; initial weights from ``(seed, INIT)``.
 
@@ -464,6 +484,8 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
          stop_after, stop_after_steps, comm: Communicator, xp, stop: StopRequests,
          saved: TrainConfig | None = None) -> results.Run:
     net = build_network(cfg, source, xp)
+    if cfg.init_from and not resume:  # before anything is written: a bad folder leaves no trace
+        start_from(net, cfg.init_from, xp)
     o = cfg.optim
     opt = SGD(net.parameter_modules(), net.rule, xp, o.momentum, o.nesterov, o.weight_decay)
     t = Trainee(net, net.rule, opt, comm, xp, o.label_smoothing)
@@ -507,7 +529,8 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
         comm.bcast(list(net.state().values()))
         comm.bcast(list(opt.state().values()))
     if not resume:
-        t.rule.initial_phase(net.weight_layers, xp, make_rng(xp, [int(cfg.seed), seeds.MIRROR0]))
+        if not cfg.init_from:  # weights that came from elsewhere keep the B they came with
+            t.rule.initial_phase(net.weight_layers, xp, make_rng(xp, [int(cfg.seed), seeds.MIRROR0]))
         state.metrics.append(measure(0, None, 0.0, 0.0, 0))
         # a checkpoint at epoch 0, before the row: from here on the folder is one --resume continues
         # (a crash, kill -9 or full disk earlier leaves an empty metrics file: a rerun reuses the folder)

@@ -1,0 +1,94 @@
+"""Weights that travel between rate mode and circuit mode (``--init-from``), exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from weightmirror import results
+from weightmirror.sims.cli import main
+from weightmirror.sims.transfer import TransferError, read_weights
+
+TINY = "epochs = 1\nbatch_size = 64\nrule = 'wm'\n[model_options]\nhidden = [16]\n"
+
+
+@pytest.fixture(scope="module")
+def rate_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transfer")
+    (root / "tiny.toml").write_text(TINY)
+    assert main(["train", "--config", str(root / "tiny.toml"), "--out", str(root / "rate"), "--quiet"]) == 0
+    return root
+
+
+def test_rate_to_circuit_to_rate_is_exact(rate_run, tmp_path):
+    """A trained MLP's W and B enter the Brian2 circuit unchanged, come out of it unchanged, and start a new
+    rate-mode network bit for bit (float32 → float64 → float32); its biases travel rate → rate only."""
+    pytest.importorskip("brian2")
+    from weightmirror.circuits.brian.network import BrianCircuit
+    from weightmirror.circuits.spec import CircuitSpec, Phases
+    from weightmirror.sims.config import resolve
+    from weightmirror.sims.training.loop import build_network, start_from
+    from weightmirror.sims.datasets import load_dataset
+
+    source = read_weights(rate_run / "rate")
+    assert source.source == "train" and source.sizes == [64, 16, 10] and source.biases is not None
+    checkpoint = results.load_arrays(rate_run / "rate" / results.CHECKPOINT)
+    np.testing.assert_array_equal(source.layers[1][1], checkpoint["net.2.B"].astype(np.float64))
+    spec = CircuitSpec(layers=tuple(source.sizes), phases=Phases(duration=0.01, record_interval=0.01))
+    circuit = BrianCircuit(spec, weights=source.layers)
+    try:
+        out = circuit.get_weights()
+    finally:
+        circuit.release()
+    folder = tmp_path / "circuit"
+    folder.mkdir()
+    results.save_arrays(folder / "weights_final.npz",
+                        {f"{n}{l}": m for l, (W, B) in enumerate(out, 1) for n, m in (("W", W), ("B", B))})
+    back = read_weights(folder)
+    assert back.source == "circuit" and back.biases is None
+    cfg = resolve({"rule": "fa", "model_options": {"hidden": [16]}})
+    net = build_network(cfg, load_dataset("digits", flatten=True, seed=0), np)
+    start_from(net, str(folder), np)
+    for layer, i in zip(net.weight_layers, (0, 2)):
+        np.testing.assert_array_equal(layer.params["W"], checkpoint[f"net.{i}.W"])
+        np.testing.assert_array_equal(layer.B, checkpoint[f"net.{i}.B"])
+        assert not layer.params["b"].any()  # a circuit has no biases: zeros
+    start_from(net, str(rate_run / "rate"), np)
+    for layer, i in zip(net.weight_layers, (0, 2)):
+        np.testing.assert_array_equal(layer.params["b"], checkpoint[f"net.{i}.b"])
+
+
+def test_cli_round_trip_through_a_circuit_run(rate_run, tmp_path, capsys):
+    """train → circuit --init-from (its weights_initial.npz is the run's W, B; the biases are said to be
+    dropped) → train --init-from that circuit (config.toml records it; the rule's initial phase is skipped,
+    so the network's epoch-0 angle is the circuit's final one)."""
+    pytest.importorskip("brian2")
+    circuit = tmp_path / "circuit"
+    capsys.readouterr()
+    assert main(["circuit", "--init-from", str(rate_run / "rate"), "--duration", "20ms", "--out", str(circuit),
+                 "--quiet"]) == 0
+    assert "its biases are dropped" in capsys.readouterr().err
+    first = np.load(circuit / "weights_initial.npz")
+    checkpoint = results.load_arrays(rate_run / "rate" / results.CHECKPOINT)
+    np.testing.assert_array_equal(first["W1"], checkpoint["net.0.W"].astype(np.float64))
+    np.testing.assert_array_equal(first["B2"], checkpoint["net.2.B"].astype(np.float64))
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(rate_run / "tiny.toml"), "--init-from", str(circuit), "--out",
+                 str(again), "--quiet"]) == 0
+    assert results.read_config(again)["init_from"] == str(circuit)
+    row0 = results.read_metrics(again / results.METRICS)[0]
+    final = results.read_summary(circuit / results.SUMMARY)["angles_deg"]
+    assert row0["angles_deg"][1] == pytest.approx(final[1], abs=1e-3)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p / "nowhere", "no such results folder"),
+    (lambda p: p, "neither a circuit run"),
+])
+def test_init_from_a_folder_without_weights_is_refused(tmp_path, capsys, make, needle):
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["train", "--init-from", str(make(tmp_path)), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and not out.exists()
+    with pytest.raises(TransferError):
+        read_weights(make(tmp_path))
