@@ -2,10 +2,13 @@
 
 Input: spiking ``weightmirror circuit`` runs: ``spikes.npz`` with
 ``<population>_i`` (neuron index) and ``<population>_t`` (spike time, s) for
-the recorded neurons of each population (``y0..yL``, ``delta0..deltaL``), and
-the run's ``config.toml`` for its phase schedule. One panel per mode: a
+the recorded neurons of each population (``y0..yL``, ``delta0..deltaL``, and
+under Dale's law the inhibitory interneurons ``inh_y<l>``, ``inh_delta<l>``),
+and the run's ``config.toml`` for its phase schedule. One panel per mode: a
 window of the first block of that mode, from the first spiking run that has
-it (an alternating run serves both).
+it (an alternating run serves both). Each band is labelled with its
+population, E or I under Dale's law, the recorded neurons' indices, and, at
+the right, their mean firing rate in the window.
 """
 from __future__ import annotations
 
@@ -31,20 +34,25 @@ def _populations(arrays: dict) -> list[str]:
     names = {k[:-2] for k in arrays if k.endswith("_i") and f"{k[:-2]}_t" in arrays}
 
     def key(name):
-        m = re.fullmatch(r"(y|delta)(\d+)", name)
-        return (0 if m and m.group(1) == "y" else 1, int(m.group(2)) if m else 0, name)
+        m = re.fullmatch(r"(inh_)?(y|delta)(\d+)", name)
+        if not m:
+            return (2, 0, 0, name)
+        return (0 if m.group(2) == "y" else 1, int(m.group(3)), 1 if m.group(1) else 0, name)
 
     return sorted(names, key=key)
 
 
-def _label(name: str) -> str:
-    m = re.fullmatch(r"(y|delta)(\d+)", name)
+def _label(name: str, dale: bool = False) -> str:
+    m = re.fullmatch(r"(inh_)?(y|delta)(\d+)", name)
     if not m:
         return name
-    return f"$y_{{{m.group(2)}}}$" if m.group(1) == "y" else f"$\\delta_{{{m.group(2)}}}$"
+    unit = f"$y_{{{m.group(3)}}}$" if m.group(2) == "y" else f"$\\delta_{{{m.group(3)}}}$"
+    if m.group(1):
+        return f"inh. relay of {unit} (I)"
+    return f"{unit} (E)" if dale else unit
 
 
-def panel(ax, arrays: dict, t0: float, t1: float) -> None:
+def panel(ax, arrays: dict, t0: float, t1: float, dale: bool = False) -> None:
     pops = _populations(arrays)
     row = 0
     ticks, labels = [], []
@@ -54,11 +62,15 @@ def panel(ax, arrays: dict, t0: float, t1: float) -> None:
         n = min(int(i.max()) + 1 if i.size else 0, MAX_NEURONS)
         if n == 0:
             continue
-        color = style.FEEDBACK_COLOR if name.startswith("delta") else style.FORWARD_COLOR
+        inhibitory = name.startswith("inh_")
+        color = "0.35" if inhibitory else (style.FEEDBACK_COLOR if name.startswith("delta") else style.FORWARD_COLOR)
         sel = (t >= t0) & (t < t1) & (i < n)
         ax.scatter(t[sel], row + i[sel], marker="|", s=14, linewidths=0.8, color=color)
         ticks.append(row + (n - 1) / 2)
-        labels.append(_label(name))
+        labels.append(f"{_label(name, dale)}\nneurons 0–{n - 1}")
+        rate = int(sel.sum()) / (n * (t1 - t0)) if t1 > t0 else float("nan")
+        ax.annotate(f"{rate:.0f} Hz", xy=(1.0, row + (n - 1) / 2), xycoords=("axes fraction", "data"),
+                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=7, color=color)
         row += n + 1
         ax.axhline(row - 1, color="0.85", linewidth=0.5)
     ax.set_yticks(ticks, labels)
@@ -86,21 +98,22 @@ def make(runs, out_dir: Path) -> dict:
                 break
     if not chosen:
         raise SkipFigure("the spiking runs' schedules have neither a mirror nor an engaged block")
-    fig, axes = style.figure(1, len(chosen), figsize=(4.2 * len(chosen) + 0.4, 4.2), squeeze=False)
+    fig, axes = style.figure(1, len(chosen), figsize=(5.2 * len(chosen) + 0.8, 5.0), squeeze=False)
     for ax, (mode, (run, a, b)) in zip(axes[0], chosen.items()):
         try:
             arrays = run.load_arrays("spikes")
         except results.ResultsError as exc:
             raise SkipFigure(str(exc)) from None
-        panel(ax, arrays, a, b)
+        panel(ax, arrays, a, b, dale=bool((run.config or {}).get("dale")))
         layers = "-".join(map(str, (run.config or {}).get("layers", [])))
         name = f"run {own_label(run)}, " if own_label(run) else ""
         ax.set_title(f"{mode} mode, {b - a:g} s from t = {a:g} s\n{name}rule {run.rule}, layers {layers}, "
                      f"from {run.path.name}/", fontsize=8)
     absent = [m for m in ("mirror", "engaged") if m not in chosen]
     note = f" (no spiking run in {absent[0]} mode among the results)" if absent else ""
-    fig.suptitle(f"spikes of up to {MAX_NEURONS} recorded neurons per population "
-                 f"(blue: forward $y_l$, red: feedback $\\delta_l$){note}")
+    fig.suptitle(f"spikes of up to {MAX_NEURONS} recorded neurons per population\n(blue: forward $y_l$, red: "
+                 f"feedback $\\delta_l$, grey: inhibitory interneurons;\nright: mean rate in the window)"
+                 + (f"\n{note.strip()}" if note else ""), fontsize=8)
     fig.tight_layout()
     made = style.save(fig, out_dir, NAME)
     return {"made": made, "ignored": why}

@@ -651,6 +651,8 @@ class BrianCircuit:
                 (self.S_B if sign > 0 else self.S_B_inh).append(SB)
                 objects.append(SB)
         self.Y, self.D = Y, D
+        #: Dale's law: the inhibitory interneuron populations (inh_y<l>, inh_delta<l>), else empty
+        self.relays = [relay_Y[l] for l in sorted(relay_Y)] + [relay_D[l] for l in sorted(relay_D)]
         self.set_weights(self.weights_in)
 
         # monitors -----------------------------------------------------------
@@ -672,7 +674,7 @@ class BrianCircuit:
         self.mon_rates = {}
         self.mon_spikes = {}
         if self.record_rates:
-            for G in Y + D:
+            for G in Y + D + self.relays:
                 if spiking:
                     self.mon_rates[G.name] = PopulationRateMonitor(G, name=f"{G.name}_rate")
                     k = min(self.spike_neurons, len(G))
