@@ -4,8 +4,9 @@ Input: a ``weightmirror circuit`` run with a mirror phase (schedule
 ``mirror`` or ``alternate``): ``metrics.jsonl`` keys ``t`` (simulated
 seconds), ``phase``, ``angles_deg`` (per weight layer) and, where the run
 wrote it, ``predicted_angles_deg`` (the rate-mode weight mirror on the same
-initial weights and number of noise samples), drawn dashed. Engaged blocks of
-an alternating schedule are shaded.
+initial weights and number of noise samples), drawn dashed, and for a spiking
+mirror ``noise_aware_angles_deg`` (the closed form with the spike noise), drawn
+dotted. Engaged blocks of an alternating schedule are shaded.
 """
 from __future__ import annotations
 
@@ -76,6 +77,14 @@ def draw(run):
                     tp.append(r["t"])
                     yp.append(p[l])
             ax.plot(tp, yp, color="black", linestyle="--", linewidth=1.2, label="rate-mode prediction")
+        tn, yn = [], []
+        for r in rows:
+            p = r.get("noise_aware_angles_deg")
+            if p and l < len(p) and p[l] is not None:
+                tn.append(r["t"])
+                yn.append(p[l])
+        if tn:
+            ax.plot(tn, yn, color="0.4", linestyle=":", linewidth=1.6, label="prediction with the spike noise")
         ax.set_title(f"layer {l + 1}  ($B_{{{l + 1}}}$ vs $W_{{{l + 1}}}^T$)")
         ax.set_xlabel("simulated time (s)")
         if l == 0:

@@ -11,7 +11,9 @@ results folder holds
     the interval), ``phase``, ``angles_deg`` (angle(B, Wᵀ) per layer),
     ``predicted_angles_deg`` (mirror runs: the rate-mode ``WeightMirror``
     math of ``circuits.rules`` on the same initial weights, with the same
-    learning rate and number of noise samples), ``rates`` (mean activity
+    learning rate and number of noise samples), ``noise_aware_angles_deg``
+    (spiking mirror runs, sample rule: the closed form with the spike noise,
+    ``circuits.brian.network.predicted_spiking_angle``), ``rates`` (mean activity
     per population and ``rates_rms``, its root mean square, for rate
     neurons; ``rates_hz`` for spiking neurons), ``weight_norms``,
     and for engaged intervals ``task_top1_error`` (%, the top-1 error of
@@ -466,6 +468,8 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         summary["mirror_scale_from_spike_noise"] = 1 + shot
     if rows and rows[-1].get("predicted_angles_deg") is not None:
         summary["predicted_angles_deg"] = rows[-1]["predicted_angles_deg"]
+    if rows and rows[-1].get("noise_aware_angles_deg") is not None:
+        summary["noise_aware_angles_deg"] = rows[-1]["noise_aware_angles_deg"]
     if engaged:
         summary["test_top1_error"] = evaluate(spec, final, xte, yte)
         summary["train_top1_error"] = evaluate(spec, final, xtr, ytr)
@@ -497,9 +501,20 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
     Bs.append([B for _, B in final])
 
     predicted = None
+    noise_aware = None
     if spec.mirror is not None and spec.phases.schedule == "mirror":
         plastic = [circuit.mirror_plastic_time(t) for t in times]
         predicted, _ = predict_mirror_angles(spec, w0, plastic, seed=spec.seed + 1)
+        if spec.neuron.spikes and spec.mirror_plasticity == "sample" and not spec.dale:
+            # the closed form with the spike noise (circuits.brian.network.predicted_spiking_angle)
+            from ..circuits.brian.network import predicted_spiking_angle, spiking_mirror_noise
+
+            hold = int(round(spec.noise.correlation_time / spec.dt))
+            noise = spiking_mirror_noise(spec.neuron, spec.dt, hold)
+            m = spec.mirror.batch_size
+            decay = 1.0 - (1.0 - spec.mirror.decay) ** (1.0 / m)
+            noise_aware = [[predicted_spiking_angle(noise, W, B, int(round(p / spec.noise.correlation_time)), decay,
+                                                    spec.sigma) for (W, B), p in zip(w0, row)] for row in plastic]
 
     names = list(circuit.names.forward) + list(circuit.names.feedback)
     rows = []
@@ -512,6 +527,8 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
         }
         if predicted is not None:
             row["predicted_angles_deg"] = predicted[r]
+        if noise_aware is not None:
+            row["noise_aware_angles_deg"] = noise_aware[r]
         row["weight_norms"] = {f"W{l}": float(np.linalg.norm(W)) for l, W in enumerate(Ws[r], 1)}
         row["weight_norms"].update({f"B{l}": float(np.linalg.norm(B)) for l, B in enumerate(Bs[r], 1)})
         if r and rec["rates"]:

@@ -71,6 +71,7 @@ NOISE_CODE = {
 }
 
 __all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "spiking_mirror_responses",
+           "spiking_mirror_noise", "predicted_spiking_angle",
            "lif_equations",
            "lif_group_options", "lif_namespace", "PopulationNames",
            "NOISE_CODE"]
@@ -204,13 +205,14 @@ def lif_namespace(neuron) -> dict:
                 nu0=neuron.baseline_rate * Hz, gain=neuron.gain * Hz)
 
 
-def spiking_mirror_responses(neuron, dt: float, hold_steps: int, shot: bool = False) -> dict[str, np.ndarray]:
+def spiking_mirror_responses(neuron, dt: float, hold_steps: int, shot: bool | str = False) -> dict[str, np.ndarray]:
     """Expected responses of the mirror's four spiking units to one noise sample of unit size.
 
-    ``shot = True``: instead, to one extra spike of the source unit (its
-    rate stage carries ``1/(g dt)`` for one step, which its train and, for
-    LIF, the forward synapses read), the response that the source's spike
-    noise drives in both feedback units.
+    ``shot = True`` (or ``"src"``): instead, to one extra spike of the source
+    unit (its rate stage carries ``1/(g dt)`` for one step, which its train
+    and, for LIF, the forward synapses read), the response that the source's
+    spike noise drives in both feedback units; ``"resp"``, ``"dsrc"``,
+    ``"dresp"``: one extra spike of that unit (its own train).
 
     The source unit ``y_{l-1}`` holds the sample for ``hold_steps`` steps; the
     responding unit ``y_l`` reads it through the forward synapses; the
@@ -231,6 +233,7 @@ def spiking_mirror_responses(neuron, dt: float, hold_steps: int, shot: bool = Fa
     One step per hop, as Brian2 runs it.
     """
     lif = neuron.kind == "lif"
+    shot = "src" if shot is True else (shot or "")
     a_v = 1.0 - dt / neuron.tau if lif else math.exp(-dt / neuron.tau)
     a_m = math.exp(-dt / neuron.tau_m) if lif else 0.0  # Poisson: the rate follows v at once
     a_t = math.exp(-dt / neuron.tau_trace)
@@ -256,19 +259,82 @@ def spiking_mirror_responses(neuron, dt: float, hold_steps: int, shot: bool = Fa
         xi = 1.0 if n < K and not shot else 0.0
         if lif:
             inputs = (xi, syn, src["r"], resp["r"])
-            spike = 1.0 / (neuron.gain * dt) if shot and n == 1 else 0.0  # step 0's extra spike, sent on
+            spike = 1.0 / (neuron.gain * dt) if shot == "src" and n == 1 else 0.0  # step 0's extra spike, sent on
             sent = sent[1:] + [src["m"] + spike]
             syn = a_s * syn + (1 - a_s) * sent[0]  # the current the source's spikes drive in the response
         else:
             inputs = (xi, src["r"], src["r"], resp["r"])
         for u, inp in zip((src, resp, dsrc, dresp), inputs):
             advance(u, inp)
-        if shot and n == 0:  # the spike: one step of rate 1/dt in the source's train (LIF: and its synapses)
-            src["r"] += (1 - a_t) / (neuron.gain * dt)
+        if shot and n == 0:  # the spike: one step of rate 1/dt in the unit's train (LIF source: and its synapses)
+            {"src": src, "resp": resp, "dsrc": dsrc, "dresp": dresp}[shot]["r"] += (1 - a_t) / (neuron.gain * dt)
         for name, u in (("dsrc", dsrc), ("dresp", dresp)):
             out[f"{name}_m"][n] = u["m"]
             out[f"{name}_r"][n] = u["r"]
     return out
+
+
+def spiking_mirror_noise(neuron, dt: float, hold_steps: int) -> dict[str, float]:
+    """The moments of the sample rule's two factors at a mirror event, per unit of σ² (spiking units).
+
+    With ``x`` the source's feedback copy ``δ_{l-1,j}`` and ``y`` the response's
+    ``δ_{l,i}`` (decoded trains, read at an event), for a layer ``W``:
+
+    - ``E[x y] = (κ σ² + κ_shot) W_ij`` (``kappa``, ``kappa_shot``);
+    - ``E[x²] = s_x σ² + n_x``: the held noise's share (``s_x = Σ_j h_x(jK⁻)²``
+      over past samples) and the spike noise of the source's and the copy's
+      own trains (``n_x = ν₀ dt Σ_n h²`` of each, as for any shot noise);
+    - ``E[y²] = ‖W_i‖² (s_y σ² + n_yW) + n_y``: the noise and the source's
+      spikes through W, and the response's and its copy's own spikes.
+
+    Spikes are taken as Poisson at ν₀ (Bernoulli per step for Poisson units).
+    """
+    K = int(hold_steps)
+    at = np.arange(K - 1, 10**9, K)
+    h = spiking_mirror_responses(neuron, dt, hold_steps)
+    at = at[at < len(h["dsrc_r"])]
+    rate = neuron.baseline_rate * dt * ((1 - neuron.baseline_rate * dt) if neuron.kind == "spiking" else 1.0)
+    shots = {u: spiking_mirror_responses(neuron, dt, hold_steps, shot=u) for u in ("src", "resp", "dsrc", "dresp")}
+    return {
+        "kappa": float(np.sum(h["dsrc_r"][at] * h["dresp_r"][at])),
+        "kappa_shot": rate * float(np.sum(shots["src"]["dsrc_r"] * shots["src"]["dresp_r"])),
+        "s_x": float(np.sum(h["dsrc_r"][at] ** 2)),
+        "s_y": float(np.sum(h["dresp_r"][at] ** 2)),
+        "n_x": rate * float(np.sum(shots["src"]["dsrc_r"] ** 2) + np.sum(shots["dsrc"]["dsrc_r"] ** 2)),
+        "n_yW": rate * float(np.sum(shots["src"]["dresp_r"] ** 2)),
+        "n_y": rate * float(np.sum(shots["resp"]["dresp_r"] ** 2) + np.sum(shots["dresp"]["dresp_r"] ** 2)),
+    }
+
+
+def predicted_spiking_angle(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, events: int, decay: float,
+                            sigma: float = 1.0) -> float:
+    """angle(B, Wᵀ) (degrees) after ``events`` mirror events of the sample rule with spike noise.
+
+    Each event adds ``η h`` and keeps ``(1-λ)`` of B (``λ = decay`` per event);
+    over events B's mean relaxes to ``M ∝ E[h] ∝ W`` and its fluctuation to
+    the stationary variance of an exponential average of independent
+    products, ``Var(h_ij) ≈ E[y_i²] E[x_j²] + E[h_ij]²`` (products of jointly
+    Gaussian factors). With ``q = (1-λ)^N``:
+
+    ``tan² θ = (q² ‖B₀⊥‖² + (1-q²) λ/(2-λ) Σ Var(h)/c²) / (q B₀·Ŵ + (1-q) ‖W‖)²``
+
+    in units where ``M = W`` (``c = κσ² + κ_shot``); for rate units
+    (``n = 0``, ``s = κ = 1``) the fluctuation term is the closed form of
+    ``WeightMirror``, ``ε² = F λ/2``.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    B0 = np.asarray(B0, dtype=np.float64)
+    c = noise["kappa"] * sigma ** 2 + noise["kappa_shot"]
+    ex2 = noise["s_x"] * sigma ** 2 + noise["n_x"]
+    ey2 = (W ** 2).sum(axis=1) * (noise["s_y"] * sigma ** 2 + noise["n_yW"]) + noise["n_y"]
+    var = ey2.sum() * W.shape[1] * ex2 + (c * W).__pow__(2).sum()
+    var_b = var / c ** 2  # of one event's estimate of W, summed over the matrix
+    q = (1.0 - decay) ** events
+    w_hat = W / np.linalg.norm(W)
+    along = q * float((B0 * w_hat).sum()) + (1 - q) * float(np.linalg.norm(W))
+    perp2 = q ** 2 * float(((B0 - (B0 * w_hat).sum() * w_hat) ** 2).sum()) + \
+        (1 - q ** 2) * decay / (2 - decay) * var_b
+    return math.degrees(math.atan2(math.sqrt(perp2), along))
 
 
 def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
