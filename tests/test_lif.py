@@ -249,7 +249,7 @@ def test_stdp_needs_spiking_neurons():
 def test_noise_aware_prediction_follows_a_spiking_mirror():
     """Poisson units, 30-20-10, 3 s: the closed form with the spike noise (E[x y] = (κσ² + κ_shot) W and
     Var(x y) from E[x²], E[y²] with every train's shot noise) ends within 6° of the circuit's angle in
-    both layers (measured: 68.6 / 67.8° against 69.7 / 65.7°), where the rate-mode prediction, which knows
+    both layers (measured: 68.6 / 67.8° against 70.3 / 66.4°), where the rate-mode prediction, which knows
     no spike noise, is more than 10° too optimistic (54.2° in layer 1)."""
     from weightmirror.circuits.rules import WeightMirror
     from weightmirror.circuits.spec import Noise, Phases

@@ -285,7 +285,13 @@ def spiking_mirror_noise(neuron, dt: float, hold_steps: int) -> dict[str, float]
       over past samples) and the spike noise of the source's and the copy's
       own trains (``n_x = ν₀ dt Σ_n h²`` of each, as for any shot noise);
     - ``E[y²] = ‖W_i‖² (s_y σ² + n_yW) + n_y``: the noise and the source's
-      spikes through W, and the response's and its copy's own spikes.
+      spikes through W, and the response's and its copy's own spikes;
+    - ``correlation``: ``1 + 2 Σ_k ρ_x(k) ρ_y(k)``, how much the correlation of
+      successive events' products (trains filtered longer than a sample is
+      held) inflates the variance of their exponential average (the unit-
+      weighted autocorrelations; exact for Gaussian factors up to the small
+      cross term). Approximate: held noise and shots with a unit's
+      normalisation, the W-weighting of ``y``'s parts not separated.
 
     Spikes are taken as Poisson at ν₀ (Bernoulli per step for Poisson units).
     """
@@ -295,6 +301,25 @@ def spiking_mirror_noise(neuron, dt: float, hold_steps: int) -> dict[str, float]
     at = at[at < len(h["dsrc_r"])]
     rate = neuron.baseline_rate * dt * ((1 - neuron.baseline_rate * dt) if neuron.kind == "spiking" else 1.0)
     shots = {u: spiking_mirror_responses(neuron, dt, hold_steps, shot=u) for u in ("src", "resp", "dsrc", "dresp")}
+
+    def autocov(sig, noises, lag: int) -> float:
+        """Covariance of a factor at two events ``lag`` samples apart (held noise and shot noises)."""
+        a = float(np.sum(sig[at[:len(at) - lag]] * sig[at[lag:]])) if lag < len(at) else 0.0
+        for g in noises:
+            a += rate * float(np.sum(g[:len(g) - lag * K] * g[lag * K:]))
+        return a
+
+    # successive events of one layer read filtered trains that still carry the samples before: their
+    # products are correlated, which an exponential average sees as fewer independent events
+    x_parts = (h["dsrc_r"], [shots["src"]["dsrc_r"], shots["dsrc"]["dsrc_r"]])
+    y_parts = (h["dresp_r"], [shots["src"]["dresp_r"], shots["resp"]["dresp_r"], shots["dresp"]["dresp_r"]])
+    x0, y0 = autocov(*x_parts, 0), autocov(*y_parts, 0)
+    inflation = 1.0
+    for lag in range(1, 200):
+        term = autocov(*x_parts, lag) * autocov(*y_parts, lag) / (x0 * y0)
+        inflation += 2 * term
+        if abs(term) < 1e-6:
+            break
     return {
         "kappa": float(np.sum(h["dsrc_r"][at] * h["dresp_r"][at])),
         "kappa_shot": rate * float(np.sum(shots["src"]["dsrc_r"] * shots["src"]["dresp_r"])),
@@ -303,6 +328,7 @@ def spiking_mirror_noise(neuron, dt: float, hold_steps: int) -> dict[str, float]
         "n_x": rate * float(np.sum(shots["src"]["dsrc_r"] ** 2) + np.sum(shots["dsrc"]["dsrc_r"] ** 2)),
         "n_yW": rate * float(np.sum(shots["src"]["dresp_r"] ** 2)),
         "n_y": rate * float(np.sum(shots["resp"]["dresp_r"] ** 2) + np.sum(shots["dresp"]["dresp_r"] ** 2)),
+        "correlation": inflation,
     }
 
 
@@ -333,7 +359,7 @@ def predicted_spiking_angle(noise: dict[str, float], W: np.ndarray, B0: np.ndarr
     w_hat = W / np.linalg.norm(W)
     along = q * float((B0 * w_hat).sum()) + (1 - q) * float(np.linalg.norm(W))
     perp2 = q ** 2 * float(((B0 - (B0 * w_hat).sum() * w_hat) ** 2).sum()) + \
-        (1 - q ** 2) * decay / (2 - decay) * var_b
+        (1 - q ** 2) * decay / (2 - decay) * var_b * noise.get("correlation", 1.0)
     return math.degrees(math.atan2(math.sqrt(perp2), along))
 
 
