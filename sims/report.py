@@ -58,7 +58,10 @@ def circuit_line(summary: dict) -> str:
             f"{summary['device']}): {summary['simulated_seconds']:.3f} s simulated in "
             f"{summary['wall_seconds']:.1f} s; angle(B, W^T) per layer {angles} deg")
     if summary.get("predicted_angles_deg") is not None:
-        line += " (rate-mode prediction " + ", ".join(_angle(a) for a in summary["predicted_angles_deg"]) + ")"
+        line += " (rate-mode prediction " + ", ".join(_angle(a) for a in summary["predicted_angles_deg"])
+        if summary.get("noise_aware_angles_deg") is not None:
+            line += "; with the spike noise " + ", ".join(_angle(a) for a in summary["noise_aware_angles_deg"])
+        line += ")"
     if summary.get("test_top1_error") is not None:
         line += f"; test error {summary['test_top1_error']:.1f} %"
     return line
