@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -529,7 +530,15 @@ def main(argv: list[str] | None = None) -> int:
             values = getattr(args, name, None)
             for value in values if isinstance(values, list) else [values]:
                 results.check_out_path(value, f"--{name}")
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away shows here, inside the handler, not at exit
+        return status
+    except BrokenPipeError:
+        # the reader of our output went away (`weightmirror figures ... | head`): stop quietly, as a
+        # shell tool does; what was written to files stays (a training run resumes from its checkpoint)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
     except InputError as exc:
         print(f"weightmirror: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -625,3 +625,18 @@ def test_resume_may_name_the_data_set_moved_elsewhere(tmp_path, work):
     assert cfg.epochs == 2 and cfg.to_dict() | {"data_dir": "", "epochs": 1} == saved.to_dict()
     cfg, _ = resume_config(run, {"data_dir": "", "epochs": 2})  # the same place: nothing to record
     assert cfg.data_dir == ""
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
+    """`weightmirror config --example train | head -0`: the closed pipe ends the command quietly (status
+    141, as a shell tool killed by SIGPIPE), with no traceback and no 'Exception ignored' at exit."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "weightmirror", "config", "--example", "train"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
