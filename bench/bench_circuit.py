@@ -59,12 +59,18 @@ def guess(name: str) -> float:
     return GUESS[device] * (threads ** 0.7 if device == "cpp" else 1)
 
 
+#: the neuron model measured (``--neuron``): rate units, Poisson or LIF (whose W and B synapses are driven
+#: by spikes, on_pre, beside the summed baseline offsets: the same summed updates per step, and
+#: ν₀ dt N² spike-driven updates per pathway)
+NEURON = "rate"
+
+
 def make_spec(width: int, device: str, threads: int, duration: float):
     from weightmirror.circuits.rules import WeightMirror
-    from weightmirror.circuits.spec import CircuitSpec, Phases
+    from weightmirror.circuits.spec import CircuitSpec, NeuronModel, Phases
 
     return CircuitSpec(layers=(width, width), rule=WeightMirror(lr=0.01, decay=0.01, mirror_batch_size=8),
-                       device=device, threads=threads,
+                       device=device, threads=threads, neuron=NeuronModel(kind=NEURON),
                        phases=Phases(schedule="mirror", duration=duration, record_interval=duration))
 
 
@@ -72,6 +78,8 @@ def updates_per_step(spec) -> tuple[float, float]:
     """``(summed-input updates, plasticity updates)`` per integration step."""
     n_syn = sum(a * b for a, b in zip(spec.layers[:-1], spec.layers[1:]))
     summed = 2.0 * n_syn
+    if spec.neuron.kind == "lif":  # each spike of a presynaptic unit updates its row of currents
+        summed += 2.0 * n_syn * spec.neuron.baseline_rate * spec.dt
     plastic = n_syn * spec.dt / spec.plasticity_dt + n_syn * spec.dt / spec.noise.correlation_time
     return summed, plastic
 
@@ -117,7 +125,7 @@ def run_one(name: str, width: int, duration: float, build_root: str) -> dict:
     summed, plastic = updates_per_step(spec)
     steps = duration / spec.dt
     updates = (summed + plastic) * steps
-    return {"device": name, "width": width, "synapses": 2 * width * width, "simulated_s": duration,
+    return {"device": name, "neuron": NEURON, "width": width, "synapses": 2 * width * width, "simulated_s": duration,
             "wall_s": wall, "wall_per_sim_s": wall / duration, "updates_per_s": updates / wall,
             "setup_s": compile_s, "finite": ok,
             "bytes_per_update": (summed * BYTES_SUMMED + plastic * BYTES_PLASTIC) / (summed + plastic)}
@@ -175,15 +183,16 @@ def machine() -> str:
 
 
 def table(rows: list[dict], bw: dict[int, float]) -> str:
-    lines = ["| device | width N | synapses (W+B) | simulated s | wall s / simulated s | synapse updates / s "
+    lines = ["| device | neuron | width N | synapses (W+B) | simulated s | wall s / simulated s | synapse updates / s "
              "| setup s (codegen/compile) | % of bandwidth bound |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['device']} | {r['width']} | {2 * r['width'] ** 2:,} | – | – | – | – | failed: {r['error']} |")
+            lines.append(f"| {r['device']} | {NEURON} | {r['width']} | {2 * r['width'] ** 2:,} | – | – | – | – | "
+                         f"failed: {r['error']} |")
             continue
         bound = bw_for(bw, r["device"]) * 1e9 / r["bytes_per_update"]
-        lines.append(f"| {r['device']} | {r['width']} | {r['synapses']:,} | {r['simulated_s']:.3f} | "
+        lines.append(f"| {r['device']} | {r.get('neuron', 'rate')} | {r['width']} | {r['synapses']:,} | {r['simulated_s']:.3f} | "
                      f"{r['wall_per_sim_s']:.3g} | {r['updates_per_s']:.3g} | {r['setup_s']:.1f} | "
                      f"{100 * r['updates_per_s'] / bound:.1f} % |")
     return "\n".join(lines)
@@ -229,9 +238,13 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="target wall seconds per measurement")
     p.add_argument("--out", default=None, help="Markdown file for the table")
     p.add_argument("--json", default=None, help="JSON file for the raw rows")
+    p.add_argument("--neuron", default="rate", choices=("rate", "spiking", "lif"),
+                   help="neuron model of the circuit measured (default: rate)")
     p.add_argument("--one", nargs=3, metavar=("DEVICE", "WIDTH", "DURATION"), help=argparse.SUPPRESS)
     p.add_argument("--build-root", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global NEURON
+    NEURON = args.neuron
     if args.one:
         row = run_one(args.one[0], int(args.one[1]), float(args.one[2]),
                       args.build_root or tempfile.mkdtemp(prefix="bench_circuit_"))
@@ -267,7 +280,8 @@ def measure_rows(widths, names, seconds: float, timeout: float | None = None):
             tn = spec.noise.correlation_time
             duration = max(2 * tn, round(seconds * guess(name) / per_sim_s / tn) * tn)
             duration = min(duration, 2.0)
-            cmd = [sys.executable, __file__, "--one", name, str(width), repr(duration), "--build-root", build_root]
+            cmd = [sys.executable, __file__, "--one", name, str(width), repr(duration), "--build-root", build_root,
+                   "--neuron", NEURON]
             t0 = time.perf_counter()
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
