@@ -33,7 +33,7 @@ def test_the_effective_signed_matrix_is_the_declared_one():
         assert all(lo >= 0 for lo, hi in signs.values())
         np.testing.assert_array_equal(np.asarray(circuit.S_W_inh[0].w[:]),
                                       np.maximum(-weights[0][0], 0).T.ravel().astype(np.float64))
-        names = {obj.name: len(obj) for obj in circuit.net.objects if obj.name.startswith("inh_")}
+        names = {G.name: len(G) for G in circuit.relays}
         assert names == {"inh_y0": 7, "inh_y1": 5, "inh_delta1": 5, "inh_delta2": 3}
     finally:
         circuit.release()
