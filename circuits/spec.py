@@ -112,19 +112,18 @@ NOISE_DISTRIBUTIONS = ("gaussian", "uniform")
 _UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0}
 
 
-def parse_duration(value: Any, what: str = "duration") -> float:
-    """Seconds from ``2``, ``2.5``, ``"2s"``, ``"500ms"``, ``"1min"``."""
+def _parse_quantity(value: Any, what: str, units: dict[str, float], kind: str, examples: str) -> float:
+    """A plain number, or a string with one of ``units`` (scaled to the base unit)."""
     if isinstance(value, bool):
-        raise SpecError(f"{what}: expected a duration, got {value!r}")
+        raise SpecError(f"{what}: expected a {kind}, got {value!r}")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
         text = value.strip().lower()
-        for unit in sorted(_UNITS, key=len, reverse=True):
+        for unit in sorted(units, key=len, reverse=True):
             if text.endswith(unit):
-                number = text[: -len(unit)].strip()
                 try:
-                    return float(number) * _UNITS[unit]
+                    return float(text[: -len(unit)].strip()) * units[unit]
                 except ValueError:
                     break
         else:
@@ -132,7 +131,12 @@ def parse_duration(value: Any, what: str = "duration") -> float:
                 return float(text)
             except ValueError:
                 pass
-    raise SpecError(f"{what}: cannot read {value!r} as a duration (examples: 2s, 500ms, 0.25)")
+    raise SpecError(f"{what}: cannot read {value!r} as a {kind} (examples: {examples})")
+
+
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from ``2``, ``2.5``, ``"2s"``, ``"500ms"``, ``"1min"``."""
+    return _parse_quantity(value, what, _UNITS, "duration", "2s, 500ms, 0.25")
 
 
 #: per neuron kind that fires spikes: (baseline rate ν₀ in Hz, gain G in Hz per unit, largest rate in Hz)
@@ -147,24 +151,7 @@ _VOLT_UNITS = {"v": 1.0, "mv": 1e-3, "uv": 1e-6}
 
 def parse_voltage(value: Any, what: str = "voltage") -> float:
     """Volts from ``-0.07``, ``"-70mV"``, ``"5 mV"``, ``"0.005V"``."""
-    if isinstance(value, bool):
-        raise SpecError(f"{what}: expected a voltage, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        for unit in sorted(_VOLT_UNITS, key=len, reverse=True):
-            if text.endswith(unit):
-                try:
-                    return float(text[: -len(unit)].strip()) * _VOLT_UNITS[unit]
-                except ValueError:
-                    break
-        else:
-            try:
-                return float(text)
-            except ValueError:
-                pass
-    raise SpecError(f"{what}: cannot read {value!r} as a voltage (examples: -70mV, 5mV, -0.07)")
+    return _parse_quantity(value, what, _VOLT_UNITS, "voltage", "-70mV, 5mV, -0.07")
 
 
 @dataclass(frozen=True)

@@ -69,22 +69,14 @@ def draw(run):
               for r in rows]
         ax.plot(t, ys, color=color, marker="o", markersize=3,
                 label=f"circuit ({run.neuron} neurons, Brian2)")
-        if has_pred:
-            tp, yp = [], []
-            for r in rows:
-                p = r.get("predicted_angles_deg")
-                if p and l < len(p) and p[l] is not None:
-                    tp.append(r["t"])
-                    yp.append(p[l])
-            ax.plot(tp, yp, color="black", linestyle="--", linewidth=1.2, label="rate-mode prediction")
-        tn, yn = [], []
-        for r in rows:
-            p = r.get("noise_aware_angles_deg")
-            if p and l < len(p) and p[l] is not None:
-                tn.append(r["t"])
-                yn.append(p[l])
-        if tn:
-            ax.plot(tn, yn, color="0.4", linestyle=":", linewidth=1.6, label="prediction with the spike noise")
+        for key, style_kw in (("predicted_angles_deg", dict(color="black", linestyle="--", linewidth=1.2,
+                                                             label="rate-mode prediction")),
+                              ("noise_aware_angles_deg", dict(color="0.4", linestyle=":", linewidth=1.6,
+                                                              label="prediction with the spike noise"))):
+            pts = [(r["t"], r[key][l]) for r in rows
+                   if r.get(key) and l < len(r[key]) and r[key][l] is not None]
+            if pts:
+                ax.plot(*zip(*pts), **style_kw)
         ax.set_title(f"layer {l + 1}  ($B_{{{l + 1}}}$ vs $W_{{{l + 1}}}^T$)")
         ax.set_xlabel("simulated time (s)")
         if l == 0:
