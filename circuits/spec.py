@@ -74,6 +74,7 @@ __all__ = [
     "CIRCUIT_RULE_REGISTRY",
     "CircuitRule",
     "Mirror",
+    "ModeMapping",
     "register_circuit_rule",
     "circuit_rule",
     "circuit_rule_of",
@@ -393,14 +394,99 @@ class Mirror:
     def __post_init__(self):
         choice(self.noise, NOISE_DISTRIBUTIONS, "mirror noise", SpecError)
 
+    def step(self, samples: int) -> tuple[float, float]:
+        """``(η, λ)`` of one mirror update on ``samples`` noise samples: ``η_B k/m`` and
+        ``1 - (1-λ_B)^{k/m}`` (``k = samples``), so that any split of a batch into parts
+        adds up to the batch's rate and decay. Rate mode's partial batches, the circuit's
+        per-event plasticity (``k = 1``) and the rate-mode predictions all take it."""
+        frac = samples / self.batch_size
+        return self.lr * frac, 1.0 - (1.0 - self.decay) ** frac
+
     def per_sample(self, gain: float) -> tuple[float, float]:
         """``(hebbian, keep)`` of one plasticity event per noise sample.
 
-        ``ΔB = lr/(m κ) · δ_l δ_{l-1}`` and ``B ← (1-λ_B)^{1/m} B`` per event,
-        with ``m = batch_size`` and ``κ = gain``, the settled correlation gain
-        of the neuron filters (``circuits.brian.network.mirror_gain``).
+        ``ΔB = lr/(m κ) · δ_l δ_{l-1}`` and ``B ← (1-λ_B)^{1/m} B`` per event
+        (:meth:`step` of one sample), with ``m = batch_size`` and ``κ = gain``,
+        the settled correlation gain of the neuron filters
+        (``circuits.brian.network.mirror_gain``).
         """
-        return self.lr / (self.batch_size * gain), (1.0 - self.decay) ** (1.0 / self.batch_size)
+        lr, decay = self.step(1)
+        return lr / gain, 1.0 - decay
+
+
+@dataclass(frozen=True)
+class ModeMapping:
+    """The one translation of a circuit's rule parameters between rate mode and simulated time.
+
+    Both modes read it: the Brian2 build takes its rates per simulated second
+    (:meth:`mirror_rates`, :meth:`engaged_rates`), the rate-mode engine that
+    runs the same declaration (``sims.circuit.rate_reference``) and the
+    rate-mode predictions take its steps (:meth:`mirror_samples`,
+    :meth:`Mirror.step`, :meth:`engaged_step`).
+
+    **Mirror.** Each layer's noise is redrawn every ``τ_ξ``
+    (``noise_time``): ``n = plastic time / τ_ξ`` samples, a rate-mode batch of
+    ``m`` samples is ``T_b = m τ_ξ`` of simulated time, and
+    ``B ← (1-λ_B) B + η_B H`` per batch is ``η_B' = η_B / T_b`` and
+    ``λ_B' = -ln(1-λ_B) / T_b`` per second. A layer learns only while it is
+    the noise source (the parity), so a mirror block of ``T`` seconds gives
+    each layer about ``T/2`` of plastic time.
+
+    **Engaged.** A presentation of ``T_p`` seconds settles for its first half
+    and learns in its second (``learn_window = T_p/2``) at
+    ``η_W' = engaged_lr / learn_window`` and ``λ' = -ln(1-λ_c) / learn_window``
+    per second (``λ_c``: the rule's decay per presentation, KP's ``decay``):
+    one presentation is one online step of size ``engaged_lr``, taken by the
+    circuit as ``K = learn_window / plasticity_dt`` small steps while its
+    error follows W (:attr:`steps_per_presentation`, :meth:`engaged_step`).
+    """
+
+    noise_time: float
+    mirror: "Mirror | None"
+    presentation: float
+    plasticity_dt: float
+    engaged_lr: float
+    engaged_decay: float
+
+    # -- mirror --------------------------------------------------------------
+    @property
+    def mirror_batch_time(self) -> float:
+        """``T_b = m · τ_ξ`` (``m = 1`` for a rule without a mirror)."""
+        m = self.mirror.batch_size if self.mirror is not None else 1
+        return m * self.noise_time
+
+    def mirror_samples(self, plastic_time: float) -> int:
+        """Noise samples a layer sees in ``plastic_time`` seconds of mirror plasticity: ``round(t / τ_ξ)``."""
+        return int(round(plastic_time / self.noise_time))
+
+    def mirror_rates(self) -> tuple[float, float]:
+        """``(η_B', λ_B')`` per simulated second (before the neuron filters' gain); ``(0, 0)`` without a mirror."""
+        if self.mirror is None:
+            return 0.0, 0.0
+        tb = self.mirror_batch_time
+        return self.mirror.lr / tb, -math.log1p(-self.mirror.decay) / tb
+
+    # -- engaged ---------------------------------------------------------------
+    @property
+    def learn_window(self) -> float:
+        """The learning half of a presentation, ``T_p / 2``."""
+        return self.presentation / 2
+
+    @property
+    def steps_per_presentation(self) -> int:
+        """``K = learn_window / plasticity_dt``: the circuit's plasticity steps in one presentation."""
+        return max(1, int(round(self.learn_window / self.plasticity_dt)))
+
+    def engaged_rates(self) -> tuple[float, float]:
+        """``(η_W', λ')`` per learning second."""
+        return self.engaged_lr / self.learn_window, -math.log1p(-self.engaged_decay) / self.learn_window
+
+    def engaged_step(self, steps: int) -> tuple[float, float]:
+        """``(η, λ)`` of one of ``steps`` equal online steps that make up a presentation:
+        ``engaged_lr / steps`` and ``1 - (1-λ_c)^{1/steps}``."""
+        if int(steps) < 1:
+            raise SpecError(f"steps per presentation must be >= 1, got {steps}")
+        return self.engaged_lr / steps, 1.0 - (1.0 - self.engaged_decay) ** (1.0 / steps)
 
 
 def _no_engaged_decay(rule: LearningRule) -> float:
@@ -668,30 +754,29 @@ class CircuitSpec:
         return mirror.noise if mirror is not None else "gaussian"
 
     @property
+    def modes(self) -> ModeMapping:
+        """How this declaration's rule parameters read in rate mode and in simulated time (:class:`ModeMapping`)."""
+        return ModeMapping(noise_time=self.noise.correlation_time, mirror=self.mirror,
+                           presentation=self.phases.presentation, plasticity_dt=self.plasticity_dt,
+                           engaged_lr=self.engaged_lr, engaged_decay=self.circuit_rule.engaged_decay(self.rule))
+
+    @property
     def mirror_batch_time(self) -> float:
         """``T_b = m · τ_ξ``: the simulated time of one rate-mode mirror batch."""
-        mirror = self.mirror
-        m = mirror.batch_size if mirror is not None else 1
-        return m * self.noise.correlation_time
+        return self.modes.mirror_batch_time
 
     def mirror_rates(self) -> tuple[float, float]:
-        """``(η_B', λ_B')`` per simulated second (before the filter gain)."""
-        mirror = self.mirror
-        if mirror is None:
-            return 0.0, 0.0
-        tb = self.mirror_batch_time
-        return mirror.lr / tb, -math.log1p(-mirror.decay) / tb
+        """``(η_B', λ_B')`` per simulated second (before the filter gain): :meth:`ModeMapping.mirror_rates`."""
+        return self.modes.mirror_rates()
 
     @property
     def learn_window(self) -> float:
-        return self.phases.presentation / 2
+        return self.modes.learn_window
 
     def engaged_rates(self) -> tuple[float, float]:
-        """``(η_W', λ')`` per learning second: η_W' = lr/window; the rule's decay per presentation
-        (``CircuitRule.engaged_decay``: KP's ``decay``, 0 for the others)."""
-        eta = self.engaged_lr / self.learn_window
-        decay = self.circuit_rule.engaged_decay(self.rule)
-        return eta, -math.log1p(-decay) / self.learn_window
+        """``(η_W', λ')`` per learning second (:meth:`ModeMapping.engaged_rates`): η_W' = lr/window; the
+        rule's decay per presentation (``CircuitRule.engaged_decay``: KP's ``decay``, 0 for the others)."""
+        return self.modes.engaged_rates()
 
     # -- config ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

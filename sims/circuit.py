@@ -34,6 +34,7 @@ results folder holds
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import sys
@@ -45,11 +46,11 @@ from typing import Any
 import numpy as np
 
 from .. import results, tomlfile
-from ..circuits.rules import angle_degrees
+from ..circuits.rules import KolenPollack, angle_degrees
 from ..circuits.spec import CIRCUIT_RULE_REGISTRY, CircuitSpec, SpecError
 from ..errors import InputError
 
-__all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "rate_reference",
+__all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "rate_reference", "rate_network",
            "mirror_event_samples", "rate_mirror_on_samples",
            "presentation_order", "predict_mirror_angles", "load_stimulus", "evaluate"]
 
@@ -95,15 +96,16 @@ def predict_mirror_angles(spec: CircuitSpec, weights, plastic_times: list[list[f
     rng = np.random.default_rng(seed)
     layers = [_MatrixLayer(W, B) for W, B in weights]
     m = mirror.batch_size
+    modes = spec.modes
     done = [0] * len(layers)
     rows = []
     for times in plastic_times:
         for l, layer in enumerate(layers):
-            target = int(round(times[l] / spec.noise.correlation_time))
+            target = modes.mirror_samples(times[l])
             while done[l] < target:
                 k = min(m - done[l] % m, target - done[l])
-                frac = k / m
-                rule.mirror_update(layer, np, rng, mirror.lr * frac, 1.0 - (1.0 - mirror.decay) ** frac, k)
+                lr, decay = mirror.step(k)
+                rule.mirror_update(layer, np, rng, lr, decay, k)
                 done[l] += k
         rows.append([angle_degrees(layer.B, layer.W) for layer in layers])
     return rows, [layer.B.astype(np.float64) for layer in layers]
@@ -159,8 +161,7 @@ def rate_mirror_on_samples(spec: CircuitSpec, weights, samples, segments) -> lis
     mirror = spec.mirror
     if mirror is None:
         raise CircuitInputError(f"rule {spec.rule.key!r} has no mirror phase")
-    m = mirror.batch_size
-    lr, decay = mirror.lr / m, 1.0 - (1.0 - mirror.decay) ** (1.0 / m)
+    lr, decay = mirror.step(1)
     out = []
     for l, (W, B) in enumerate(weights, 1):
         layer = _MatrixLayer(W, B)
@@ -225,11 +226,14 @@ def evaluate(spec: CircuitSpec, weights, x, labels) -> float:
 # ---------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------
-def _weights_npz(weights) -> dict[str, np.ndarray]:
+def _weights_npz(weights, biases=None) -> dict[str, np.ndarray]:
+    """``W1, B1, W2, ...`` (and ``b1, b2, ...`` when a rate-mode network's biases are carried)."""
     out = {}
     for l, (W, B) in enumerate(weights, 1):
         out[f"W{l}"] = np.asarray(W, dtype=np.float32)
         out[f"B{l}"] = np.asarray(B, dtype=np.float32)
+    for l, b in enumerate(biases or [], 1):
+        out[f"b{l}"] = np.asarray(b, dtype=np.float32)
     return out
 
 
@@ -240,68 +244,130 @@ def presentation_order(spec: CircuitSpec, n_train: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n_train) for _ in range(n_pres // n_train + 1)])[:n_pres]
 
 
-def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1) -> dict:
-    """The same schedule in rate mode (arrays, the rules of ``circuits.rules``).
+def rate_network(spec: CircuitSpec, weights=None):
+    """The circuit as a rate-mode network of ``models/``: the engine that ``weightmirror train`` runs.
 
-    Engaged presentations are online SGD steps on ``½‖y_L - t‖²`` with step
-    ``engaged_lr`` in the circuit's order (``ΔW = -η δ yᵀ``, the rule's
-    feedback ``δ_l = φ'(v_l) ⊙ (δ_{l+1} B_{l+1})`` in W's layout; KP through
-    ``KolenPollack.after_weight_update``); mirror blocks give each layer
-    ``plastic time / τ_ξ`` noise samples through ``WeightMirror.mirror_update``.
-    Returns ``{"weights", "test_top1_error", "train_top1_error", "angles_deg"}``
-    (errors in percent, as in a circuit run's summary).
+    One bias-free ``Linear`` per weight layer (the circuit's units have no
+    biases) holding the circuit's ``W`` and ``B`` (float32), with a ``ReLU``
+    after every hidden layer when ``neuron.activation`` is ``relu`` (``linear``:
+    none); the output is linear, as the circuit's top layer. The layers'
+    ``mirror_activation`` stays None: in mirror mode the circuit's units respond
+    linearly (``y = v``), so the rule's mirror sees ``W ξ`` as there.
+
+    Parameters
+    ----------
+    spec : the circuit (its layers, rule and activation).
+    weights : ``[(W, B)]`` per layer in W's layout; None: the circuit's own
+        initial weights (``init_weights(spec)``: the same seed gives the same start).
     """
     from weightmirror.circuits.brian.network import init_weights
+    from ..models.layers import Linear, Network, ReLU
+
+    weights = weights if weights is not None else init_weights(spec)
+    relu = spec.neuron.activation == "relu"
+    modules = []
+    rng = np.random.default_rng(0)  # overwritten below: the circuit's weights are loaded
+    for l, (W, B) in enumerate(weights, 1):
+        W = np.asarray(W)
+        layer = Linear(W.shape[1], W.shape[0], np, rng, bias=False)
+        layer.W = np.array(W, dtype=np.float32)
+        layer.B = np.array(B, dtype=np.float32)
+        spec.rule.prepare_layer(layer, np)
+        modules.append(layer)
+        if relu and l < len(weights):
+            modules.append(ReLU())
+    return Network(modules, spec.rule, np)
+
+
+def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1, substeps: int | None = None) -> dict:
+    """The circuit's schedule run by the rate-mode engine (``models/``, ``circuits.rules``).
+
+    The network is :func:`rate_network` (same initial W and B as the circuit
+    for the same ``spec.seed``), driven presentation by presentation in the
+    circuit's order (:func:`presentation_order`):
+
+    - an engaged presentation is ``K = substeps`` online steps of the engine
+      on the same example and the circuit's loss ``½‖y_L - t‖²``
+      (``dL/dy_L = y_L - t``): ``Network.backward`` with the rule's feedback
+      ``δ_l = φ'(v_l) ⊙ (B_{l+1}ᵀ δ_{l+1})``, then ``SGD.step`` at
+      ``engaged_lr / K`` with no momentum and no weight decay,
+      ``ΔW = -(η/K) δ yᵀ``; the rule's per-presentation decay ``λ_c`` (KP's
+      ``decay``) is split as ``1 - (1 - λ_c)^{1/K}`` per step, and KP's ``ΔB``
+      comes through the optimiser as in ``weightmirror train``. With no
+      ``Progress`` the rule's learning-mass-scheduled decay (KP's
+      ``decay_total``) is off, as in the circuit, whose engaged decay is
+      ``decay`` alone.
+
+      **Why several steps per presentation**: the circuit's synapses change
+      every ``plasticity_dt`` of the learning window while the error they
+      read follows W (the output settles within a few τ), so a presentation
+      is a short gradient flow on its example, not one Euler step. The
+      default ``K = learn_window / plasticity_dt`` takes the circuit's own
+      steps. With ``K = 1`` and digits' input norms (``η‖y‖² ≈ 0.5`` at
+      ``engaged_lr = 0.01``) the single step overshoots: FA, whose B does not
+      follow W, then ends at 12–90 % test error over seeds 1–3 where the
+      circuit learns (``K = 4``: 10–16 %);
+    - a mirror block gives each layer ``plastic time / τ_ξ`` noise samples
+      (the parity halves the time each layer learns) through
+      ``WeightMirror.mirror_update``, in batches of ``mirror.batch_size``.
+
+    Returns ``{"weights", "test_top1_error", "train_top1_error", "angles_deg", "diverged"}``
+    (errors in percent, as in a circuit run's summary; ``diverged``: a weight
+    went non-finite, the run stopped there and its errors are those of the
+    last weights).
+    """
+    from ..models.optim import SGD
 
     xtr, ytr, xte, yte = data
     rule = spec.rule
-    layers = [_MatrixLayer(W, B) for W, B in (weights if weights is not None else init_weights(spec))]
-    for layer in layers:
-        layer.W = layer.W.astype(np.float64)
-        layer.B = layer.B.astype(np.float64)
+    modes = spec.modes
+    substeps = modes.steps_per_presentation if substeps is None else int(substeps)
+    lr_step, decay_step = modes.engaged_step(substeps)
+    step_rule = rule
+    if isinstance(rule, KolenPollack) and rule.decay > 0:  # the decay per presentation, split over its steps
+        step_rule = dataclasses.replace(rule, decay=decay_step)
+    net = rate_network(dataclasses.replace(spec, rule=step_rule) if step_rule is not rule else spec, weights)
+    layers = net.weight_layers
+    opt = SGD(net.parameter_modules(), step_rule, np, momentum=0.0, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     order = presentation_order(spec, len(xtr))
     T = spec.phases.presentation
-    relu = spec.neuron.activation == "relu"
     n_out = spec.layers[-1]
     mirror = spec.mirror
+    target = np.zeros((1, n_out), dtype=np.float32)
+    diverged = False
     for phase, a, b in spec.phases.segments():
         if phase == "mirror" and mirror is not None:
-            samples = int(round((b - a) / 2 / spec.noise.correlation_time))  # parity: half the time
+            samples = modes.mirror_samples((b - a) / 2)  # parity: each layer learns half the time
             m = mirror.batch_size
             for layer in layers:
                 done = 0
                 while done < samples:
                     k = min(m, samples - done)
-                    rule.mirror_update(layer, np, rng, mirror.lr * k / m, 1.0 - (1.0 - mirror.decay) ** (k / m), k)
+                    lr, decay = mirror.step(k)
+                    rule.mirror_update(layer, np, rng, lr, decay, k)
                     done += k
         elif phase == "engaged":
             for p in range(int(round(a / T)), int(round(b / T))):
-                x = xtr[order[p]]
-                ys = [x]
-                for l, layer in enumerate(layers, 1):
-                    v = layer.W @ ys[-1]
-                    ys.append(np.maximum(v, 0.0) if (relu and l < len(layers)) else v)
-                target = np.zeros(n_out)
-                target[ytr[order[p]]] = 1.0
-                delta = ys[-1] - target
-                for l in range(len(layers), 0, -1):
-                    layer = layers[l - 1]
-                    below = None
-                    if l > 1:
-                        below = delta @ layer.B
-                        if relu:
-                            below = below * (ys[l - 1] > 0)
-                    step = -spec.engaged_lr * np.outer(delta, ys[l - 1])
-                    layer.W += step
-                    rule.after_weight_update(layer, step, 1.0, np)
-                    delta = below
-    weights_out = [(layer.W.copy(), layer.B.copy()) for layer in layers]
+                x = np.asarray(xtr[order[p]], dtype=np.float32)[None, :]
+                y = net.forward(x, train=True)
+                target[...] = 0.0
+                target[0, ytr[order[p]]] = 1.0
+                for k in range(substeps):
+                    if k:
+                        y = net.forward(x, train=True)
+                    net.backward(y - target, rng=rng)
+                    opt.step(lr_step)
+            if not all(np.isfinite(layer.W).all() and np.isfinite(layer.B).all() for layer in layers):
+                diverged = True
+                break
+    weights_out = [(layer.W.astype(np.float64), layer.B.astype(np.float64)) for layer in layers]
     return {
         "weights": weights_out,
         "test_top1_error": evaluate(spec, weights_out, xte, yte),
         "train_top1_error": evaluate(spec, weights_out, xtr, ytr),
         "angles_deg": [angle_degrees(B, W) for W, B in weights_out],
+        "diverged": diverged,
     }
 
 
@@ -313,7 +379,7 @@ def _phase_at(segments, t: float) -> str:
 
 
 def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, data_dir=None,
-             progress: bool = True, weights=None, build_dir: str | None = None) -> results.Run:
+             progress: bool = True, weights=None, biases=None, build_dir: str | None = None) -> results.Run:
     """Run the declared circuit; write its results folder ``out`` (None: keep it in memory).
 
     Parameters
@@ -326,6 +392,11 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
     progress : show a tqdm bar in simulated seconds.
     weights : initial ``[(W, B)]`` (e.g. from rate mode); default: drawn
         from ``spec.seed``.
+    biases : a rate-mode network's biases, one per layer, or None. The
+        circuit's units have none, so they are not simulated: they are
+        carried unchanged into ``weights_initial.npz`` and
+        ``weights_final.npz`` (``b1, b2, ...``), so that a network that went
+        through a mirror phase comes back whole (``train --init-from``).
     build_dir : standalone build directory, kept (default: a temporary one,
         removed after the results are read out).
 
@@ -354,7 +425,7 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
         raise CircuitInputError(str(exc)) from None
     out = None if out is None else Path(out)
     if out is None:
-        return _simulate(spec, None, data, data_dir, progress, weights, build_dir)
+        return _simulate(spec, None, data, data_dir, progress, weights, build_dir, biases)
     from weightmirror import locks
 
     from .training.interrupts import StopRequests, StoppedBeforeStart
@@ -367,7 +438,7 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
                 results.clear_unstarted(out)
             if claim.note:
                 print(claim.note, file=sys.stderr)
-            return _simulate(spec, out, data, data_dir, progress, weights, build_dir)
+            return _simulate(spec, out, data, data_dir, progress, weights, build_dir, biases)
     except StoppedBeforeStart:
         if (out / results.SUMMARY).is_file():
             raise StoppedBeforeStart(f"interrupted after the run finished; its results are in {out}") from None
@@ -375,7 +446,8 @@ def simulate(spec: CircuitSpec, out: str | Path | None = None, *, data=None, dat
                                  "over in it") from None
 
 
-def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, weights, build_dir) -> results.Run:
+def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, weights, build_dir,
+              biases=None) -> results.Run:
     from weightmirror.circuits.brian.network import BrianCircuit, init_weights
 
     segments = spec.phases.segments()
@@ -390,7 +462,16 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
     config = {"command": "circuit", **spec.to_dict()}
     w0 = weights if weights is not None else init_weights(spec)
     w0 = [(np.array(W, dtype=np.float64), np.array(B, dtype=np.float64)) for W, B in w0]
-    arrays = {"weights_initial": _weights_npz(w0)}
+    if biases is not None:
+        biases = [np.array(b, dtype=np.float64) for b in biases]
+        if [b.shape for b in biases] != [(W.shape[0],) for W, _ in w0]:
+            raise CircuitInputError(f"biases of shapes {[b.shape for b in biases]} do not fit the layers "
+                                    f"{list(spec.layers)}")
+        if spec.phases.schedule != "mirror" and any(b.any() for b in biases):
+            raise CircuitInputError("a network with biases can only run a mirror phase in the circuit (its "
+                                    "units have no biases: engaged learning would use another network); "
+                                    "use --phase mirror")
+    arrays = {"weights_initial": _weights_npz(w0, biases)}
     if out is not None:
         results.write_config(out / results.CONFIG, config)
         results.save_arrays(out / "weights_initial.npz", arrays["weights_initial"])
@@ -437,7 +518,7 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
             shutil.rmtree(build_dir, ignore_errors=True)
 
     rows = _metrics_rows(spec, circuit, w0, final, rec, segs)
-    arrays["weights_final"] = _weights_npz(final)
+    arrays["weights_final"] = _weights_npz(final, biases)
     if rec["spikes"]:
         spikes = {}
         for name, (i, t) in rec["spikes"].items():
@@ -461,6 +542,7 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         "initial_angles_deg": [angle_degrees(B, W) for W, B in w0],
         "angles_deg": [angle_degrees(B, W) for W, B in final],
         "correlation_gain": kappa,
+        "biases_carried": biases is not None,
     }
     if shot is not None:
         # spiking mirror: the source's spike noise adds κ_shot to κ in W's direction (circuits.brian.network.
@@ -511,9 +593,8 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
 
             hold = int(round(spec.noise.correlation_time / spec.dt))
             noise = spiking_mirror_noise(spec.neuron, spec.dt, hold)
-            m = spec.mirror.batch_size
-            decay = 1.0 - (1.0 - spec.mirror.decay) ** (1.0 / m)
-            noise_aware = [[predicted_spiking_angle(noise, W, B, int(round(p / spec.noise.correlation_time)), decay,
+            decay = spec.mirror.step(1)[1]
+            noise_aware = [[predicted_spiking_angle(noise, W, B, spec.modes.mirror_samples(p), decay,
                                                     spec.sigma) for (W, B), p in zip(w0, row)] for row in plastic]
 
     names = list(circuit.names.forward) + list(circuit.names.feedback)

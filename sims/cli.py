@@ -394,9 +394,10 @@ def cmd_circuit(args) -> int:
             raise UsageError(f"--init-from {args.init_from}: its layers {source.sizes} are not the circuit's "
                              f"{list(spec.layers)}; leave --layers out to take the run's")
         if source.biases is not None and any(b.any() for b in source.biases):
-            print(f"--init-from {args.init_from}: W and B taken; its biases are dropped (circuit units have none)",
-                  file=sys.stderr)
-    run = circuit.simulate(spec, args.out, progress=not args.quiet, data_dir=args.data_dir, weights=weights)
+            print(f"--init-from {args.init_from}: W and B taken; its biases are carried unchanged to the run's "
+                  "weights_final.npz (circuit units have none: not simulated)", file=sys.stderr)
+    run = circuit.simulate(spec, args.out, progress=not args.quiet, data_dir=args.data_dir, weights=weights,
+                           biases=None if weights is None else source.biases)
     print(circuit_line(run.summary))
     print(f"results in {args.out}")
     return 0

@@ -7,11 +7,20 @@ run** (``weightmirror circuit``) writes ``weights_final.npz``: ``W1, B1, W2,
 B2, ...`` in the same layout. :func:`read_weights` reads either as
 ``Weights``; ``weightmirror circuit --init-from DIR`` starts a circuit from
 them and ``weightmirror train --init-from DIR`` (MLPs) a network. The
-circuit's units have no biases: a rate run's biases are dropped when its
-weights enter a circuit (said in one line), and a network started from a
-circuit starts with zero biases. W and B are copied exactly (float32 values
+circuit's units have no biases: a rate run's biases are carried through a
+mirror-phase circuit unchanged (``b1, b2, ...`` in its ``weights_*.npz``, not
+simulated), so the network comes back whole; a network started from a circuit
+that had none starts with zero biases; a circuit that learns (engaged mode)
+is refused a network whose biases are not zero. W and B are copied exactly (float32 values
 are exact in the circuit's float64; a circuit's float64 values are rounded to
 float32 once in rate mode).
+
+One declaration, two modes: :func:`circuit_config_for` writes a rate-mode MLP
+configuration as a circuit declaration (``weightmirror circuit --config``
+reads it), and ``sims.circuit.rate_network`` / ``rate_reference`` run a
+``CircuitSpec`` on the rate-mode engine; ``CircuitSpec.modes``
+(``circuits.spec.ModeMapping``) is the one mapping of rule parameters
+between them.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import numpy as np
 from .. import results
 from ..errors import InputError
 
-__all__ = ["Weights", "TransferError", "read_weights"]
+__all__ = ["Weights", "TransferError", "read_weights", "circuit_config_for"]
 
 
 class TransferError(InputError):
@@ -34,7 +43,7 @@ class TransferError(InputError):
 @dataclass
 class Weights:
     """``layers``: ``[(W, B)]`` per weight layer in W's layout (float64); ``biases``: per layer, or None
-    (a circuit run); ``sizes``: ``[n_0, ..., n_L]``; ``source``: ``"train"`` or ``"circuit"``; ``path``."""
+    (a circuit run that carried none); ``sizes``: ``[n_0, ..., n_L]``; ``source``: ``"train"`` or ``"circuit"``; ``path``."""
 
     layers: list[tuple[np.ndarray, np.ndarray]]
     biases: list[np.ndarray] | None
@@ -77,7 +86,15 @@ def read_weights(folder) -> Weights:
             raise TransferError(f"--init-from {folder}: weights_final.npz lacks {exc.args[0]}") from None
         if not layers:
             raise TransferError(f"--init-from {folder}: weights_final.npz holds no W1, B1, ...")
-        return Weights(layers, None, _sizes(layers, folder), "circuit", folder)
+        biases = None
+        if "b1" in arrays:  # a rate-mode network's biases, carried through the circuit unchanged
+            try:
+                biases = [np.asarray(arrays[f"b{l}"], np.float64) for l in range(1, n + 1)]
+            except KeyError as exc:
+                raise TransferError(f"--init-from {folder}: weights_final.npz lacks {exc.args[0]}") from None
+            if [b.shape for b in biases] != [(W.shape[0],) for W, _ in layers]:
+                raise TransferError(f"--init-from {folder}: its biases do not fit its layers")
+        return Weights(layers, biases, _sizes(layers, folder), "circuit", folder)
     checkpoint = folder / results.CHECKPOINT
     if not checkpoint.is_file():
         raise TransferError(f"--init-from {folder}: neither a circuit run (weights_final.npz) nor a training "
@@ -100,3 +117,43 @@ def read_weights(folder) -> Weights:
     if not layers:
         raise TransferError(f"--init-from {checkpoint}: holds no weight layer")
     return Weights(layers, biases, _sizes(layers, folder), "train", folder)
+
+
+#: the data sets circuit mode reads, with their input size and classes
+_CIRCUIT_DATA = {"digits": (64, 10), "fashion-mnist": (784, 10)}
+
+
+def circuit_config_for(cfg) -> dict:
+    """A rate-mode MLP configuration as a circuit declaration (a dict in ``circuit.toml`` form).
+
+    What carries over: the architecture (``[n_in, *hidden, n_classes]``, one
+    population per layer), the hidden nonlinearity (ReLU; ``linear`` has no
+    rate-mode twin), the rule's name, the data set, the seed and the He
+    initialisation. What does not, by construction: biases (circuit units have
+    none), the optimiser (a circuit learns online, one presentation per step,
+    on ``½‖y_L - t‖²``), and the rule's rate-mode parameters (the circuit takes
+    its rule's circuit defaults, ``CIRCUIT_RULE_REGISTRY``; ``CircuitSpec.modes``
+    says how they read per simulated second). ``sims.circuit.resolve_spec``
+    turns the result into a ``CircuitSpec``.
+
+    Raises
+    ------
+    TransferError
+        the model is not an MLP, its activation or rule has no circuit form,
+        or its data set is not one circuit mode reads.
+    """
+    from ..circuits.spec import CIRCUIT_RULES
+
+    if cfg.model != "mlp":
+        raise TransferError(f"model {cfg.model!r} has no circuit form; only an MLP (one population per layer)")
+    activation = cfg.model_options.get("activation", "relu")
+    if activation != "relu":
+        raise TransferError(f"activation {activation!r} has no circuit form; circuit units are ReLU (or linear)")
+    if cfg.rule not in CIRCUIT_RULES:
+        raise TransferError(f"rule {cfg.rule!r} has no circuit form; allowed: {', '.join(CIRCUIT_RULES)}")
+    if cfg.data not in _CIRCUIT_DATA:
+        raise TransferError(f"data {cfg.data!r} is not read by circuit mode; allowed: {', '.join(_CIRCUIT_DATA)}")
+    n_in, n_out = _CIRCUIT_DATA[cfg.data]
+    hidden = [int(h) for h in cfg.model_options.get("hidden", [])]
+    return {"layers": [n_in, *hidden, n_out], "rule": {"name": cfg.rule}, "data": cfg.data, "seed": int(cfg.seed),
+            "init": "he", "neuron": {"activation": "relu"}}

@@ -94,7 +94,7 @@ def train(config=None, *, out: str | Path | None = None, progress: bool = True, 
 
 
 def simulate(circuit_config=None, *, out: str | Path | None = None, progress: bool = True,
-             data_dir: str | Path | None = None, **overrides: Any) -> Run:
+             data_dir: str | Path | None = None, init_from: str | Path | None = None, **overrides: Any) -> Run:
     """Run a circuit in Brian2 (circuit mode) and return the run.
 
     Parameters
@@ -108,6 +108,9 @@ def simulate(circuit_config=None, *, out: str | Path | None = None, progress: bo
     progress : bool
         A progress bar in simulated seconds.
     data_dir : folder of the data files for engaged phases (default: the data set's own).
+    init_from : a results folder (a training run of an MLP or a circuit run) whose W and B start the
+        circuit, as ``weightmirror circuit --init-from``; without ``layers``, the circuit of that
+        network. A training run's biases are carried unchanged to the circuit's weights (not simulated).
     **overrides
         Declaration keys on top: ``layers=[64, 32, 10]``, ``rule="kp"`` (or
         ``rule={"name": "wm", "lr": 0.05}``), ``neuron={"kind": "spiking"}``,
@@ -121,8 +124,21 @@ def simulate(circuit_config=None, *, out: str | Path | None = None, progress: bo
     """
     from .sims import circuit
 
-    spec = circuit.resolve_spec(_values(circuit_config, circuit.read_file, lambda s: s.to_dict()), overrides)
-    return circuit.simulate(spec, out, progress=progress, data_dir=data_dir)
+    file_values = _values(circuit_config, circuit.read_file, lambda s: s.to_dict())
+    weights = biases = None
+    if init_from is not None:
+        from .sims.transfer import TransferError, read_weights
+
+        source = read_weights(init_from)
+        if "layers" not in overrides and "layers" not in file_values:
+            overrides["layers"] = source.sizes
+        weights, biases = source.layers, source.biases
+    spec = circuit.resolve_spec(file_values, overrides)
+    if weights is not None and [W.shape for W, _ in weights] != [
+            (n_out, n_in) for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:])]:
+        raise TransferError(f"init_from {init_from}: its layers {source.sizes} are not the circuit's "
+                            f"{list(spec.layers)}")
+    return circuit.simulate(spec, out, progress=progress, data_dir=data_dir, weights=weights, biases=biases)
 
 
 def build_circuit(circuit_config=None, *, weights=None, stimulus=None, directory: str | None = None,
