@@ -33,15 +33,20 @@ from weightmirror.sims import circuit as sim_circuit
 PHASES = dict(duration=60.0, presentation=0.02, record_interval=10.0)
 
 
-def specs(seed: int) -> dict[str, CircuitSpec]:
-    """The three schedules of ``tests/test_circuit.py::test_circuit_learns_digits_like_rate_mode``."""
+def specs(seed: int, presentation: float = 0.02) -> dict[str, CircuitSpec]:
+    """The three schedules of ``tests/test_circuit.py::test_circuit_learns_digits_like_rate_mode``:
+    3,000 presentations (WM: in 10 s engaged blocks at 20 ms, between 1 s mirror blocks), scaled to
+    ``presentation`` seconds each."""
     common = dict(layers=(64, 32, 10), engaged_lr=0.01, device="cython", seed=seed)
+    scale = presentation / 0.02
+    phases = dict(duration=PHASES["duration"] * scale, presentation=presentation,
+                  record_interval=PHASES["record_interval"] * scale)
     return {
-        "fa": CircuitSpec(rule=FeedbackAlignment(), phases=Phases(schedule="engaged", **PHASES), **common),
-        "kp": CircuitSpec(rule=KolenPollack(decay=0.001), phases=Phases(schedule="engaged", **PHASES), **common),
+        "fa": CircuitSpec(rule=FeedbackAlignment(), phases=Phases(schedule="engaged", **phases), **common),
+        "kp": CircuitSpec(rule=KolenPollack(decay=0.001), phases=Phases(schedule="engaged", **phases), **common),
         "wm": CircuitSpec(rule=WeightMirror(lr=0.02, decay=0.02, mirror_batch_size=8),
-                          phases=Phases(schedule="alternate", mirror_duration=1.0, engaged_duration=10.0, **PHASES),
-                          **common),
+                          phases=Phases(schedule="alternate", mirror_duration=1.0, engaged_duration=10.0 * scale,
+                                        **phases), **common),
     }
 
 
@@ -80,7 +85,7 @@ def _ms(values) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def report(out: Path, rules, seeds) -> str:
+def report(out: Path, rules, seeds, presentation: float = 0.02) -> str:
     lines = ["| rule | seeds | circuit test error (%) | rate-mode engine (%) | Δ of the means | largest |Δ| of a "
              "seed | rate mode's own spread, lr ± 5 % | circuit angle layers 1, 2 (°) | rate-mode angles (°) | "
              "largest |Δ angle| (°) |",
@@ -93,7 +98,7 @@ def report(out: Path, rules, seeds) -> str:
                 continue
             row = json.loads(path.read_text())
             if "rate_perturbed" not in row:  # rows written before the sensitivity was measured
-                spec = specs(s)[rule]
+                spec = specs(s, presentation)[rule]
                 row["rate_perturbed"] = perturbed(spec, sim_circuit.load_stimulus(spec))
                 path.write_text(json.dumps(row, indent=1))
             rows.append(row)
@@ -121,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--rules", default="fa,kp,wm")
+    ap.add_argument("--presentation", type=float, default=0.02,
+                    help="seconds per presentation (the learning window is half; the units' τ is 1 ms)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -133,10 +140,10 @@ def main(argv=None) -> int:
                 path = out / f"{rule}-seed{seed}.json"
                 if path.is_file():
                     continue
-                row = run_pair(specs(seed)[rule], out / "runs" / f"{rule}-seed{seed}")
+                row = run_pair(specs(seed, args.presentation)[rule], out / "runs" / f"{rule}-seed{seed}")
                 path.write_text(json.dumps(row, indent=1))
                 print(rule, seed, json.dumps(row), flush=True)
-    print(report(out, rules, seeds))
+    print(report(out, rules, seeds, args.presentation))
     return 0
 
 

@@ -9,13 +9,17 @@ The experiment of issue 12 (4), with weights that travel between the modes throu
    biases are untouched, so the network's accuracy is too;
 3. a **LIF mirror phase** in Brian2 (``OUT/lif-mirror``: ``weightmirror circuit --init-from
    OUT/scrambled --neuron lif --phase mirror``, cpp_standalone; 20 Hz baselines, each layer's noise
-   held 100 ms, spike trains read through 50 ms traces) re-aligns B by Hebbian plasticity alone; its
+   held 100 ms, spike trains read through 50 ms traces, even and odd layers the noise source in turn
+   for 500 ms) re-aligns B by Hebbian plasticity alone; its
    Hebbian rate and decay are chosen from the noise-aware closed form
    (``predicted_spiking_angle``) for the simulated time given, before the run; the network's biases
    are carried through the circuit unchanged;
 4. the **rate-mode mirror** does the same on the same number of noise samples per layer
    (``OUT/rate-mirror``: ``WeightMirror.mirror_update``, as ``predict_mirror_angles``);
-5. each network then **learns on**, ``--continue-epochs`` in rate mode with Kolen-Pollack's shared
+5. every B is scaled to its W's norm (one scalar per layer, a homeostatic scaling of the feedback
+   pathway that leaves every angle as it is: a spiking mirror's B carries its spike noise and the
+   source's expected scale ``1 + κ_shot/κ``, and learning on must not depend on it); each network then
+   **learns on**, ``--continue-epochs`` in rate mode with Kolen-Pollack's shared
    updates and no decay (``kp.decay_total = 0``: ``W - Bᵀ`` keeps the value it starts from, so what the
    feedback is worth is exactly what the mirror made of it), for every seed of ``--seeds``:
    from the aligned source, the scrambled one, the LIF-realigned and the rate-realigned one.
@@ -46,6 +50,7 @@ from weightmirror.sims.stats import paired_t
 
 HIDDEN = [100, 100, 100]
 HOLD, TRACE = 0.1, 0.05  # s: the noise sample's hold, the LIF trains' trace filter
+PARITY = 0.5  # s: even and odd layers take turns as noise sources every 5 holds
 
 
 def _train_common() -> dict:
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
             run = wm.simulate(out=str(lif), init_from=str(scrambled), progress=False, device=args.device,
                               neuron={"kind": "lif", "tau_trace": TRACE}, noise={"correlation_time": HOLD},
                               rule={"name": "wm", "lr": lam, "decay": lam, "mirror_batch_size": 1},
-                              phases={"schedule": "mirror", "duration": args.seconds,
+                              phases={"schedule": "mirror", "duration": args.seconds, "parity_period": PARITY,
                                       "record_interval": args.seconds / 10})
             record["lif"] = {k: run.summary.get(k) for k in (
                 "initial_angles_deg", "angles_deg", "predicted_angles_deg", "noise_aware_angles_deg",
@@ -155,6 +160,25 @@ def main(argv=None) -> int:
                        for l in range(1, len(w0) + 1)]
             _, finals = predict_mirror_angles(spec, w0, [plastic], seed=1)
             _with_feedback(scrambled, rate, {i: finals[k] for k, i in enumerate(idx) if k >= 1})
+        # the starts of learning on: every B scaled to its W's norm (one scalar per layer, angles unchanged)
+        from weightmirror.sims.transfer import read_weights
+
+        lif_b = read_weights(lif).layers
+        for name, folder, feedback in (("source", source, None), ("scrambled", scrambled, None),
+                                       ("lif-mirror", scrambled, [B for _, B in lif_b]), ("rate-mirror", rate, None)):
+            start = out / "starts" / name
+            if (start / results.CHECKPOINT).is_file():
+                continue
+            arrays = results.load_arrays(folder / results.CHECKPOINT)
+            scaled, factors = {}, []
+            for k, i in enumerate(idx):
+                W = arrays[f"net.{i}.W"].astype(np.float64)
+                B = arrays[f"net.{i}.B"].astype(np.float64) if feedback is None else np.asarray(feedback[k])
+                factors.append(float(np.linalg.norm(W) / np.linalg.norm(B)))
+                scaled[i] = B * factors[-1]
+            _with_feedback(folder, start, scaled)
+            record.setdefault("feedback_scale", {})[name] = factors
+            save()
         for start in ("source", "scrambled", "lif-mirror", "rate-mirror"):
             for seed in seeds:
                 key = f"{start}/seed-{seed}"
@@ -164,7 +188,7 @@ def main(argv=None) -> int:
                 if dst.exists():
                     shutil.rmtree(dst)
                 run = wm.train(rule="kp", kp={"decay_total": 0.0}, epochs=args.continue_epochs, seed=seed,
-                               init_from=str(out / start), out=str(dst), **_train_common())
+                               init_from=str(out / "starts" / start), out=str(dst), **_train_common())
                 record.setdefault("continue", {})[key] = {
                     "test_top1_error": [m.get("test_top1_error") for m in run.metrics],
                     "val_top1_error": [m.get("val_top1_error") for m in run.metrics],
@@ -172,8 +196,9 @@ def main(argv=None) -> int:
                 }
                 save()
                 print(key, run.summary["test_top1_error"], flush=True)
-    record["angles_deg"] = {name: _angles(out / name) for name in ("source", "scrambled", "lif-mirror", "rate-mirror")
-                            if (out / name).is_dir()}
+    record["angles_deg"] = {name: _angles(out / "starts" / name)
+                            for name in ("source", "scrambled", "lif-mirror", "rate-mirror")
+                            if (out / "starts" / name).is_dir()}
     save()
     print(report(record, out, seeds))
     figure(record, out, seeds)

@@ -723,6 +723,15 @@ class CircuitSpec:
             if r < 1 - 1e-9 or abs(r - round(r)) > 1e-6:
                 what = "half of phases.presentation" if name == "phases.presentation" else name
                 raise SpecError(f"{what} ({value} s) must be a whole multiple of dt ({self.dt} s)")
+        if self.mirror is not None and self.phases.schedule != "engaged":
+            # Mirror events fall at whole multiples of the noise hold and read the parity then: a parity
+            # period that is not a whole number of holds lets samples straddle a switch of source, and one
+            # of two holds (e.g. a 100 ms hold with a 50 ms period) gives every event to the same parity.
+            r = self.phases.parity_period / self.noise.correlation_time
+            if r < 1 - 1e-9 or abs(r - round(r)) > 1e-6:
+                raise SpecError(f"phases.parity_period ({self.phases.parity_period} s) must be a whole multiple "
+                                f"of noise.correlation_time ({self.noise.correlation_time} s), the noise hold: "
+                                "the even and odd layers take turns by whole samples")
 
     # -- derived quantities ------------------------------------------------
     @property

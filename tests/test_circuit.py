@@ -360,27 +360,34 @@ def test_cuda_standalone_mirror_phase(tmp_path):
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_circuit_learns_digits_like_rate_mode(tmp_path):
+    """Engaged FA and KP and alternating WM on digits: the circuit against the rate-mode engine
+    (``rate_reference``: the ``models/`` network, same initial weights, order, loss and plasticity
+    steps per presentation), seed 1 of ``bench/circuit_vs_rate.py``.
+
+    Angles agree within 3° in every layer. Test errors: KP, whose B follows W, within 1.5 points; FA
+    and WM within 4 points, the size of their trajectory sensitivity on 3,000 online presentations
+    (the engine's own result moves by up to 3.9 points when its step size moves by 5 %; BENCHMARKS.md §6).
+    """
+    import importlib.util
+    from pathlib import Path
+
     from weightmirror.sims.circuit import load_stimulus, rate_reference
 
-    # 3000 presentations (about two epochs); 20 ms each, so that the forward and
-    # feedback chains settle within the first half of a presentation
-    phases = dict(duration=60.0, presentation=0.02, record_interval=10.0)
-    specs = {
-        "kp": CircuitSpec(layers=(64, 32, 10), rule=KolenPollack(decay=0.001), engaged_lr=0.01, device="cython",
-                          phases=Phases(schedule="engaged", **phases)),
-        "wm": CircuitSpec(layers=(64, 32, 10), rule=_wm(lr=0.02, decay=0.02, mirror_batch_size=8),
-                          engaged_lr=0.01, device="cython",
-                          phases=Phases(schedule="alternate", mirror_duration=1.0, engaged_duration=10.0, **phases)),
-        "fa": CircuitSpec(layers=(64, 32, 10), rule=FeedbackAlignment(), engaged_lr=0.01, device="cython",
-                          phases=Phases(schedule="engaged", **phases)),
-    }
+    where = importlib.util.spec_from_file_location(
+        "circuit_vs_rate", Path(__file__).resolve().parents[1] / "bench" / "circuit_vs_rate.py")
+    bench = importlib.util.module_from_spec(where)
+    where.loader.exec_module(bench)
+    specs = bench.specs(1)
     data = load_stimulus(specs["kp"])
     got = {}
     for key, spec in specs.items():
         got[key] = sim_circuit.simulate(spec, tmp_path / key, data=data, progress=False).summary
         ref = rate_reference(spec, data)
-        if key != "fa":
-            assert got[key]["test_top1_error"] <= ref["test_top1_error"] + 3, (key, got[key]["test_top1_error"], ref)
+        assert not ref["diverged"]
+        for a, b in zip(got[key]["angles_deg"], ref["angles_deg"]):
+            assert abs(a - b) < 3.0, (key, got[key]["angles_deg"], ref["angles_deg"])
+        tolerance = 1.5 if key == "kp" else 4.0
+        assert abs(got[key]["test_top1_error"] - ref["test_top1_error"]) <= tolerance, (key, got[key], ref)
     for key in ("kp", "wm"):
         assert got[key]["angles_deg"][-1] < got["fa"]["angles_deg"][-1]
         assert np.mean(got[key]["angles_deg"]) < np.mean(got["fa"]["angles_deg"])

@@ -32,9 +32,9 @@ def _data(n=7, n_in=5, n_out=3, seed=0):
 # ---------------------------------------------------------------------------
 def test_mode_mapping_mirror_adds_up_per_batch_and_per_second():
     spec = CircuitSpec(layers=(6, 4), rule=WeightMirror(adaptive=False, lr=0.08, decay=0.05, mirror_batch_size=8),
-                       noise=Noise(correlation_time=0.004))
+                       noise=Noise(correlation_time=0.005))
     modes, mirror = spec.modes, spec.mirror
-    assert modes.mirror_batch_time == pytest.approx(8 * 0.004)
+    assert modes.mirror_batch_time == pytest.approx(8 * 0.005)
     # a batch split into 3 + 5 samples: the rates add, the decays multiply, to the batch's
     (lr3, d3), (lr5, d5) = mirror.step(3), mirror.step(5)
     assert lr3 + lr5 == pytest.approx(0.08)
@@ -43,11 +43,25 @@ def test_mode_mapping_mirror_adds_up_per_batch_and_per_second():
     eta, lam = modes.mirror_rates()
     assert eta * modes.mirror_batch_time == pytest.approx(0.08)
     assert math.exp(-lam * modes.mirror_batch_time) == pytest.approx(1 - 0.05)
-    assert modes.mirror_samples(0.1) == 25
+    assert modes.mirror_samples(0.1) == 20
     # the circuit's per-event plasticity is one sample's step
     hebb, keep = mirror.per_sample(gain=2.0)
     assert hebb == pytest.approx(mirror.step(1)[0] / 2.0) and keep == pytest.approx(1 - mirror.step(1)[1])
     assert spec.mirror_rates() == modes.mirror_rates()
+
+
+@pytest.mark.parametrize("hold, period, ok", [(0.1, 0.05, False), (0.1, 0.5, True), (0.03, 0.1, False),
+                                               (0.005, 0.05, True)])
+def test_parity_period_must_hold_whole_noise_samples(hold, period, ok):
+    """A 100 ms hold with a 50 ms parity period would give every mirror event to one parity: refused."""
+    def make():
+        return CircuitSpec(layers=(6, 4, 3), noise=Noise(correlation_time=hold),
+                           phases=Phases(schedule="mirror", duration=1.0, record_interval=0.5, parity_period=period))
+    if ok:
+        make()
+    else:
+        with pytest.raises(SpecError, match="parity_period .* whole multiple of noise.correlation_time"):
+            make()
 
 
 def test_mode_mapping_engaged_presentation_is_one_step_in_k_parts():
