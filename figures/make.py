@@ -25,7 +25,7 @@ from .inputs import FigureInputError, SkipFigure, discover, missing
 __all__ = ["FigureInputError", "FIGURES", "make_all"]
 
 #: figure modules, in the order they are made (a module's NAME names its files)
-FIGURES = ("circuit_diagram", "mirror_phase", "spike_raster", "feedback_angles", "error_curves",
+FIGURES = ("circuit_diagram", "mirror_phase", "spike_raster", "populations", "feedback_angles", "error_curves",
            "delta_angles", "results_table")
 
 

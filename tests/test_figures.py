@@ -22,7 +22,7 @@ from weightmirror.figures.inputs import SkipFigure, discover
 
 RULES = ("bp", "fa", "wm", "kp")
 TRAINING_FIGURES = ("feedback_angles", "test_error", "delta_angles")
-CIRCUIT_FIGURES = ("circuit_diagram", "mirror_phase")
+CIRCUIT_FIGURES = ("circuit_diagram", "mirror_phase", "populations")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -169,6 +169,52 @@ def test_circuit_figure_from_a_real_circuit_run(name, circuit_results, tmp_path)
 def test_spike_raster_from_a_real_spiking_run(spiking_results, tmp_path):
     result = _module("spike_raster").make(discover([spiking_results]), tmp_path)
     _check_png_pdf(result["made"][0])
+
+
+def test_populations_panels_read_the_runs_own_weights_and_rates(circuit_results, tmp_path):
+    """The weight panels' titles give angle(B, Wᵀ) of the files at hand (B set to 2W at the end: 0°), the
+    input layer is marked as carrying no error, and the activity panel has one line per population."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from weightmirror import results
+
+    pop = _module("populations")
+    run = tmp_path / "run"
+    shutil.copytree(circuit_results, run)
+    last = dict(np.load(run / "weights_final.npz"))
+    last["B2"] = 2 * last["W2"]
+    results.save_arrays(run / "weights_final.npz", last)
+    first = dict(np.load(run / "weights_initial.npz"))
+    fig, axes = plt.subplots(1, 3)
+    pop.draw_weights(axes[1], 1, last["W1"], first["B1"], last["B1"], carries_error=False)
+    pop.draw_weights(axes[2], 2, last["W2"], first["B2"], last["B2"], carries_error=True)
+    assert "no error" in axes[1].get_title() and "no error" not in axes[2].get_title()
+    assert axes[2].get_title().endswith("→ 0°")
+    (loaded,) = discover([run])
+    pop.draw_rates(axes[0], loaded, pop._rate_key(loaded))
+    names = {n for row in loaded.metrics for n in (row.get("rates_rms") or {})}
+    assert len(axes[0].get_lines()) == len(names) == 6  # y0..y2, delta0..delta2
+    plt.close(fig)
+    made = pop.make(discover([run]), tmp_path / "figs")["made"]
+    _check_png_pdf(made[0])
+
+
+def test_populations_skips_a_run_without_rates(circuit_results, tmp_path):
+    from weightmirror import results
+
+    run = tmp_path / "run"
+    shutil.copytree(circuit_results, run)
+    rows = results.read_metrics(run / results.METRICS)
+    for row in rows:
+        for key in ("rates", "rates_rms", "rates_hz"):
+            row.pop(key, None)
+    (run / results.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SkipFigure, match="no per-population rates"):
+        _module("populations").make(discover([run]), tmp_path / "figs")
 
 
 def test_circuit_diagram_from_a_spec_object(tmp_path):
