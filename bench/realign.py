@@ -271,9 +271,10 @@ def figure(record: dict, out: Path, seeds) -> None:
         ax.bar(np.arange(len(vals)) + (k - 1.5) * width, vals, width, color=colors[name], label=labels[name])
     ax.set_xticks(range(3), [f"B{l}" for l in (2, 3, 4)])
     ax.set_ylabel("angle(B, Wᵀ) (°)")
-    ax.set_ylim(0, 100)
-    ax.set_title("A  feedback alignment, layers whose error is used")
-    ax.legend(frameon=False, fontsize=8)
+    ax.set_ylim(0, 125)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_title("A  feedback at the start of learning on\n(layers whose error is used)")
+    ax.legend(frameon=False, fontsize=8, ncol=2, loc="upper center")
     # B: the LIF mirror's time course
     ax = axes[1]
     lif_dir = out / "lif-mirror"
@@ -289,7 +290,7 @@ def figure(record: dict, out: Path, seeds) -> None:
         ax.set_xlabel("simulated time (s)")
         ax.set_ylabel("angle(B, Wᵀ) (°)")
         ax.set_ylim(0, 100)
-        ax.set_title("B  LIF mirror phase (20 Hz baselines)")
+        ax.set_title("B  LIF mirror phase from the scrambled B\n(20 Hz baselines, Brian2 cpp_standalone)")
         ax.legend(frameon=False, fontsize=7, ncol=2)
     # C: learning on
     ax = axes[2]
@@ -305,9 +306,10 @@ def figure(record: dict, out: Path, seeds) -> None:
         if len(curves) > 1:
             sd = arr.std(axis=0, ddof=1)
             ax.fill_between(ep, mean - sd, mean + sd, color=colors[name], alpha=0.2, lw=0)
+    ax.set_xticks(range(int(max((len(c["test_top1_error"]) for c in cont.values()), default=1))))
     ax.set_xlabel("epochs of learning on (Kolen-Pollack updates, no decay)")
     ax.set_ylabel("test top-1 error (%)")
-    ax.set_title("C  learning on with that feedback (mean ± sd)")
+    ax.set_title("C  learning on with that feedback\n(Fashion-MNIST, mean ± sd over seeds)")
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "realignment.png", dpi=style.DPI)
