@@ -105,6 +105,16 @@ def test_rate_mapping_matches_rule_parameters():
     assert math.exp(-lam * tb) == pytest.approx(0.95)
 
 
+def test_numpy_numbers_in_a_rule_give_valid_brian_code(tmp_path):
+    """Rule parameters handed over as NumPy scalars (a value computed with NumPy) are written into Brian2's
+    code as plain numbers: ``np.float64(0.01)`` would not parse."""
+    rule = WeightMirror(adaptive=False, lr=np.float64(0.05), decay=np.float64(0.05), mirror_batch_size=8)
+    spec = CircuitSpec(layers=(6, 4), rule=rule, phases=Phases(schedule="mirror", duration=0.1, record_interval=0.05))
+    summary = sim_circuit.simulate(spec, None, progress=False).summary
+    assert summary["simulated_seconds"] == pytest.approx(0.1)
+    assert summary["angles_deg"][0] < summary["initial_angles_deg"][0]
+
+
 def test_filter_gain_single_exponential():
     # held noise, one exponential filter: Var/s² = 1 - (τ/T)(1 - e^{-T/τ}) ... checked by brute force
     tau, hold = 1e-3, 5e-3

@@ -515,7 +515,7 @@ class BrianCircuit:
         stdp = spec.mirror_plasticity == "stdp" and spec.mirror is not None
         g = self.gains()
         self.kappa = g["kappa"]
-        gate_m = GATE_M.format(half_dt=repr(spec.dt / 2))
+        gate_m = GATE_M.format(half_dt=repr(float(spec.dt) / 2))
         eta_e, lam_e = spec.engaged_rates()
         dtp = spec.plasticity_dt
         ns = {

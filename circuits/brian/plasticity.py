@@ -91,7 +91,7 @@ def signed_update(var: str, kept: str, change: str, sign: float = 1.0, dale: boo
     there, ``w`` follows the signed rule exactly; where both are above 0 it
     changes twice as fast, and a decay pulls the smaller member back to 0.
     """
-    body = f"{kept} + {sign!r}*({change})"
+    body = f"{kept} + {float(sign)!r}*({change})"
     return f"{var} = clip({body}, 0, inf)" if dale else f"{var} = {body}"
 
 
@@ -100,7 +100,7 @@ def engaged_update(var: str, gate: str, keep: float, rate: float, dt: float, pre
     """``var ← var·(1 - gate·(1-keep)) - gate·η Δt · pre·post``: the engaged-mode
     update of a weight by a local product (W's, and Kolen-Pollack's B); with
     ``sign``/``dale`` as in :func:`signed_update`."""
-    return signed_update(var, f"{var}*(1 - {gate}*{1 - keep!r})", f"-{gate}*{rate * dt!r}*{pre}*{post}", sign, dale)
+    return signed_update(var, f"{var}*(1 - {gate}*{float(1 - keep)!r})", f"-{gate}*{float(rate * dt)!r}*{pre}*{post}", sign, dale)
 
 
 #: rule config name -> builder of one feedback pathway's plasticity.
@@ -159,7 +159,7 @@ def stdp_mirror_code(spec: CircuitSpec, kappa: float) -> tuple[str, str]:
     """
     eta, _ = spec.mirror_rates()
     c = eta / (2.0 * spec.neuron.gain * kappa)
-    return f"b += {c!r}*stdp_gate*r_post", f"b += {c!r}*stdp_gate*r_pre"
+    return f"b += {float(c)!r}*stdp_gate*r_post", f"b += {float(c)!r}*stdp_gate*r_pre"
 
 
 @register_feedback_plasticity("wm")
@@ -177,13 +177,13 @@ def _weight_mirror(p: FeedbackPathway) -> None:
     if p.spec.mirror_plasticity == "stdp":
         _, lam = p.spec.mirror_rates()
         keep = math.exp(-lam * p.plasticity_dt)
-        p.synapses.run_regularly(f"{p.var} = {p.var}*(1 - stdp_gate*{1 - keep!r})", dt=p.plasticity_dt * second,
+        p.synapses.run_regularly(f"{p.var} = {p.var}*(1 - stdp_gate*{float(1 - keep)!r})", dt=p.plasticity_dt * second,
                                  when="groups", order=-0.5, name=f"B{p.layer}{suffix}_plasticity")
         return
     hebb, keep = p.spec.mirror.per_sample(p.mirror_gain)
     tn = p.spec.noise.correlation_time * second
     g = p.gate_mirror
-    code = signed_update(p.var, f"{p.var}*(1 - {g}*{1 - keep!r})", f"{g}*{hebb!r}*{p.pre}*{p.post}", p.sign,
+    code = signed_update(p.var, f"{p.var}*(1 - {g}*{float(1 - keep)!r})", f"{g}*{float(hebb)!r}*{p.pre}*{p.post}", p.sign,
                          p.dale)
     p.synapses.run_regularly(code, dt=tn, when="groups", order=-0.5, name=f"B{p.layer}{suffix}_plasticity")
     p.synapses.run_regularly("armed = mirror_on_post", dt=tn, when="groups", order=-0.4,
