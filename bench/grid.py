@@ -220,6 +220,9 @@ def main() -> int:
     if bad:
         p.error(f"unknown row(s) {bad}; allowed: {', '.join(ROWS)}")
 
+    if args.report_only and not any((Path(args.out) / row).is_dir() for row in args.rows):
+        p.error(f"--report-only: {args.out} holds none of the rows {', '.join(args.rows)}; give the folder the "
+                "grid was run into (e.g. runs/grid, after tar xzf bench/results_grid/runs.tgz -C runs)")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     todo = jobs(args)
     if not args.report_only:
