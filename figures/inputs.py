@@ -188,13 +188,15 @@ def _config_but_seed(run: Run) -> str | None:
 
     The sections of rules the run does not use are left out: a KP run's
     ``[wm]`` section changes nothing it computes (and a default added to it
-    by a later release must not split one setting's seeds).
+    by a later release must not split one setting's seeds). So are top-level
+    keys that say "not set" (an empty string, e.g. ``init_from = ""`` written
+    by a later release than a seed whose config lacks the key).
     """
     if not run.config:
         return None
     own = _RULE_SECTIONS.get(run.rule)
     unused = set(_RULE_SECTIONS.values()) - {own}
-    return json.dumps({k: v for k, v in run.config.items() if k != "seed" and k not in unused},
+    return json.dumps({k: v for k, v in run.config.items() if k != "seed" and k not in unused and v != ""},
                       sort_keys=True, default=str)
 
 

@@ -744,6 +744,25 @@ def test_another_rules_section_does_not_split_the_seeds(seeds_results, tmp_path)
     assert sorted((s.rule, len(s.runs)) for s in series) == [("bp", 3), ("wm", 1), ("wm", 2)]
 
 
+def test_a_key_added_empty_by_a_later_release_does_not_split_the_seeds(seeds_results, tmp_path):
+    """One seed's config lacks ``init_from`` (written before the key existed), the others say
+    ``init_from = ""`` (not set): one series; a seed that did start from another run is its own."""
+    from weightmirror.figures.inputs import training_series
+
+    copy = tmp_path / "cmp"
+    shutil.copytree(seeds_results, copy)
+    for seed, value in (("seed-0", None), ("seed-1", '""'), ("seed-2", '""')):
+        path = copy / "wm" / seed / "config.toml"
+        lines = [l for l in path.read_text().splitlines() if not l.startswith("init_from")]
+        if value is not None:
+            lines.insert(1, f"init_from = {value}")
+        path.write_text("\n".join(lines) + "\n")
+    assert [len(s.runs) for s in training_series(_one_group([copy])) if s.rule == "wm"] == [3]
+    path = copy / "wm" / "seed-2" / "config.toml"
+    path.write_text(path.read_text().replace('init_from = ""', 'init_from = "runs/x"'))
+    assert sorted(len(s.runs) for s in training_series(_one_group([copy])) if s.rule == "wm") == [1, 2]
+
+
 def test_feedback_angles_draws_the_mean_over_seeds_with_a_band(seeds_results):
     import matplotlib.pyplot as plt
 
