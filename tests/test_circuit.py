@@ -370,13 +370,11 @@ def test_cuda_standalone_mirror_phase(tmp_path):
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_circuit_learns_digits_like_rate_mode(tmp_path):
-    """Engaged FA and KP and alternating WM on digits: the circuit against the rate-mode engine
-    (``rate_reference``: the ``models/`` network, same initial weights, order, loss and plasticity
-    steps per presentation), seed 1 of ``bench/circuit_vs_rate.py``.
-
-    Angles agree within 3° in every layer. Test errors: KP, whose B follows W, within 1.5 points; FA
-    and WM within 4 points, the size of their trajectory sensitivity on 3,000 online presentations
-    (the engine's own result moves by up to 3.9 points when its step size moves by 5 %; BENCHMARKS.md §6).
+    """Engaged FA and KP and alternating WM on digits, seeds 1-3: the circuit against the rate-mode
+    engine (``rate_reference``: the ``models/`` network, same initial weights, order, loss and
+    plasticity steps per presentation), as ``bench/circuit_vs_rate.py`` with 40 ms presentations
+    (a learning window of 20 τ). Issue 12's criterion: the mean test error over the seeds within
+    1 point and every angle within 3°; KP and WM align B better than FA.
     """
     import importlib.util
     from pathlib import Path
@@ -387,17 +385,21 @@ def test_circuit_learns_digits_like_rate_mode(tmp_path):
         "circuit_vs_rate", Path(__file__).resolve().parents[1] / "bench" / "circuit_vs_rate.py")
     bench = importlib.util.module_from_spec(where)
     where.loader.exec_module(bench)
-    specs = bench.specs(1)
-    data = load_stimulus(specs["kp"])
-    got = {}
-    for key, spec in specs.items():
-        got[key] = sim_circuit.simulate(spec, tmp_path / key, data=data, progress=False).summary
-        ref = rate_reference(spec, data)
-        assert not ref["diverged"]
-        for a, b in zip(got[key]["angles_deg"], ref["angles_deg"]):
-            assert abs(a - b) < 3.0, (key, got[key]["angles_deg"], ref["angles_deg"])
-        tolerance = 1.5 if key == "kp" else 4.0
-        assert abs(got[key]["test_top1_error"] - ref["test_top1_error"]) <= tolerance, (key, got[key], ref)
+    errors = {key: [] for key in ("fa", "kp", "wm")}
+    last = {}
+    for seed in (1, 2, 3):
+        specs = bench.specs(seed, presentation=0.04)
+        data = load_stimulus(specs["kp"])
+        for key, spec in specs.items():
+            got = sim_circuit.simulate(spec, tmp_path / f"{key}-{seed}", data=data, progress=False).summary
+            ref = rate_reference(spec, data)
+            assert not ref["diverged"]
+            for a, b in zip(got["angles_deg"], ref["angles_deg"]):
+                assert abs(a - b) < 3.0, (key, seed, got["angles_deg"], ref["angles_deg"])
+            errors[key].append(got["test_top1_error"] - ref["test_top1_error"])
+            last[key] = got
+    for key, diffs in errors.items():
+        assert abs(np.mean(diffs)) <= 1.0, (key, diffs)
     for key in ("kp", "wm"):
-        assert got[key]["angles_deg"][-1] < got["fa"]["angles_deg"][-1]
-        assert np.mean(got[key]["angles_deg"]) < np.mean(got["fa"]["angles_deg"])
+        assert last[key]["angles_deg"][-1] < last["fa"]["angles_deg"][-1]
+        assert np.mean(last[key]["angles_deg"]) < np.mean(last["fa"]["angles_deg"])
