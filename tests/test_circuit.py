@@ -369,6 +369,7 @@ def test_cuda_standalone_mirror_phase(tmp_path):
 # learning the digits task (slow)
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # nine circuit runs of 40-90 s each on a quiet 2-core machine
 def test_circuit_learns_digits_like_rate_mode(tmp_path):
     """Engaged FA and KP and alternating WM on digits, seeds 1-3: the circuit against the rate-mode
     engine (``rate_reference``: the ``models/`` network, same initial weights, order, loss and
