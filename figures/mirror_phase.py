@@ -6,7 +6,9 @@ seconds), ``phase``, ``angles_deg`` (per weight layer) and, where the run
 wrote it, ``predicted_angles_deg`` (the rate-mode weight mirror on the same
 initial weights and number of noise samples), drawn dashed, and for a spiking
 mirror ``noise_aware_angles_deg`` (the closed form with the spike noise), drawn
-dotted. Engaged blocks of an alternating schedule are shaded.
+dotted, with ``noise_aware_band_deg`` (the 10-90 % range of the angle that the same
+closed form expects over realisations) as a grey band. Engaged blocks of an
+alternating schedule are shaded.
 """
 from __future__ import annotations
 
@@ -77,6 +79,13 @@ def draw(run):
                    if r.get(key) and l < len(r[key]) and r[key][l] is not None]
             if pts:
                 ax.plot(*zip(*pts), **style_kw)
+        band = [(r["t"], *r["noise_aware_band_deg"][l]) for r in rows
+                if r.get("noise_aware_band_deg") and l < len(r["noise_aware_band_deg"])
+                and r["noise_aware_band_deg"][l] is not None and None not in r["noise_aware_band_deg"][l]]
+        if band:
+            bt, blo, bhi = zip(*band)
+            ax.fill_between(bt, blo, bhi, color="0.4", alpha=0.2, linewidth=0,
+                            label="its 10–90 % band over realisations")
         ax.set_title(f"layer {l + 1}  ($B_{{{l + 1}}}$ vs $W_{{{l + 1}}}^T$)")
         ax.set_xlabel("simulated time (s)")
         if l == 0:

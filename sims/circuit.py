@@ -584,18 +584,22 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
 
     predicted = None
     noise_aware = None
+    noise_band = None
     if spec.mirror is not None and spec.phases.schedule == "mirror":
         plastic = [circuit.mirror_plastic_time(t) for t in times]
         predicted, _ = predict_mirror_angles(spec, w0, plastic, seed=spec.seed + 1)
         if spec.neuron.spikes and spec.mirror_plasticity == "sample" and not spec.dale:
             # the closed form with the spike noise (circuits.brian.network.predicted_spiking_angle)
-            from ..circuits.brian.network import predicted_spiking_angle, spiking_mirror_noise
+            from ..circuits.brian.network import predicted_spiking_angle, spiking_angle_band, spiking_mirror_noise
 
             hold = int(round(spec.noise.correlation_time / spec.dt))
             noise = spiking_mirror_noise(spec.neuron, spec.dt, hold)
             decay = spec.mirror.step(1)[1]
             noise_aware = [[predicted_spiking_angle(noise, W, B, spec.modes.mirror_samples(p), decay,
                                                     spec.sigma) for (W, B), p in zip(w0, row)] for row in plastic]
+            noise_band = [[list(spiking_angle_band(noise, W, B, spec.modes.mirror_samples(p), decay, spec.sigma,
+                                                   seed=spec.seed)) for (W, B), p in zip(w0, row)]
+                          for row in plastic]
 
     names = list(circuit.names.forward) + list(circuit.names.feedback)
     rows = []
@@ -610,6 +614,7 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
             row["predicted_angles_deg"] = predicted[r]
         if noise_aware is not None:
             row["noise_aware_angles_deg"] = noise_aware[r]
+            row["noise_aware_band_deg"] = noise_band[r]
         row["weight_norms"] = {f"W{l}": float(np.linalg.norm(W)) for l, W in enumerate(Ws[r], 1)}
         row["weight_norms"].update({f"B{l}": float(np.linalg.norm(B)) for l, B in enumerate(Bs[r], 1)})
         if r and rec["rates"]:

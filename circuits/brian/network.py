@@ -71,7 +71,7 @@ NOISE_CODE = {
 }
 
 __all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "spiking_mirror_responses",
-           "spiking_mirror_noise", "predicted_spiking_angle",
+           "spiking_mirror_noise", "predicted_spiking_angle", "spiking_angle_band",
            "lif_equations",
            "lif_group_options", "lif_namespace", "PopulationNames",
            "NOISE_CODE"]
@@ -361,6 +361,37 @@ def predicted_spiking_angle(noise: dict[str, float], W: np.ndarray, B0: np.ndarr
     perp2 = q ** 2 * float(((B0 - (B0 * w_hat).sum() * w_hat) ** 2).sum()) + \
         (1 - q ** 2) * decay / (2 - decay) * var_b * noise.get("correlation", 1.0)
     return math.degrees(math.atan2(math.sqrt(perp2), along))
+
+
+def spiking_angle_band(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, events: int, decay: float,
+                       sigma: float = 1.0, draws: int = 32, seed: int = 0, quantiles=(0.1, 0.9)) -> tuple[float, float]:
+    """The spread of angle(B, Wᵀ) that the noise-aware closed form expects over realisations (degrees).
+
+    Under the same model as :func:`predicted_spiking_angle`, after ``N = events`` events B is
+    Gaussian around its mean, ``B_N = q B₀ + (1-q) W + E`` with independent entries
+    ``E_ij ~ N(0, (1-q²) λ/(2-λ) Var(h_ij)/c² · correlation)`` (``q = (1-λ)^N``;
+    ``Var(h_ij) ≈ E[y_i²] E[x_j²] + (c W_ij)²``). This draws ``draws`` such matrices and returns the
+    ``quantiles`` of their angle to Wᵀ: the band a single run is expected to fall in if the model holds
+    (it says nothing of the model's own error, e.g. a saturating rate code).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    B0 = np.asarray(B0, dtype=np.float64)
+    c = noise["kappa"] * sigma ** 2 + noise["kappa_shot"]
+    ex2 = noise["s_x"] * sigma ** 2 + noise["n_x"]
+    ey2 = (W ** 2).sum(axis=1) * (noise["s_y"] * sigma ** 2 + noise["n_yW"]) + noise["n_y"]
+    var = (ey2[:, None] * ex2 + (c * W) ** 2) / c ** 2
+    q = (1.0 - decay) ** events
+    sd = np.sqrt((1 - q ** 2) * decay / (2 - decay) * var * noise.get("correlation", 1.0))
+    mean = q * B0 + (1 - q) * W
+    rng = np.random.default_rng(seed)
+    w = W.ravel() / np.linalg.norm(W)
+    angles = []
+    for _ in range(int(draws)):
+        B = (mean + sd * rng.standard_normal(W.shape)).ravel()
+        cos = float(B @ w) / float(np.linalg.norm(B))
+        angles.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
+    lo, hi = np.quantile(angles, quantiles)
+    return float(lo), float(hi)
 
 
 def lif_mirror_gain(neuron, dt: float, hold_steps: int) -> float:
