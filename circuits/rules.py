@@ -875,7 +875,14 @@ def rule_parameter_names(name: str) -> tuple[str, ...]:
 
 
 def make_rule(name: str, **params) -> LearningRule:
-    """Build a rule from its config/CLI name and parameters.
+    """Build a rule from its config/CLI name and parameters, on top of the **class defaults**.
+
+    The class defaults are not all the defaults of a training run: ``weightmirror train``
+    (and ``weightmirror.train``) add ``sims.config.RULE_TRAINING_DEFAULTS`` (today WM's uniform
+    noise; KP's mirror-calibrated start without its own decay, ``feedback_init = "mirror"``,
+    ``decay_total = 0``), and circuit mode its own (``circuits.spec.CIRCUIT_RULE_REGISTRY``). For the
+    rule a training config would use, build it with ``TrainConfig.make_rule()``
+    (``weightmirror.sims.config.resolve({"rule": "kp"}).make_rule()``).
 
     Raises ``RuleError`` naming the allowed rules or parameters.
     """
