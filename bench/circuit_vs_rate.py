@@ -115,7 +115,9 @@ def report(out: Path, rules, seeds, presentation: float = 0.02) -> str:
         ca = [_ms([r["circuit"]["angles_deg"][l] for r in rows]) for l in range(n_layers)]
         ra = [_ms([r["rate"]["angles_deg"][l] for r in rows]) for l in range(n_layers)]
         d_ang = max(abs(a - b) for r in rows for a, b in zip(r["circuit"]["angles_deg"], r["rate"]["angles_deg"]))
-        lines.append(f"| {rule.upper()} | {len(rows)} | {_ms(ce)} | {_ms(re_)} | {d_mean:+.1f} | {d_err:.1f} | "
+        diverged = sum(bool(r["rate"].get("diverged")) for r in rows)
+        engine = _ms(re_) + (f" (diverged in {diverged} of {len(rows)})" if diverged else "")
+        lines.append(f"| {rule.upper()} | {len(rows)} | {_ms(ce)} | {engine} | {d_mean:+.1f} | {d_err:.1f} | "
                      f"{spread:.1f} | {', '.join(ca)} | {', '.join(ra)} | {d_ang:.1f} |")
     text = "\n".join(lines) + "\n"
     (out / "circuit_vs_rate.md").write_text(text)

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from weightmirror.circuits.brian.network import predicted_spiking_angle, spiking_mirror_noise
+from weightmirror.circuits.brian.network import plan_spiking_decay, spiking_mirror_noise
 from weightmirror.circuits.rules import WeightMirror
 from weightmirror.circuits.spec import CircuitSpec, NeuronModel, Noise, Phases
 from weightmirror.sims import circuit as sim_circuit
@@ -31,7 +31,7 @@ def run(norm: float, seconds: float, device: str) -> dict:
     neuron = NeuronModel(kind="lif", tau_trace=TRACE)
     noise = spiking_mirror_noise(neuron, DT, int(round(HOLD / DT)))
     events = int(seconds / 2 / HOLD)
-    lam = float(min(np.geomspace(1e-4, 0.3, 60), key=lambda l: predicted_spiking_angle(noise, W, B, events, l)))
+    lam, _ = plan_spiking_decay(noise, [(W, B)], events, grid=np.geomspace(1e-4, 0.3, 60))  # the grid of the measured table
     spec = CircuitSpec(layers=(FAN_IN, N_OUT), rule=WeightMirror(adaptive=False, lr=lam, decay=lam, mirror_batch_size=1),
                        neuron=neuron, noise=Noise(correlation_time=HOLD), device=device, seed=0,
                        phases=Phases(schedule="mirror", duration=seconds, record_interval=seconds / 4,

@@ -20,7 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 import weightmirror as wm
 
@@ -28,14 +27,14 @@ LAYERS = [784, 100, 10]
 
 
 def lif_decay(seconds: float) -> float:
-    from weightmirror.circuits.brian.network import init_weights, predicted_spiking_angle, spiking_mirror_noise
+    from weightmirror.circuits.brian.network import init_weights, plan_spiking_decay, spiking_mirror_noise
     from weightmirror.circuits.spec import CircuitSpec, NeuronModel
 
     neuron = NeuronModel(kind="lif", tau_trace=0.05)
     (_, _), (W, B) = init_weights(CircuitSpec(layers=tuple(LAYERS), seed=0))
     noise = spiking_mirror_noise(neuron, 0.5e-3, 200)
     events = int(seconds / 2 / 0.1)
-    return float(min(np.geomspace(1e-4, 0.3, 80), key=lambda l: predicted_spiking_angle(noise, W, B, events, l)))
+    return plan_spiking_decay(noise, [(W, B)], events)[0]
 
 
 def runs(seconds: float) -> dict[str, dict]:

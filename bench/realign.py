@@ -84,7 +84,7 @@ def _angles(folder: Path) -> list[float]:
 def plan_mirror(folder: Path, seconds: float) -> dict:
     """Hebbian rate = decay per event that the noise-aware closed form says ends closest to Wᵀ after
     ``seconds`` (each layer learns half of them, one event per held sample), for the layers whose B is used."""
-    from weightmirror.circuits.brian.network import predicted_spiking_angle, spiking_mirror_noise
+    from weightmirror.circuits.brian.network import plan_spiking_decay, spiking_mirror_noise
     from weightmirror.circuits.spec import NeuronModel
     from weightmirror.sims.transfer import read_weights
 
@@ -92,12 +92,8 @@ def plan_mirror(folder: Path, seconds: float) -> dict:
     dt = 0.5e-3
     noise = spiking_mirror_noise(NeuronModel(kind="lif", tau_trace=TRACE), dt, int(round(HOLD / dt)))
     events = int(seconds / 2 / HOLD)
-    best = None
-    for lam in np.geomspace(1e-4, 0.3, 80):
-        worst = max(predicted_spiking_angle(noise, W, B, events, float(lam)) for W, B in layers)
-        if best is None or worst < best[0]:
-            best = (worst, float(lam))
-    return {"decay_per_event": best[1], "predicted_worst_angle_deg": best[0], "events_per_layer": events}
+    best = plan_spiking_decay(noise, layers, events)
+    return {"decay_per_event": best[0], "predicted_worst_angle_deg": best[1], "events_per_layer": events}
 
 
 def main(argv=None) -> int:
@@ -122,6 +118,7 @@ def main(argv=None) -> int:
     source, scrambled = out / "source", out / "scrambled"
     lif, rate = out / "lif-mirror", out / "rate-mirror"
     if not args.report_only:
+        record["device"] = args.device
         if not (source / results.SUMMARY).is_file():
             run = wm.train(rule="wm", epochs=args.source_epochs, seed=0, out=str(source), **_train_common())
             record["source"] = {"test_top1_error": run.summary["test_top1_error"], "epochs": args.source_epochs}

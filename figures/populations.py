@@ -28,6 +28,7 @@ from weightmirror.circuits.rules import angle_degrees
 from . import style
 from .inputs import SkipFigure, missing, own_label
 from .mirror_phase import segments, shade_phases
+from .spike_raster import population_key, population_label
 
 NAME = "populations"
 NEEDS = "a circuit run with rates in metrics.jsonl and weights_initial.npz, weights_final.npz"
@@ -42,34 +43,20 @@ def _rate_key(run) -> str | None:
     return None
 
 
-def _pop_order(name: str):
-    m = re.fullmatch(r"(inh_)?(y|delta)(\d+)", name)
-    if not m:
-        return (2, 0, 0, name)
-    return (0 if m.group(2) == "y" else 1, int(m.group(3)), 1 if m.group(1) else 0, name)
-
-
-def _pop_label(name: str) -> str:
-    m = re.fullmatch(r"(inh_)?(y|delta)(\d+)", name)
-    if not m:
-        return name
-    unit = f"$y_{{{m.group(3)}}}$" if m.group(2) == "y" else f"$\\delta_{{{m.group(3)}}}$"
-    return f"inh. relay of {unit}" if m.group(1) else unit
-
-
 def draw_rates(ax, run, key: str) -> None:
     rows = [r for r in run.metrics if r.get(key)]
-    names = sorted({n for r in rows for n in r[key]}, key=_pop_order)
-    depth = max((_pop_order(n)[1] for n in names), default=0) or 1
+    dale = bool((run.config or {}).get("dale"))
+    names = sorted({n for r in rows for n in r[key]}, key=population_key)
+    depth = max((population_key(n)[1] for n in names), default=0) or 1
     for name in names:
-        order = _pop_order(name)
+        order = population_key(name)
         base = style.FEEDBACK_COLOR if order[0] == 1 else style.FORWARD_COLOR
         if order[2]:
             base = "0.45"
         t = [r["t"] for r in rows if r[key].get(name) is not None]
         v = [r[key][name] for r in rows if r[key].get(name) is not None]
         shade = 0.35 + 0.65 * order[1] / depth
-        ax.plot(t, v, color=base, alpha=shade, marker="o", markersize=3, label=_pop_label(name),
+        ax.plot(t, v, color=base, alpha=shade, marker="o", markersize=3, label=population_label(name, dale),
                 linestyle="--" if order[2] else "-")
     shade_phases(ax, segments(run))
     ax.set_xlabel("simulated time (s)")

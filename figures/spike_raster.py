@@ -30,19 +30,21 @@ WINDOW = 0.2  # seconds of each mode shown at most
 MAX_NEURONS = 8  # per population
 
 
+def population_key(name: str) -> tuple:
+    """Sort key of a population name: forward ``y_l`` before feedback ``δ_l``, by layer, each
+    population before its inhibitory relay ``inh_*`` (others last); ``(kind, layer, relay, name)``."""
+    m = re.fullmatch(r"(inh_)?(y|delta)(\d+)", name)
+    if not m:
+        return (2, 0, 0, name)
+    return (0 if m.group(2) == "y" else 1, int(m.group(3)), 1 if m.group(1) else 0, name)
+
+
 def _populations(arrays: dict) -> list[str]:
     names = {k[:-2] for k in arrays if k.endswith("_i") and f"{k[:-2]}_t" in arrays}
-
-    def key(name):
-        m = re.fullmatch(r"(inh_)?(y|delta)(\d+)", name)
-        if not m:
-            return (2, 0, 0, name)
-        return (0 if m.group(2) == "y" else 1, int(m.group(3)), 1 if m.group(1) else 0, name)
-
-    return sorted(names, key=key)
+    return sorted(names, key=population_key)
 
 
-def _label(name: str, dale: bool = False) -> str:
+def population_label(name: str, dale: bool = False) -> str:
     m = re.fullmatch(r"(inh_)?(y|delta)(\d+)", name)
     if not m:
         return name
@@ -67,7 +69,7 @@ def panel(ax, arrays: dict, t0: float, t1: float, dale: bool = False) -> None:
         sel = (t >= t0) & (t < t1) & (i < n)
         ax.scatter(t[sel], row + i[sel], marker="|", s=14, linewidths=0.8, color=color)
         ticks.append(row + (n - 1) / 2)
-        labels.append(f"{_label(name, dale)}\nneurons 0–{n - 1}")
+        labels.append(f"{population_label(name, dale)}\nneurons 0–{n - 1}")
         rate = int(sel.sum()) / (n * (t1 - t0)) if t1 > t0 else float("nan")
         ax.annotate(f"{rate:.0f} Hz", xy=(1.0, row + (n - 1) / 2), xycoords=("axes fraction", "data"),
                     xytext=(3, 0), textcoords="offset points", va="center", fontsize=7, color=color)

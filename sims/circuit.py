@@ -46,11 +46,12 @@ from typing import Any
 import numpy as np
 
 from .. import results, tomlfile
-from ..circuits.rules import KolenPollack, angle_degrees
+from ..circuits.rules import angle_degrees
 from ..circuits.spec import CIRCUIT_RULE_REGISTRY, CircuitSpec, SpecError
 from ..errors import InputError
 
 __all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "rate_reference", "rate_network",
+           "resolve_from_weights",
            "mirror_event_samples", "rate_mirror_on_samples",
            "presentation_order", "predict_mirror_angles", "load_stimulus", "evaluate"]
 
@@ -324,7 +325,7 @@ def rate_reference(spec: CircuitSpec, data, weights=None, seed: int = 1, substep
     substeps = modes.steps_per_presentation if substeps is None else int(substeps)
     lr_step, decay_step = modes.engaged_step(substeps)
     step_rule = rule
-    if isinstance(rule, KolenPollack) and rule.decay > 0:  # the decay per presentation, split over its steps
+    if modes.engaged_decay > 0:  # the rule's decay per presentation (KP's ``decay``), split over its steps
         step_rule = dataclasses.replace(rule, decay=decay_step)
     net = rate_network(dataclasses.replace(spec, rule=step_rule) if step_rule is not rule else spec, weights)
     layers = net.weight_layers
@@ -655,6 +656,34 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
 # ---------------------------------------------------------------------------
 #: population sizes when neither a file nor an override gives them
 DEFAULT_LAYERS = (784, 100, 10)
+
+
+def resolve_from_weights(file_values: dict[str, Any] | None, overrides: dict[str, Any] | None,
+                         init_from=None):
+    """:func:`resolve_spec`, started from another run's weights when ``init_from`` names a results folder.
+
+    Without ``layers`` in ``file_values`` or ``overrides`` the circuit takes that network's layers.
+    Returns ``(spec, source)``: ``source`` is the :class:`sims.transfer.Weights` read (None without
+    ``init_from``), whose ``layers`` and ``biases`` :func:`simulate` takes.
+
+    Raises
+    ------
+    TransferError
+        the folder holds no usable weights, or they do not fit the declared layers.
+    """
+    overrides = dict(overrides or {})
+    if init_from is None:
+        return resolve_spec(file_values, overrides), None
+    from .transfer import TransferError, read_weights
+
+    source = read_weights(init_from)
+    if "layers" not in overrides and "layers" not in (file_values or {}):
+        overrides["layers"] = source.sizes  # the circuit of that network
+    spec = resolve_spec(file_values, overrides)
+    if [W.shape for W, _ in source.layers] != [(n_out, n_in) for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:])]:
+        raise TransferError(f"--init-from {init_from}: its layers {source.sizes} are not the circuit's "
+                            f"{list(spec.layers)}; leave the layers out to take the run's")
+    return spec, source
 
 
 def read_file(path: str | Path) -> dict[str, Any]:

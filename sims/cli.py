@@ -379,25 +379,14 @@ def cmd_circuit(args) -> int:
     from .report import circuit_line
 
     file_values = circuit.read_file(args.config) if args.config else {}
-    overrides = _circuit_overrides(args)
-    weights = None
-    if args.init_from is not None:
-        from .transfer import read_weights
-
-        source = read_weights(args.init_from)
-        if "layers" not in overrides and "layers" not in file_values:
-            overrides["layers"] = source.sizes  # the circuit of that network
-        weights = source.layers
-    spec = circuit.resolve_spec(file_values, overrides)
-    if weights is not None:
-        if [w.shape for w, _ in weights] != [(n_out, n_in) for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:])]:
-            raise UsageError(f"--init-from {args.init_from}: its layers {source.sizes} are not the circuit's "
-                             f"{list(spec.layers)}; leave --layers out to take the run's")
-        if source.biases is not None and any(b.any() for b in source.biases):
-            print(f"--init-from {args.init_from}: W and B taken; its biases are carried unchanged to the run's "
-                  "weights_final.npz (circuit units have none: not simulated)", file=sys.stderr)
-    run = circuit.simulate(spec, args.out, progress=not args.quiet, data_dir=args.data_dir, weights=weights,
-                           biases=None if weights is None else source.biases)
+    spec, source = circuit.resolve_from_weights(file_values, _circuit_overrides(args), args.init_from)
+    if source is not None and source.biases is not None and any(b.any() for b in source.biases) \
+            and spec.phases.schedule == "mirror":
+        print(f"--init-from {args.init_from}: W and B taken; its biases are carried unchanged to the run's "
+              "weights_final.npz (circuit units have none: not simulated)", file=sys.stderr)
+    run = circuit.simulate(spec, args.out, progress=not args.quiet, data_dir=args.data_dir,
+                           weights=None if source is None else source.layers,
+                           biases=None if source is None else source.biases)
     print(circuit_line(run.summary))
     print(f"results in {args.out}")
     return 0

@@ -294,3 +294,19 @@ def test_noise_aware_band_matches_repeated_rate_mirrors():
     assert abs(lo - emp_lo) < 1.5 and abs(hi - emp_hi) < 1.5, (lo, hi, emp_lo, emp_hi)
     assert hi - lo > 2.0  # a small matrix: a real spread, not a line
     assert lo < predicted_spiking_angle(rate_noise, W, B0, events, lam) < hi
+
+
+def test_plan_spiking_decay_trades_noise_against_the_start():
+    """Rate units (κ = s = 1): the chosen decay is the grid's best for the closed form, and a run ten times
+    longer takes a smaller decay and ends closer to Wᵀ."""
+    from weightmirror.circuits.brian.network import plan_spiking_decay, predicted_spiking_angle
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((10, 40)) / np.sqrt(40)
+    B0 = rng.standard_normal((10, 40)) / np.sqrt(40)
+    rate_noise = {"kappa": 1.0, "kappa_shot": 0.0, "s_x": 1.0, "n_x": 0.0, "s_y": 1.0, "n_yW": 0.0, "n_y": 0.0}
+    grid = np.geomspace(1e-4, 0.3, 40)
+    short = plan_spiking_decay(rate_noise, [(W, B0)], 300, grid=grid)
+    long = plan_spiking_decay(rate_noise, [(W, B0)], 3000, grid=grid)
+    assert short[1] == pytest.approx(min(predicted_spiking_angle(rate_noise, W, B0, 300, l) for l in grid))
+    assert long[0] < short[0] and long[1] < short[1]

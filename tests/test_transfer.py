@@ -120,3 +120,19 @@ def test_init_from_a_folder_without_weights_is_refused(tmp_path, capsys, make, n
     assert len(err) == 1 and needle in err[0] and not out.exists()
     with pytest.raises(TransferError):
         read_weights(make(tmp_path))
+
+
+def test_init_from_layers_that_do_not_fit_are_refused_by_cli_and_api(rate_run, tmp_path, capsys):
+    """The command line and the API resolve --init-from through one function: the same one-line refusal."""
+    pytest.importorskip("brian2")
+    import weightmirror as wm
+
+    capsys.readouterr()
+    out = tmp_path / "c"
+    assert main(["circuit", "--init-from", str(rate_run / "rate"), "--layers", "64,8,10", "--duration", "20ms",
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "are not the circuit's [64, 8, 10]" in err[0] and not (out / "summary.json").exists()
+    with pytest.raises(TransferError, match=r"its layers \[64, 16, 10\] are not the circuit's \[64, 8, 10\]"):
+        wm.simulate(init_from=str(rate_run / "rate"), layers=[64, 8, 10], phases={"duration": "20ms"},
+                    progress=False)

@@ -125,19 +125,8 @@ def simulate(circuit_config=None, *, out: str | Path | None = None, progress: bo
     from .sims import circuit
 
     file_values = _values(circuit_config, circuit.read_file, lambda s: s.to_dict())
-    weights = biases = None
-    if init_from is not None:
-        from .sims.transfer import TransferError, read_weights
-
-        source = read_weights(init_from)
-        if "layers" not in overrides and "layers" not in file_values:
-            overrides["layers"] = source.sizes
-        weights, biases = source.layers, source.biases
-    spec = circuit.resolve_spec(file_values, overrides)
-    if weights is not None and [W.shape for W, _ in weights] != [
-            (n_out, n_in) for n_in, n_out in zip(spec.layers[:-1], spec.layers[1:])]:
-        raise TransferError(f"init_from {init_from}: its layers {source.sizes} are not the circuit's "
-                            f"{list(spec.layers)}")
+    spec, source = circuit.resolve_from_weights(file_values, overrides, init_from)
+    weights, biases = (None, None) if source is None else (source.layers, source.biases)
     return circuit.simulate(spec, out, progress=progress, data_dir=data_dir, weights=weights, biases=biases)
 
 

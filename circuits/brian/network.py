@@ -71,7 +71,7 @@ NOISE_CODE = {
 }
 
 __all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "spiking_mirror_responses",
-           "spiking_mirror_noise", "predicted_spiking_angle", "spiking_angle_band",
+           "spiking_mirror_noise", "predicted_spiking_angle", "spiking_angle_band", "plan_spiking_decay",
            "lif_equations",
            "lif_group_options", "lif_namespace", "PopulationNames",
            "NOISE_CODE"]
@@ -363,16 +363,37 @@ def predicted_spiking_angle(noise: dict[str, float], W: np.ndarray, B0: np.ndarr
     return math.degrees(math.atan2(math.sqrt(perp2), along))
 
 
+def plan_spiking_decay(noise: dict[str, float], layers, events: int, sigma: float = 1.0,
+                       grid=None) -> tuple[float, float]:
+    """``(λ, θ)``: the decay per event (with the Hebbian rate equal to it, so that B's mean tends to
+    Wᵀ) among ``grid`` (default: 80 values from 10⁻⁴ to 0.3, log-spaced) whose largest
+    :func:`predicted_spiking_angle` over ``layers`` (``[(W, B₀)]``) after ``events`` events is
+    smallest, and that angle (degrees). Too large a λ leaves B as noisy as a few events; too small
+    a λ leaves it near B₀: the closed form picks the trade-off for a run of a given length.
+    """
+    grid = np.geomspace(1e-4, 0.3, 80) if grid is None else grid
+    best = None
+    for lam in grid:
+        worst = max(predicted_spiking_angle(noise, W, B, events, float(lam), sigma) for W, B in layers)
+        if best is None or worst < best[1]:
+            best = (float(lam), worst)
+    return best
+
+
 def spiking_angle_band(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, events: int, decay: float,
-                       sigma: float = 1.0, draws: int = 32, seed: int = 0, quantiles=(0.1, 0.9)) -> tuple[float, float]:
+                       sigma: float = 1.0, draws: int = 2000, seed: int = 0, quantiles=(0.1, 0.9)) -> tuple[float, float]:
     """The spread of angle(B, Wᵀ) that the noise-aware closed form expects over realisations (degrees).
 
     Under the same model as :func:`predicted_spiking_angle`, after ``N = events`` events B is
-    Gaussian around its mean, ``B_N = q B₀ + (1-q) W + E`` with independent entries
-    ``E_ij ~ N(0, (1-q²) λ/(2-λ) Var(h_ij)/c² · correlation)`` (``q = (1-λ)^N``;
-    ``Var(h_ij) ≈ E[y_i²] E[x_j²] + (c W_ij)²``). This draws ``draws`` such matrices and returns the
-    ``quantiles`` of their angle to Wᵀ: the band a single run is expected to fall in if the model holds
-    (it says nothing of the model's own error, e.g. a saturating rate code).
+    Gaussian around its mean, ``B_N = M + E`` with ``M = q B₀ + (1-q) W`` and independent entries
+    ``E_ij ~ N(0, s_ij²)``, ``s_ij² = (1-q²) λ/(2-λ) Var(h_ij)/c² · correlation`` (``q = (1-λ)^N``;
+    ``Var(h_ij) ≈ E[y_i²] E[x_j²] + (c W_ij)²``). With ``ŵ = W/‖W‖`` the angle needs three
+    scalars only: ``cos θ = (M·ŵ + u) / √(‖M‖² + 2v + ‖E‖²)``, where ``u = E·ŵ`` and ``v = M·E``
+    are jointly Gaussian (variances ``Σ s² ŵ²``, ``Σ s² M²``, covariance ``Σ s² ŵ M``) and
+    ``‖E‖²`` (mean ``Σ s²``, variance ``2 Σ s⁴``, uncorrelated with them) is drawn from the gamma
+    law of those two moments. ``draws`` draws of the three give the ``quantiles`` of θ: the band a
+    single run is expected to fall in if the model holds (it says nothing of the model's own
+    error, e.g. a saturating rate code). The cost is one pass over the matrix, whatever ``draws``.
     """
     W = np.asarray(W, dtype=np.float64)
     B0 = np.asarray(B0, dtype=np.float64)
@@ -381,16 +402,18 @@ def spiking_angle_band(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, e
     ey2 = (W ** 2).sum(axis=1) * (noise["s_y"] * sigma ** 2 + noise["n_yW"]) + noise["n_y"]
     var = (ey2[:, None] * ex2 + (c * W) ** 2) / c ** 2
     q = (1.0 - decay) ** events
-    sd = np.sqrt((1 - q ** 2) * decay / (2 - decay) * var * noise.get("correlation", 1.0))
-    mean = q * B0 + (1 - q) * W
+    s2 = (1 - q ** 2) * decay / (2 - decay) * var * noise.get("correlation", 1.0)
+    M = q * B0 + (1 - q) * W
+    w = W / np.linalg.norm(W)
+    cov = np.array([[(s2 * w * w).sum(), (s2 * w * M).sum()],
+                    [(s2 * w * M).sum(), (s2 * M * M).sum()]])
     rng = np.random.default_rng(seed)
-    w = W.ravel() / np.linalg.norm(W)
-    angles = []
-    for _ in range(int(draws)):
-        B = (mean + sd * rng.standard_normal(W.shape)).ravel()
-        cos = float(B @ w) / float(np.linalg.norm(B))
-        angles.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
-    lo, hi = np.quantile(angles, quantiles)
+    u, v = rng.multivariate_normal([0.0, 0.0], cov, size=int(draws), method="eigh").T
+    mean_e2, var_e2 = float(s2.sum()), float(2 * (s2 ** 2).sum())
+    e2 = rng.gamma(mean_e2 ** 2 / var_e2, var_e2 / mean_e2, size=int(draws)) if var_e2 > 0 else np.full(int(draws), mean_e2)
+    norm2 = np.maximum(float((M * M).sum()) + 2 * v + e2, 1e-300)
+    cos = np.clip((float((M * w).sum()) + u) / np.sqrt(norm2), -1.0, 1.0)
+    lo, hi = np.quantile(np.degrees(np.arccos(cos)), quantiles)
     return float(lo), float(hi)
 
 
