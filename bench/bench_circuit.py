@@ -60,8 +60,8 @@ def guess(name: str) -> float:
 
 
 #: the neuron model measured (``--neuron``): rate units, Poisson or LIF (whose W and B synapses are driven
-#: by spikes, on_pre, beside the summed baseline offsets: the same summed updates per step, and
-#: ν₀ dt N² spike-driven updates per pathway)
+#: by spikes, on_pre: ν₀ dt N² spike-driven updates per pathway and step; a mirror-only run's baseline
+#: offsets are constants, computed once, and W's plasticity is not built)
 NEURON = "rate"
 
 
@@ -75,12 +75,20 @@ def make_spec(width: int, device: str, threads: int, duration: float):
 
 
 def updates_per_step(spec) -> tuple[float, float]:
-    """``(summed-input updates, plasticity updates)`` per integration step."""
+    """``(synaptic-input updates, plasticity updates)`` per integration step.
+
+    Rate and Poisson units: every synapse adds to its target's summed input every step (2 N² for W
+    and B). LIF: each spike updates its row of currents (2 N² ν₀ dt), and only where W learns
+    (an engaged phase) the summed baseline offsets every step as well. Plasticity: B's mirror
+    events (N² per noise hold), and W's engaged update every plasticity_dt only where W learns.
+    """
     n_syn = sum(a * b for a, b in zip(spec.layers[:-1], spec.layers[1:]))
-    summed = 2.0 * n_syn
-    if spec.neuron.kind == "lif":  # each spike of a presynaptic unit updates its row of currents
-        summed += 2.0 * n_syn * spec.neuron.baseline_rate * spec.dt
-    plastic = n_syn * spec.dt / spec.plasticity_dt + n_syn * spec.dt / spec.noise.correlation_time
+    engaged = spec.phases.schedule != "mirror"
+    if spec.neuron.kind == "lif":
+        summed = 2.0 * n_syn * spec.neuron.baseline_rate * spec.dt + (2.0 * n_syn if engaged else 0.0)
+    else:
+        summed = 2.0 * n_syn
+    plastic = n_syn * spec.dt / spec.noise.correlation_time + (n_syn * spec.dt / spec.plasticity_dt if engaged else 0.0)
     return summed, plastic
 
 

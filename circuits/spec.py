@@ -343,6 +343,11 @@ class Phases:
         every B sees exactly one layer's white noise and that layer's linear
         response); they switch every ``parity_period`` seconds.
     record_interval : simulated seconds per metrics row.
+    record_activity : the last this many simulated seconds record the
+        populations' activity (spike trains of a few neurons per population,
+        population rates; rate units' outputs); 30 s by default, so that a
+        run of hours keeps megabytes, not gigabytes, of activity (metrics rows
+        before the window carry no rates). Weights are recorded throughout.
     """
 
     schedule: str = "mirror"
@@ -352,11 +357,12 @@ class Phases:
     presentation: float = 20e-3
     parity_period: float = 50e-3
     record_interval: float = 0.1
+    record_activity: float = 30.0
 
     def __post_init__(self):
         choice(self.schedule, SCHEDULES, "phases.schedule", SpecError)
         for name in ("duration", "mirror_duration", "engaged_duration", "presentation",
-                     "parity_period", "record_interval"):
+                     "parity_period", "record_interval", "record_activity"):
             number(getattr(self, name), f"phases.{name} (s)", SpecError, low=0, low_open=True)
 
     def segments(self) -> list[tuple[str, float, float]]:
@@ -641,6 +647,15 @@ class CircuitSpec:
 
     ``mirror_plasticity``: ``"sample"`` or ``"stdp"`` (spiking units;
     ``circuits.brian.plasticity.stdp_mirror_code``).
+
+    ``mirror_centring`` (spiking units, sample rule, no Dale; default true):
+    the mirror's Hebbian product multiplies each feedback unit's decoded
+    train less its own running mean in the present parity regime (the
+    covariance rule), so that spike trains whose mean is not exactly the
+    baseline (a LIF neuron off its Siegert rate, a unit rectified at 0 Hz
+    by its inputs' spike noise) add nothing outside W's direction
+    (``circuits.brian.network.CENTRING_EVENTS``). False multiplies the
+    decoded trains as they are.
     """
 
     layers: tuple[int, ...]
@@ -660,6 +675,7 @@ class CircuitSpec:
     label: str = ""
     mirror_plasticity: str = "sample"
     dale: bool = False
+    mirror_centring: bool = True
 
     def __post_init__(self):
         layers = self.layers
@@ -685,6 +701,8 @@ class CircuitSpec:
         choice(self.mirror_plasticity, MIRROR_PLASTICITY, "mirror_plasticity", SpecError)
         if not isinstance(self.dale, bool):
             raise SpecError(f"dale: expected true or false, got {self.dale!r}")
+        if not isinstance(self.mirror_centring, bool):
+            raise SpecError(f"mirror_centring: expected true or false, got {self.mirror_centring!r}")
         if self.dale and self.mirror_plasticity == "stdp":
             raise SpecError("dale = true with mirror_plasticity = 'stdp' is not built yet; use 'sample'")
         if self.mirror_plasticity == "stdp" and not self.neuron.spikes:
@@ -806,6 +824,7 @@ class CircuitSpec:
             "label": self.label,
             "mirror_plasticity": self.mirror_plasticity,
             "dale": self.dale,
+            "mirror_centring": self.mirror_centring,
             "rule": rule,
             "neuron": dataclasses.asdict(self.neuron),
             "noise": noise,
@@ -862,7 +881,7 @@ _DURATIONS = {
     "neuron": ("tau", "tau_trace", "tau_m", "refractory", "tau_syn", "delay_forward", "delay_feedback"),
     "noise": ("correlation_time",),
     "phases": ("duration", "mirror_duration", "engaged_duration", "presentation",
-               "parity_period", "record_interval"),
+               "parity_period", "record_interval", "record_activity"),
 }
 
 

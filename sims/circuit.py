@@ -491,9 +491,18 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
                        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} sim s [{elapsed}<{remaining}]",
                        disable=None)  # no bar where stderr is not a terminal
         tick = (lambda s: bar.update(s)) if bar is not None else None
+        # activity (spikes, rates) only in the last phases.record_activity seconds
+        window = round(max(spec.phases.duration - spec.phases.record_activity, 0.0) / spec.dt) * spec.dt
+        circuit.record_activity(window <= 0)
         for phase, a, b in segments:
             if bar is not None:
                 bar.set_postfix_str(phase)
+            if a < window < b:
+                circuit.run_phase(phase, window - a, progress=tick)
+                circuit.record_activity(True)
+                a = window
+            elif window > 0 and abs(a - window) < 1e-12:
+                circuit.record_activity(True)
             circuit.run_phase(phase, b - a, progress=tick)
         if bar is not None and circuit.standalone:
             bar.set_postfix_str(f"building and running {spec.device} standalone")
@@ -535,6 +544,7 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         "layers": list(spec.layers),
         "neuron": spec.neuron.kind,
         "dale": spec.dale,
+        "mirror_centred": bool(getattr(circuit, "centred", False)),
         "mirror_plasticity": spec.mirror_plasticity,
         "device": spec.device,
         "schedule": spec.phases.schedule,
@@ -624,7 +634,7 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
             for name in names:
                 tt, vals = rec["rates"][name]
                 sel = (tt > t0) & (tt <= t + 1e-12)
-                if not np.any(sel):
+                if not np.any(sel) or tt[0] > t0 + 1.5 * spec.dt:  # (the interval not wholly recorded)
                     row[key][name] = None
                 elif spec.neuron.spikes:
                     row[key][name] = float(np.mean(vals[sel]))

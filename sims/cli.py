@@ -307,7 +307,10 @@ def _add_circuit_parser(sub) -> None:
                "2 tan^2(10 deg) / F = 8e-5, i.e. after some 40,000 samples (minutes of simulated time, "
                "a compiled device); with the defaults it settles near 57 degrees. "
                "Engaged mode: one input per phases.presentation (20 ms) is one online SGD step, so "
-               "1 s is 50 presentations. Spiking neurons add their spike noise (BENCHMARKS.md sec. 6).")
+               "1 s is 50 presentations. Spiking neurons add their spike noise: at a cortical 20 Hz "
+               "a 784-input layer needs hours of simulated time to come within 13 degrees (about 2 h "
+               "for Poisson units with 10 ms holds and 5 ms traces, 7.5 h for LIF neurons; "
+               "bench/spiking_mirror_784.py, BENCHMARKS.md sec. 6).")
     p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default: wm)")
     p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
                    help="population sizes (default: 784,100,10)")

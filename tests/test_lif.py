@@ -310,3 +310,104 @@ def test_plan_spiking_decay_trades_noise_against_the_start():
     long = plan_spiking_decay(rate_noise, [(W, B0)], 3000, grid=grid)
     assert short[1] == pytest.approx(min(predicted_spiking_angle(rate_noise, W, B0, 300, l) for l in grid))
     assert long[0] < short[0] and long[1] < short[1]
+
+
+# ---------------------------------------------------------------------------
+# long spiking mirrors: constant offsets, a recording window, centred products
+# ---------------------------------------------------------------------------
+def test_mirror_only_lif_circuit_takes_its_baseline_offsets_as_constants():
+    """W never learns in a mirror-only run, so the bias that cancels the baseline rates' current,
+    (ν₀/g) Σ_i w_ij, is set once from the weights (and again by set_weights) instead of summed over
+    every synapse at every step; a circuit that learns W keeps the summed version, and both give the
+    same numbers."""
+    from weightmirror.circuits.brian.network import BrianCircuit, init_weights
+    from weightmirror.circuits.rules import KolenPollack
+    from weightmirror.circuits.spec import Phases
+
+    neuron = NeuronModel(kind="lif")
+    scale = neuron.baseline_rate / neuron.gain
+    spec = CircuitSpec(layers=(6, 4, 3), neuron=neuron, phases=Phases(schedule="mirror", duration=0.01))
+    circuit = BrianCircuit(spec, record_weights=False, record_rates=False)
+    try:
+        assert circuit._constant_offsets
+        for (W, B), y, d in zip(circuit.get_weights(), circuit.Y[1:], circuit.D[:-1]):
+            np.testing.assert_allclose(np.asarray(y.offset_drive[:]), scale * W.sum(axis=1), rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(d.offset_fb[:]), scale * B.sum(axis=0), rtol=1e-12)
+        new = [(2 * W + 0.1, B - 0.2) for W, B in circuit.get_weights()]
+        circuit.set_weights(new)
+        np.testing.assert_allclose(np.asarray(circuit.Y[1].offset_drive[:]), scale * new[0][0].sum(axis=1), rtol=1e-12)
+        assert not any("plasticity" in obj.name for S in circuit.S_W for obj in S.contained_objects)
+    finally:
+        circuit.release()
+
+    engaged = CircuitSpec(layers=(6, 4, 3), neuron=neuron, rule=KolenPollack(),
+                          phases=Phases(schedule="engaged", duration=0.04, presentation=0.04))
+    x = np.random.default_rng(0).random((2, 6))
+    circuit = BrianCircuit(engaged, weights=init_weights(spec), stimulus=(x, np.array([0, 1])),
+                           record_weights=False, record_rates=False)
+    try:
+        assert not circuit._constant_offsets
+        circuit.run_phase("idle", 0.001)  # the summed updater runs with the first step
+        for (W, B), y, d in zip(circuit.get_weights(), circuit.Y[1:], circuit.D[:-1]):
+            np.testing.assert_allclose(np.asarray(y.offset_drive[:]), scale * W.sum(axis=1), rtol=1e-9)
+            np.testing.assert_allclose(np.asarray(d.offset_fb[:]), scale * B.sum(axis=0), rtol=1e-9)
+    finally:
+        circuit.release()
+
+
+def test_activity_is_recorded_in_the_last_window_only(tmp_path):
+    """``phases.record_activity``: spikes and population rates of the last 0.1 s of a 0.4 s run; rows
+    before the window carry no rates, and splitting the run there changes no mirror accounting (one
+    mirror segment, the same plastic time as an unsplit run)."""
+    from weightmirror.circuits.rules import WeightMirror
+    from weightmirror.circuits.spec import Phases
+    from weightmirror.sims import circuit as sim_circuit
+
+    spec = CircuitSpec(layers=(6, 4), rule=WeightMirror(lr=0.05, decay=0.05, mirror_batch_size=1, adaptive=False),
+                       neuron=NeuronModel(kind="spiking"),
+                       phases=Phases(schedule="mirror", duration=0.4, record_interval=0.1, record_activity=0.1))
+    run = sim_circuit.simulate(spec, tmp_path / "run", progress=False)
+    rows = run.metrics
+    assert [r["t"] for r in rows] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert all(v is None for r in rows[1:4] for v in r["rates_hz"].values())
+    assert all(v is not None and v > 50 for v in rows[4]["rates_hz"].values())  # Poisson units at 200 Hz
+    spikes = np.load(tmp_path / "run" / "spikes.npz")
+    times = np.concatenate([spikes[k] for k in spikes.files if k.endswith("_t")])
+    assert times.size > 100 and times.min() >= 0.3 - 1e-9
+    whole = CircuitSpec(layers=(6, 4), rule=spec.rule, neuron=spec.neuron,
+                        phases=Phases(schedule="mirror", duration=0.4, record_interval=0.1))
+    assert run.summary["noise_aware_angles_deg"] == pytest.approx(
+        sim_circuit.simulate(whole, None, progress=False).summary["noise_aware_angles_deg"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_centred_products_remove_the_mean_product_of_uncentred_trains():
+    """Poisson units at a cortical 20 Hz with 5 ms traces: a responding unit's input carries its sources'
+    spike noise, is rectified at 0 Hz and fires ~28 Hz, not 20, so uncentred decoded trains add
+    E[x] E[y] to every entry of B's change (a matrix outside W's direction: its mean entry measured at
+    0.41 and 0.25 of the W-aligned part's rms entry in layers 1 and 2). Centred by their own running
+    means (the default), on the very same noise samples, that falls to 0.06 in both layers (asserted:
+    below 0.4 of the uncentred value) while the W-aligned part stays within 10 %."""
+    from weightmirror.circuits.rules import WeightMirror
+    from weightmirror.circuits.spec import Noise, Phases
+    from weightmirror.sims import circuit as sim_circuit
+
+    out = {}
+    for centred in (False, True):
+        spec = CircuitSpec(layers=(40, 20, 10), device="cython", mirror_centring=centred,
+                           rule=WeightMirror(lr=2e-3, decay=1e-9, mirror_batch_size=1, adaptive=False),
+                           neuron=NeuronModel(kind="spiking", baseline_rate=20.0, gain=10.0, tau_trace=5e-3),
+                           noise=Noise(correlation_time=0.01, source="arrays"),
+                           phases=Phases(schedule="mirror", duration=20.0, record_interval=20.0, parity_period=1.0))
+        run = sim_circuit.simulate(spec, None, progress=False)
+        assert run.summary["mirror_centred"] is centred
+        f, i = run.arrays["weights_final"], run.arrays["weights_initial"]
+        out[centred] = []
+        for l in (1, 2):
+            W, change = f[f"W{l}"], f[f"B{l}"] - i[f"B{l}"]
+            along = (change * W).sum() / (W * W).sum()
+            out[centred].append((along, change.mean() / (along * np.sqrt((W ** 2).mean()))))
+    for (a_plain, m_plain), (a_centred, m_centred) in zip(out[False], out[True]):
+        assert m_plain > 0.2 and abs(m_centred) < 0.4 * m_plain, out
+        assert a_centred == pytest.approx(a_plain, rel=0.1), out

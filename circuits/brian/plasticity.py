@@ -61,6 +61,10 @@ class FeedbackPathway:
     pre : the presynaptic feedback unit's activity ``δ_l`` in the synapse code.
     post : the postsynaptic feedback unit's activity ``δ_{l-1}``.
     post_forward : the postsynaptic cell's forward activity ``y_{l-1}``.
+    mirror_pre, mirror_post : what the mirror's sample rule multiplies: ``pre``
+        and ``post``, or for spiking units their centred versions (each
+        decoded train less its own running mean in the current parity regime,
+        ``rc``; see ``circuits.brian.network``'s module docstring).
     """
 
     spec: CircuitSpec
@@ -75,6 +79,8 @@ class FeedbackPathway:
     pre: str = "r_pre"
     post: str = "r_post"
     post_forward: str = "ycopy_post"
+    mirror_pre: str = "r_pre"
+    mirror_post: str = "r_post"
     var: str = "b"
     sign: float = 1.0
     dale: bool = False
@@ -183,7 +189,7 @@ def _weight_mirror(p: FeedbackPathway) -> None:
     hebb, keep = p.spec.mirror.per_sample(p.mirror_gain)
     tn = p.spec.noise.correlation_time * second
     g = p.gate_mirror
-    code = signed_update(p.var, f"{p.var}*(1 - {g}*{float(1 - keep)!r})", f"{g}*{float(hebb)!r}*{p.pre}*{p.post}", p.sign,
+    code = signed_update(p.var, f"{p.var}*(1 - {g}*{float(1 - keep)!r})", f"{g}*{float(hebb)!r}*{p.mirror_pre}*{p.mirror_post}", p.sign,
                          p.dale)
     p.synapses.run_regularly(code, dt=tn, when="groups", order=-0.5, name=f"B{p.layer}{suffix}_plasticity")
     p.synapses.run_regularly("armed = mirror_on_post", dt=tn, when="groups", order=-0.4,
