@@ -332,8 +332,17 @@ class Phases:
         W learns; KP's B too) or ``alternate`` (mirror blocks of
         ``mirror_duration`` and engaged blocks of ``engaged_duration``,
         starting with mirror, until ``duration``).
-    duration : total simulated time (s).
-    presentation : time each input is shown in engaged mode (s). Its first
+    duration : total simulated time (s). A declaration read by the CLI, the
+        Python API or a config file that gives none gets the time its schedule
+        needs (``sims.circuit.auto_duration``: a mirror-only run until the
+        initial B's share is 2 %, an engaged run ``epochs`` passes over the
+        training set, an alternating run enough blocks for them).
+    epochs : engaged and alternating runs without a duration: presentations of
+        the whole training set (default 3, chosen on validation with
+        ``engaged_lr`` = 0.02: ``bench/circuit_defaults.py``).
+    presentation : time each input is shown in engaged mode (s; 40 ms: with a
+        20 ms learning window of 20 neuron time constants the circuit learns
+        what the rate-mode engine does, ``bench/circuit_vs_rate.py``). Its first
         half must let the chain y_0 → … → y_L → δ_L → … → δ_1 settle (2L
         neuron time constants plus one step per synaptic hop, several times
         over), or W learns from the previous input's error: with τ = 1 ms and
@@ -352,17 +361,18 @@ class Phases:
 
     schedule: str = "mirror"
     duration: float = 2.0
-    mirror_duration: float = 0.5
-    engaged_duration: float = 2.0
-    presentation: float = 20e-3
+    mirror_duration: float = 1.0
+    engaged_duration: float = 20.0
+    presentation: float = 40e-3
     parity_period: float = 50e-3
     record_interval: float = 0.1
     record_activity: float = 30.0
+    epochs: float = 3.0
 
     def __post_init__(self):
         choice(self.schedule, SCHEDULES, "phases.schedule", SpecError)
         for name in ("duration", "mirror_duration", "engaged_duration", "presentation",
-                     "parity_period", "record_interval", "record_activity"):
+                     "parity_period", "record_interval", "record_activity", "epochs"):
             number(getattr(self, name), f"phases.{name} (s)", SpecError, low=0, low_open=True)
 
     def segments(self) -> list[tuple[str, float, float]]:
@@ -665,7 +675,7 @@ class CircuitSpec:
     phases: Phases = field(default_factory=Phases)
     dt: float = 0.5e-3
     plasticity_dt: float = 1e-3
-    engaged_lr: float = 0.005
+    engaged_lr: float = 0.02
     device: str = "runtime"
     threads: int = 1
     seed: int = 0

@@ -50,7 +50,8 @@ from ..circuits.rules import angle_degrees
 from ..circuits.spec import CIRCUIT_RULE_REGISTRY, CircuitSpec, SpecError
 from ..errors import InputError
 
-__all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "rate_reference", "rate_network",
+__all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "DATA_SHAPES", "default_layers",
+           "auto_duration", "mirror_decay_for", "rate_reference", "rate_network",
            "resolve_from_weights",
            "mirror_event_samples", "rate_mirror_on_samples",
            "presentation_order", "predict_mirror_angles", "load_stimulus", "evaluate"]
@@ -664,8 +665,85 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
 # ---------------------------------------------------------------------------
 # the declaration from a file and overrides
 # ---------------------------------------------------------------------------
-#: population sizes when neither a file nor an override gives them
-DEFAULT_LAYERS = (784, 100, 10)
+#: (image shape (C, H, W), classes, training images) of each data set circuit mode reads: the default
+#: layers and an engaged run's default duration follow the data set without loading it
+DATA_SHAPES = {
+    "digits": ((1, 8, 8), 10, 1437),
+    "mnist": ((1, 28, 28), 10, 60000),
+    "fashion-mnist": ((1, 28, 28), 10, 60000),
+    "cifar10": ((3, 32, 32), 10, 50000),
+    "imagenet32": ((3, 32, 32), 1000, 1281167),
+    "imagenet64": ((3, 64, 64), 1000, 1281167),
+}
+
+#: population sizes of the default data set (digits) when neither a file nor an override gives them
+DEFAULT_LAYERS = (64, 32, 10)
+
+#: a mirror-only run's default decay per noise sample puts the stationary angle of its widest layer
+#: here (ε² = F d / 2, the rate-mode closed form) ...
+MIRROR_STATIONARY_DEG = 7.0
+#: ... and its default duration lets the initial B's share decay to this fraction, (1 - d)^N
+MIRROR_REMAINDER = 0.02
+
+
+def default_layers(data: str, downsample: int = 1) -> tuple[int, int, int]:
+    """``(inputs, hidden, classes)`` for ``data``: its pixels after ``downsample``, 32 hidden units for
+    inputs up to 256 (digits) and 100 above (784-100-10 for Fashion-MNIST), its classes."""
+    if data not in DATA_SHAPES:
+        return DEFAULT_LAYERS
+    (c, h, w), classes, _ = DATA_SHAPES[data]
+    k = max(int(downsample), 1)
+    inputs = c * (h // k) * (w // k)
+    return inputs, (32 if inputs <= 256 else 100), classes
+
+
+def mirror_decay_for(layers, stationary_deg: float = MIRROR_STATIONARY_DEG) -> float:
+    """The weight mirror's decay per noise sample whose stationary angle in the widest layer (fan-in
+    ``F = max(layers[:-1])``) is ``stationary_deg``: ``d = 2 tan²θ / F`` (``tan² θ = F d / 2``, the
+    rate-mode closed form of ``circuits.rules.WeightMirror``)."""
+    fan_in = max(int(n) for n in list(layers)[:-1])
+    return 2.0 * math.tan(math.radians(stationary_deg)) ** 2 / fan_in
+
+
+def _mirror_rates(per_sample: float, batch_size: int) -> dict[str, float]:
+    """``lr`` and ``decay`` per batch of ``batch_size`` whose per-sample Hebbian rate and decay
+    (``Mirror.step(1)``: ``lr/m`` and ``1 - (1-decay)^{1/m}``) both equal ``per_sample``."""
+    return {"lr": batch_size * per_sample, "decay": 1.0 - (1.0 - per_sample) ** batch_size}
+
+
+def auto_duration(spec: CircuitSpec) -> float:
+    """The simulated time a declaration needs when it gives none (seconds, a whole number of dt).
+
+    - ``mirror``: ``N`` noise samples per layer with ``(1 - d)^N = MIRROR_REMAINDER`` (``d`` the decay per
+      sample), the initial B's share of the mirror's result; the layers take turns, so ``2 N τ_ξ``,
+      rounded up to whole parity periods;
+    - ``engaged``: ``phases.epochs`` presentations of the training set, ``epochs · n_train · T``;
+    - ``alternate``: as many blocks of ``mirror_duration + engaged_duration`` as the engaged part needs.
+    """
+    ph = spec.phases
+    if ph.schedule == "mirror":
+        d = spec.mirror.step(1)[1]
+        n = math.ceil(math.log(MIRROR_REMAINDER) / math.log1p(-d))
+        total = math.ceil(2 * n * spec.noise.correlation_time / ph.parity_period) * ph.parity_period
+    else:
+        n_train = DATA_SHAPES.get(spec.data, (None, None, 1437))[2]
+        engaged = ph.epochs * n_train * ph.presentation
+        if ph.schedule == "engaged":
+            total = engaged
+        else:
+            total = math.ceil(engaged / ph.engaged_duration - 1e-9) * (ph.mirror_duration + ph.engaged_duration)
+    return round(total / spec.dt) * spec.dt
+
+
+def auto_record_interval(duration: float, dt: float, rows: int = 50) -> float:
+    """A metrics row every 0.1, 0.2, 0.5, 1, 2, 5, ... s: the largest of these at most ``duration / rows``
+    (0.1 s for short runs), a whole number of dt."""
+    step = 0.1
+    for k in range(-1, 6):
+        for m in (1, 2, 5):
+            if m * 10.0 ** k <= duration / rows:
+                step = m * 10.0 ** k
+    return max(round(step / dt), 1) * dt
 
 
 def resolve_from_weights(file_values: dict[str, Any] | None, overrides: dict[str, Any] | None,
@@ -733,9 +811,53 @@ def resolve_spec(file_values: dict[str, Any] | None = None, overrides: dict[str,
         if key in config or key in overrides:
             config[key] = {**table(config.get(key, {}), key), **table(overrides.pop(key, {}), key)}
     config.update(overrides)
-    config.setdefault("layers", list(DEFAULT_LAYERS))
+    config.setdefault("layers", list(default_layers(config.get("data", "digits"), config.get("downsample", 1))))
     phases = config.setdefault("phases", {})
     if "schedule" not in phases:
         entry = CIRCUIT_RULE_REGISTRY.get(rule.get("name", "wm"))
         phases["schedule"] = "mirror" if entry is not None and entry.has_mirror else "engaged"
+    batch = rule.get("mirror_batch_size", CIRCUIT_RULE_REGISTRY["wm"].defaults["mirror_batch_size"])
+    size_mirror = (phases["schedule"] == "mirror" and rule.get("name", "wm") == "wm" and "lr" not in rule
+                   and "decay" not in rule and _numeric_layers(config["layers"])
+                   and isinstance(batch, int) and not isinstance(batch, bool) and batch > 0)
+    if size_mirror and "duration" not in phases:
+        # a mirror-only run without a duration: as long as a rate mirror whose widest layer settles at
+        # MIRROR_STATIONARY_DEG needs
+        rule.update(_mirror_rates(mirror_decay_for(config["layers"]), batch))
+    if "duration" not in phases:
+        provisional = CircuitSpec.from_dict({**config, "phases": {**phases, "duration": 1.0}})
+        phases["duration"] = auto_duration(provisional)
+        if "record_interval" not in phases:
+            phases["record_interval"] = auto_record_interval(phases["duration"], provisional.dt)
+    if size_mirror:
+        # the decay (= Hebbian rate) that ends closest to Wᵀ after this run, for this kind of unit
+        spec = CircuitSpec.from_dict({**config, "rule": {**rule, "lr": 0.05, "decay": 0.05}})
+        rule.update(_mirror_rates(planned_mirror_decay(spec), batch))
     return CircuitSpec.from_dict(config)
+
+
+#: the noise-aware closed form's moments for rate units (no spike noise: it is rate mode's ε² = F d / 2)
+RATE_UNIT_NOISE = {"kappa": 1.0, "kappa_shot": 0.0, "s_x": 1.0, "s_y": 1.0, "n_x": 0.0, "n_yW": 0.0, "n_y": 0.0,
+                   "correlation": 1.0}
+
+
+def planned_mirror_decay(spec: CircuitSpec) -> float:
+    """The decay per noise sample (with the Hebbian rate equal to it) whose predicted angle after the
+    run, largest over the layers, is smallest (``circuits.brian.network.plan_spiking_decay``): rate
+    units with rate mode's closed form, spiking units (sample rule) with their spike noise
+    (``spiking_mirror_noise``); the initial weights of ``spec.seed``. Each layer gets
+    ``duration / (2 τ_ξ)`` samples (the layers take turns)."""
+    from weightmirror.circuits.brian.network import init_weights, plan_spiking_decay, spiking_mirror_noise
+
+    hold = spec.noise.correlation_time
+    noise = RATE_UNIT_NOISE
+    if spec.neuron.spikes and spec.mirror_plasticity == "sample" and not spec.dale:
+        noise = spiking_mirror_noise(spec.neuron, spec.dt, int(round(hold / spec.dt)))
+    events = max(int(spec.phases.duration / (2 * hold)), 1)
+    grid = np.geomspace(1e-6, 0.3, 200)
+    return plan_spiking_decay(noise, init_weights(spec), events, spec.sigma, grid)[0]
+
+
+def _numeric_layers(layers) -> bool:
+    return (isinstance(layers, (list, tuple)) and len(layers) >= 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in layers))

@@ -94,6 +94,14 @@ def _finite_float(text: str) -> float:
 _positive_int = _int_at_least(1, "a positive integer")
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    value = _finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def _epochs(text: str) -> int:
     """An argparse type: a number of epochs, 1 to :data:`MAX_EPOCHS`."""
     value = _positive_int(text)
@@ -297,20 +305,21 @@ def _add_circuit_parser(sub) -> None:
         description="Run the weight-mirror / Kolen-Pollack / feedback-alignment circuit as explicit "
                     "neuron populations in Brian2 and write a results folder. "
                     "See: weightmirror config --example circuit",
-        epilog="Simulated time and what it buys. Mirror mode: each layer's noise is redrawn every "
-               "noise.correlation_time (5 ms), and even and odd layers take turns as sources (every "
-               "phases.parity_period, 50 ms), so each feedback matrix B_l gets duration / (2 x 5 ms) "
-               "noise samples: 200 in the default 2 s. Once the mirror has settled (after about "
-               "3 / d samples, d = rule.decay / rule.mirror_batch_size = 0.05 / 8 per sample), B's "
-               "relative error from sampling is about sqrt(F d / 2) for a layer of fan-in F, its angle "
-               "the arctangent of that: a 784-input layer comes within 10 degrees only with d below "
-               "2 tan^2(10 deg) / F = 8e-5, i.e. after some 40,000 samples (minutes of simulated time, "
-               "a compiled device); with the defaults it settles near 57 degrees. "
-               "Engaged mode: one input per phases.presentation (20 ms) is one online SGD step, so "
-               "1 s is 50 presentations. Spiking neurons add their spike noise: at a cortical 20 Hz "
-               "a 784-input layer needs hours of simulated time to come within 13 degrees (about 2 h "
-               "for Poisson units with 10 ms holds and 5 ms traces, 7.5 h for LIF neurons; "
-               "bench/spiking_mirror_784.py, BENCHMARKS.md sec. 6).")
+        epilog="Simulated time and what it buys. Without --duration a run takes the time its schedule "
+               "needs. Mirror mode: each layer's noise is redrawn every noise.correlation_time (5 ms) and "
+               "even and odd layers take turns as sources, so each feedback matrix B_l gets duration / "
+               "(2 x 5 ms) noise samples. Settled (after about 3 / d samples, d the decay per sample), B's "
+               "relative error from sampling is about sqrt(F d / 2) for a layer of fan-in F, its angle the "
+               "arctangent of that; a mirror-only run without rule.lr/decay sets d = 2 tan^2(7 deg) / F for "
+               "its widest layer and runs until the initial B's share is 2 %: 83 s of simulated time for "
+               "the default 64-32-10 (8,300 samples per layer), 1,017 s for 784-100-10 (a compiled device). With "
+               "--duration T it takes the decay that ends closest to W for that time. Engaged mode: one "
+               "input per phases.presentation (40 ms) is one online learning step; without --duration a "
+               "run makes --epochs passes over the training set (default 2: 115 s for digits' 1,437 "
+               "images), an alternating run as many mirror + engaged blocks as they need. Spiking neurons "
+               "add their spike noise: at a cortical 20 Hz a 784-input layer needs hours of simulated time "
+               "to come within 13 degrees (about 2 h for Poisson units with 10 ms holds and 5 ms traces, "
+               "7.5 h for LIF neurons; bench/spiking_mirror_784.py, BENCHMARKS.md sec. 6).")
     p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default: wm)")
     p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
                    help="population sizes (default: 784,100,10)")
@@ -325,7 +334,10 @@ def _add_circuit_parser(sub) -> None:
                         "(default: sample)")
     p.add_argument("--phase", choices=SCHEDULES, default=None,
                    help="mirror, engaged or alternate (default: mirror for wm, engaged otherwise)")
-    p.add_argument("--duration", default=None, metavar="T", help="simulated time, e.g. 2s or 500ms (default: 2s)")
+    p.add_argument("--duration", default=None, metavar="T",
+                   help="simulated time, e.g. 2s or 500ms (default: what the schedule needs, see below)")
+    p.add_argument("--epochs", type=_positive_float, default=None, metavar="E",
+                   help="engaged/alternate without --duration: passes over the training set (default: 2)")
     p.add_argument("--data", default=None, choices=IN_MEMORY_DATASETS,
                    help="data set for engaged mode (default: digits)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -338,7 +350,7 @@ def _add_circuit_parser(sub) -> None:
                    help="OpenMP threads for --device cpp (default: 1)")
     p.add_argument("--dt", default=None, metavar="T", help="integration step (default: 0.5ms)")
     p.add_argument("--record-interval", default=None, metavar="T",
-                   help="simulated time per metrics row (default: 100ms)")
+                   help="simulated time per metrics row (default: 1/50 of the run, at least 100ms)")
     p.add_argument("--seed", type=_nonnegative_int, default=None, metavar="S", help="(default: 0)")
     p.add_argument("--label", default=None, metavar="NAME",
                    help="the run's name in figures and tables (default: the rule)")
@@ -362,6 +374,8 @@ def _circuit_overrides(args) -> dict:
         phases["duration"] = args.duration
     if args.record_interval is not None:
         phases["record_interval"] = args.record_interval
+    if args.epochs is not None:
+        phases["epochs"] = args.epochs
     if phases:
         out["phases"] = phases
     if args.neuron is not None:
