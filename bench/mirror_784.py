@@ -43,7 +43,8 @@ def runs(seconds: float) -> dict[str, dict]:
                rule={"name": "wm", "lr": lam, "decay": lam, "mirror_batch_size": 1},
                phases={"schedule": "mirror", "duration": seconds, "parity_period": 0.5,
                        "record_interval": seconds / 10})
-    plain = dict(rule="wm", phases={"schedule": "mirror", "duration": seconds, "record_interval": seconds / 10})
+    # the table's settings, pinned (a mirror-only run without rates would now get planned ones)
+    plain = dict(rule={"name": "wm", "lr": 0.05, "decay": 0.05, "mirror_batch_size": 8}, phases={"schedule": "mirror", "duration": seconds, "record_interval": seconds / 10})
     return {
         "rate": dict(plain),
         "poisson": dict(plain, neuron={"kind": "spiking"}),

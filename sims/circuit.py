@@ -545,7 +545,7 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         "layers": list(spec.layers),
         "neuron": spec.neuron.kind,
         "dale": spec.dale,
-        "mirror_centred": bool(getattr(circuit, "centred", False)),
+        "mirror_centred": circuit.centred,
         "mirror_plasticity": spec.mirror_plasticity,
         "device": spec.device,
         "schedule": spec.phases.schedule,
@@ -635,7 +635,10 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
             for name in names:
                 tt, vals = rec["rates"][name]
                 sel = (tt > t0) & (tt <= t + 1e-12)
-                if not np.any(sel) or tt[0] > t0 + 1.5 * spec.dt:  # (the interval not wholly recorded)
+                # a row whose interval was recorded only in part reports the part, if it spans the whole
+                # recording window or half the interval (not the window's first step alone)
+                recorded = t - max(t0, float(tt[0]))
+                if not np.any(sel) or recorded < min(t - t0, spec.phases.record_activity) / 2:
                     row[key][name] = None
                 elif spec.neuron.spikes:
                     row[key][name] = float(np.mean(vals[sel]))
