@@ -666,6 +666,13 @@ class CircuitSpec:
     by its inputs' spike noise) add nothing outside W's direction
     (``circuits.brian.network.CENTRING_EVENTS``). False multiplies the
     decoded trains as they are.
+
+    ``mirror_pilot`` (seconds, default 0: none; a mirror-only run of a rule
+    with a mirror, without Dale's law): before the run, a pilot of this
+    length on independent noise measures each layer's mirror moments in the
+    circuit itself (``sims.circuit.pilot_mirror_moments``); every metrics
+    row then carries ``pilot_angles_deg``, the prediction from those moments,
+    beside the closed form's ``noise_aware_angles_deg``.
     """
 
     layers: tuple[int, ...]
@@ -686,6 +693,7 @@ class CircuitSpec:
     mirror_plasticity: str = "sample"
     dale: bool = False
     mirror_centring: bool = True
+    mirror_pilot: float = 0.0
 
     def __post_init__(self):
         layers = self.layers
@@ -713,6 +721,11 @@ class CircuitSpec:
             raise SpecError(f"dale: expected true or false, got {self.dale!r}")
         if not isinstance(self.mirror_centring, bool):
             raise SpecError(f"mirror_centring: expected true or false, got {self.mirror_centring!r}")
+        number(self.mirror_pilot, "mirror_pilot (s)", SpecError, low=0)
+        if self.mirror_pilot > 0 and (self.mirror is None or self.phases.schedule != "mirror" or self.dale):
+            raise SpecError("mirror_pilot needs a mirror-only run (phases.schedule = 'mirror', rule wm) without "
+                            f"Dale's law (its sign-clipped B is no sum of increments); got rule {self.rule.key!r}, "
+                            f"schedule {self.phases.schedule!r}, dale = {str(self.dale).lower()}")
         if self.dale and self.mirror_plasticity == "stdp":
             raise SpecError("dale = true with mirror_plasticity = 'stdp' is not built yet; use 'sample'")
         if self.mirror_plasticity == "stdp" and not self.neuron.spikes:
@@ -835,6 +848,7 @@ class CircuitSpec:
             "mirror_plasticity": self.mirror_plasticity,
             "dale": self.dale,
             "mirror_centring": self.mirror_centring,
+            "mirror_pilot": self.mirror_pilot,
             "rule": rule,
             "neuron": dataclasses.asdict(self.neuron),
             "noise": noise,
@@ -865,7 +879,7 @@ class CircuitSpec:
                 raise SpecError(f"unknown key {key!r}; allowed: {', '.join(allowed)}")
         if "layers" not in kwargs:
             raise SpecError("layers is required (e.g. layers = [784, 100, 10])")
-        for key in ("dt", "plasticity_dt"):
+        for key in ("dt", "plasticity_dt", "mirror_pilot"):
             if key in kwargs:
                 kwargs[key] = parse_duration(kwargs[key], key)
         rule_cfg = config.get("rule", {"name": "wm"})

@@ -7,7 +7,9 @@ wrote it, ``predicted_angles_deg`` (the rate-mode weight mirror on the same
 initial weights and number of noise samples), drawn dashed, and for a spiking
 mirror ``noise_aware_angles_deg`` (the closed form with the spike noise), drawn
 dotted, with ``noise_aware_band_deg`` (the 10-90 % range of the angle that the same
-closed form expects over realisations) as a grey band. Engaged blocks of an
+closed form expects over realisations) as a grey band, and where a pilot ran
+(``mirror_pilot``) ``pilot_angles_deg``, the prediction from the moments the
+pilot measured in the circuit, as a wide pale line. Engaged blocks of an
 alternating schedule are shaded.
 """
 from __future__ import annotations
@@ -74,7 +76,9 @@ def draw(run):
         for key, style_kw in (("predicted_angles_deg", dict(color="black", linestyle="--", linewidth=1.2,
                                                              label="rate-mode prediction")),
                               ("noise_aware_angles_deg", dict(color="0.4", linestyle=":", linewidth=1.6,
-                                                              label="prediction with the spike noise"))):
+                                                              label="prediction with the spike noise")),
+                              ("pilot_angles_deg", dict(color=color, alpha=0.45, linewidth=3.0,
+                                                        label="prediction from a pilot's moments"))):
             pts = [(r["t"], r[key][l]) for r in rows
                    if r.get(key) and l < len(r[key]) and r[key][l] is not None]
             if pts:

@@ -478,6 +478,9 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         results.write_config(out / results.CONFIG, config)
         results.save_arrays(out / "weights_initial.npz", arrays["weights_initial"])
 
+    pilot = None
+    if spec.mirror_pilot > 0:  # before the run's own build: a standalone device builds one network at a time
+        pilot = pilot_mirror_moments(spec, spec.mirror_pilot, weights=w0)
     own_build_dir = build_dir is None and spec.device in ("cpp", "cuda")
     if own_build_dir:
         build_dir = tempfile.mkdtemp(prefix=f"weightmirror_{spec.device}_")
@@ -528,7 +531,7 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         if own_build_dir:
             shutil.rmtree(build_dir, ignore_errors=True)
 
-    rows = _metrics_rows(spec, circuit, w0, final, rec, segs)
+    rows = _metrics_rows(spec, circuit, w0, final, rec, segs, pilot)
     arrays["weights_final"] = _weights_npz(final, biases)
     if rec["spikes"]:
         spikes = {}
@@ -564,6 +567,12 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
         summary["predicted_angles_deg"] = rows[-1]["predicted_angles_deg"]
     if rows and rows[-1].get("noise_aware_angles_deg") is not None:
         summary["noise_aware_angles_deg"] = rows[-1]["noise_aware_angles_deg"]
+    if pilot is not None:
+        summary["pilot_moments"] = pilot
+        summary["pilot_angles_deg"] = rows[-1]["pilot_angles_deg"]
+        summary["largest_gap_to_pilot_deg"] = max(
+            (abs(a - b) for row in rows[1:] for a, b in zip(row["angles_deg"], row["pilot_angles_deg"])),
+            default=None)
     if engaged:
         summary["test_top1_error"] = evaluate(spec, final, xte, yte)
         summary["train_top1_error"] = evaluate(spec, final, xtr, ytr)
@@ -579,7 +588,7 @@ def _simulate(spec: CircuitSpec, out: Path | None, data, data_dir, progress, wei
                        arrays={} if out is not None else arrays)
 
 
-def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
+def _metrics_rows(spec, circuit, w0, final, rec, segments, pilot=None) -> list[dict]:
     times = [0.0]
     Ws = [[W for W, _ in w0]]
     Bs = [[B for _, B in w0]]
@@ -597,6 +606,7 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
     predicted = None
     noise_aware = None
     noise_band = None
+    piloted = None
     if spec.mirror is not None and spec.phases.schedule == "mirror":
         plastic = [circuit.mirror_plastic_time(t) for t in times]
         predicted, _ = predict_mirror_angles(spec, w0, plastic, seed=spec.seed + 1)
@@ -606,12 +616,21 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
 
             hold = int(round(spec.noise.correlation_time / spec.dt))
             noise = spiking_mirror_noise(spec.neuron, spec.dt, hold)
-            decay = spec.mirror.step(1)[1]
+            hebbian, decay = spec.mirror.step(1)
+            ratio = hebbian / decay if decay > 0 else 1.0
             noise_aware = [[predicted_spiking_angle(noise, W, B, spec.modes.mirror_samples(p), decay,
-                                                    spec.sigma) for (W, B), p in zip(w0, row)] for row in plastic]
+                                                    spec.sigma, lr_ratio=ratio) for (W, B), p in zip(w0, row)]
+                           for row in plastic]
             noise_band = [[list(spiking_angle_band(noise, W, B, spec.modes.mirror_samples(p), decay, spec.sigma,
-                                                   seed=spec.seed)) for (W, B), p in zip(w0, row)]
+                                                   seed=spec.seed, lr_ratio=ratio)) for (W, B), p in zip(w0, row)]
                           for row in plastic]
+        if pilot is not None:  # the prediction from the moments the pilot measured in this circuit
+            from ..circuits.brian.network import predicted_angle_from_moments
+
+            hebbian, decay = spec.mirror.step(1)
+            ratio = hebbian / decay if decay > 0 else 1.0
+            piloted = [[predicted_angle_from_moments(m, W, B, spec.modes.mirror_samples(p), decay, ratio)
+                        for m, (W, B), p in zip(pilot, w0, row)] for row in plastic]
 
     names = list(circuit.names.forward) + list(circuit.names.feedback)
     rows = []
@@ -627,6 +646,8 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
         if noise_aware is not None:
             row["noise_aware_angles_deg"] = noise_aware[r]
             row["noise_aware_band_deg"] = noise_band[r]
+        if piloted is not None:
+            row["pilot_angles_deg"] = piloted[r]
         row["weight_norms"] = {f"W{l}": float(np.linalg.norm(W)) for l, W in enumerate(Ws[r], 1)}
         row["weight_norms"].update({f"B{l}": float(np.linalg.norm(B)) for l, B in enumerate(Bs[r], 1)})
         if r and rec["rates"]:
@@ -637,7 +658,7 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments) -> list[dict]:
                 sel = (tt > t0) & (tt <= t + 1e-12)
                 # a row whose interval was recorded only in part reports the part, if it spans the whole
                 # recording window or half the interval (not the window's first step alone)
-                recorded = t - max(t0, float(tt[0]))
+                recorded = t - max(t0, float(tt[0])) if len(tt) else 0.0
                 if not np.any(sel) or recorded < min(t - t0, spec.phases.record_activity) / 2:
                     row[key][name] = None
                 elif spec.neuron.spikes:
@@ -864,3 +885,62 @@ def planned_mirror_decay(spec: CircuitSpec) -> float:
 def _numeric_layers(layers) -> bool:
     return (isinstance(layers, (list, tuple)) and len(layers) >= 2
             and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in layers))
+
+
+#: the pilot's seed, offset from the run's, so that its noise is independent of the run it predicts
+PILOT_SEED_OFFSET = 1000
+
+
+def pilot_mirror_moments(spec: CircuitSpec, seconds: float, weights=None, seed_offset: int = PILOT_SEED_OFFSET,
+                         build_dir: str | None = None) -> list[dict[str, float]]:
+    """Measure each layer's mirror moments in a short simulation of the circuit itself.
+
+    In a mirror phase B is passive (the feedback units read their one-to-one
+    copies, never B), so over ``N`` events ``B_N = (1-λ)^N B₀ + η Σ_k
+    (1-λ)^{N-k} h_k/κ`` is a linear functional of the Hebbian products
+    ``h_k``: how they grow and how they fluctuate is all the prediction needs
+    (:func:`circuits.brian.network.predicted_angle_from_moments`). The pilot
+    runs ``spec``'s mirror for ``seconds`` with a negligible decay (10⁻¹²) and
+    the seed ``spec.seed + seed_offset`` (noise independent of the run it
+    predicts), from ``weights`` (default: ``spec``'s), reads the sum
+    ``S = ΔB/η = Σ_k h_k/κ`` over each layer's ``N`` events, and fits
+    ``S/N = s W + a W∘W`` by least squares over the matrix entries:
+
+    - ``scale`` = s, the mean increment along W (rate units: σ²; spiking
+      units: ``1 + κ_shot/κσ²`` in the linear model, less where the
+      responders rectify);
+    - ``square`` = a, the second-order term of a rectifying responder (its
+      rate's curvature times the skew of the spike noise that the source
+      shares with its copy; the linear model has none);
+    - ``event_variance`` = V = ‖residual of S‖²/N, the variance of one
+      event's increment times the inflation from the correlation of
+      successive events, as a long exponential average sees it.
+
+    Where the closed form's linear neuron model fails (rectified responders,
+    the LIF's rate response), this measures what the circuit does instead.
+    """
+    from weightmirror.circuits.brian.network import init_weights
+
+    if spec.mirror is None:
+        raise CircuitInputError(f"rule {spec.rule.key!r} has no mirror: nothing to measure")
+    config = spec.to_dict()
+    eta = 1e-4
+    config["rule"].update({"lr": eta, "decay": 1e-12, "mirror_batch_size": 1})
+    config["seed"] = spec.seed + int(seed_offset)
+    config["mirror_pilot"] = 0.0
+    config["phases"].update({"schedule": "mirror", "duration": float(seconds), "record_interval": float(seconds),
+                             "record_activity": min(float(seconds), 1.0)})
+    pilot = CircuitSpec.from_dict(config)
+    w0 = init_weights(spec) if weights is None else [(np.asarray(W, float), np.asarray(B, float)) for W, B in weights]
+    run = simulate(pilot, None, progress=False, weights=w0, build_dir=build_dir)
+    final = run.arrays["weights_final"]
+    events = pilot.modes.mirror_samples(seconds / 2)
+    out = []
+    for l, (W, B0) in enumerate(w0, 1):
+        total = (np.asarray(final[f"B{l}"], np.float64) - B0) / eta
+        X = np.stack([W.ravel(), (W * W).ravel()], axis=1)
+        (s, a), *_ = np.linalg.lstsq(X, total.ravel() / events, rcond=None)
+        resid = total.ravel() - events * (X @ np.array([s, a]))
+        out.append({"scale": float(s), "square": float(a), "event_variance": float(resid @ resid) / events,
+                    "events": int(events), "seconds": float(seconds)})
+    return out

@@ -318,8 +318,9 @@ def _add_circuit_parser(sub) -> None:
                "run makes --epochs passes over the training set (default 2: 115 s for digits' 1,437 "
                "images), an alternating run as many mirror + engaged blocks as they need. Spiking neurons "
                "add their spike noise: at a cortical 20 Hz a 784-input layer needs hours of simulated time "
-               "to come within 13 degrees (about 2 h for Poisson units with 10 ms holds and 5 ms traces, "
-               "7.5 h for LIF neurons; bench/spiking_mirror_784.py, BENCHMARKS.md sec. 6).")
+               "to come within 15 degrees (LIF neurons, 20 ms holds and traces: 12.7 deg after 24,000 s; "
+               "bench/spiking_mirror_784.py, BENCHMARKS.md sec. 6). --pilot 200s measures the mirror's "
+               "moments in the circuit itself first and predicts the run's time course from them.")
     p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default: wm)")
     p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
                    help="population sizes (default: 784,100,10)")
@@ -332,6 +333,10 @@ def _add_circuit_parser(sub) -> None:
     p.add_argument("--mirror-plasticity", choices=MIRROR_PLASTICITY, default=None,
                    help="wm: one Hebbian product per noise sample, or a spike-timing rule (spiking neurons) "
                         "(default: sample)")
+    p.add_argument("--pilot", default=None, metavar="T",
+                   help="mirror-only runs: first simulate T (e.g. 200s) on independent noise to measure the "
+                        "mirror's moments in this circuit; every metrics row then gives the prediction from "
+                        "them (pilot_angles_deg) beside the closed form's (default: no pilot)")
     p.add_argument("--phase", choices=SCHEDULES, default=None,
                    help="mirror, engaged or alternate (default: mirror for wm, engaged otherwise)")
     p.add_argument("--duration", default=None, metavar="T",
@@ -384,6 +389,8 @@ def _circuit_overrides(args) -> dict:
         out["dale"] = True
     if args.mirror_plasticity is not None:
         out["mirror_plasticity"] = args.mirror_plasticity
+    if args.pilot is not None:
+        out["mirror_pilot"] = args.pilot
     for flag in ("device", "threads", "seed", "data", "downsample", "dt", "label"):
         value = getattr(args, flag)
         if value is not None:

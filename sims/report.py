@@ -61,6 +61,8 @@ def circuit_line(summary: dict) -> str:
         line += " (rate-mode prediction " + ", ".join(_angle(a) for a in summary["predicted_angles_deg"])
         if summary.get("noise_aware_angles_deg") is not None:
             line += "; with the spike noise " + ", ".join(_angle(a) for a in summary["noise_aware_angles_deg"])
+        if summary.get("pilot_angles_deg") is not None:
+            line += "; from the pilot's moments " + ", ".join(_angle(a) for a in summary["pilot_angles_deg"])
         line += ")"
     if summary.get("test_top1_error") is not None:
         line += f"; test error {summary['test_top1_error']:.1f} %"

@@ -274,7 +274,8 @@ def read_metrics(path: Path) -> list[dict]:
 _NUMBER_KEYS = ("t", "train_loss", "test_loss", "test_top1_error", "test_top5_error", "val_loss",
                 "val_top1_error", "val_top5_error", "epoch_seconds", "lr", "skipped_images", "task_top1_error",
                 "presentations")
-_LIST_KEYS = ("angles_deg", "delta_angles_deg", "predicted_angles_deg", "noise_aware_angles_deg")
+_LIST_KEYS = ("angles_deg", "delta_angles_deg", "predicted_angles_deg", "noise_aware_angles_deg",
+              "pilot_angles_deg")
 _DICT_KEYS = ("rates", "rates_rms", "rates_hz")
 
 

@@ -81,7 +81,7 @@ NOISE_CODE = {
     "uniform": "s_noise*sqrt(12.0)*(rand() - 0.5)",
 }
 
-__all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "spiking_mirror_responses",
+__all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "mirror_mean_scale", "closed_form_moments", "predicted_angle_from_moments", "spiking_mirror_responses",
            "spiking_mirror_noise", "predicted_spiking_angle", "spiking_angle_band", "plan_spiking_decay",
            "lif_equations",
            "lif_group_options", "lif_namespace", "PopulationNames",
@@ -343,8 +343,20 @@ def spiking_mirror_noise(neuron, dt: float, hold_steps: int) -> dict[str, float]
     }
 
 
+def mirror_mean_scale(noise: dict[str, float], sigma: float = 1.0, lr_ratio: float = 1.0) -> float:
+    """``S`` with ``E[B] → S Wᵀ`` under the sample rule: ``S = (η/λ)(κσ² + κ_shot)/κ``.
+
+    The circuit divides each Hebbian increment by κ, the gain of the mirror's
+    own noise (:meth:`BrianCircuit.gains`), so rate units give ``S = (η/λ) σ²``
+    as rate mode does, and spiking units ``1 + κ_shot/(κσ²)`` times that: the
+    source's spike noise correlates the two factors like the mirror's noise
+    (:func:`shot_noise_gain`). ``lr_ratio = η/λ`` per event.
+    """
+    return float(lr_ratio) * (noise["kappa"] * sigma ** 2 + noise["kappa_shot"]) / noise["kappa"]
+
+
 def predicted_spiking_angle(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, events: int, decay: float,
-                            sigma: float = 1.0) -> float:
+                            sigma: float = 1.0, lr_ratio: float = 1.0) -> float:
     """angle(B, Wᵀ) (degrees) after ``events`` mirror events of the sample rule with spike noise.
 
     Each event adds ``η h`` and keeps ``(1-λ)`` of B (``λ = decay`` per event);
@@ -353,51 +365,105 @@ def predicted_spiking_angle(noise: dict[str, float], W: np.ndarray, B0: np.ndarr
     products, ``Var(h_ij) ≈ E[y_i²] E[x_j²] + E[h_ij]²`` (products of jointly
     Gaussian factors). With ``q = (1-λ)^N``:
 
-    ``tan² θ = (q² ‖B₀⊥‖² + (1-q²) λ/(2-λ) Σ Var(h)/c²) / (q B₀·Ŵ + (1-q) ‖W‖)²``
+    ``tan² θ = (q² ‖B₀⊥‖² + (1-q²) λ/(2-λ) S² Σ Var(h)/c²) / (q B₀·Ŵ + (1-q) S ‖W‖)²``
 
-    in units where ``M = W`` (``c = κσ² + κ_shot``); for rate units
-    (``n = 0``, ``s = κ = 1``) the fluctuation term is the closed form of
+    with ``c = κσ² + κ_shot`` and ``S`` the scale B's mean tends to, ``M = S W``:
+    the circuit divides each increment by κ (the noise's gain alone), so
+    ``S = (η/λ) c/κ`` (``lr_ratio = η/λ`` per event) — for spiking units the
+    source's shot noise makes S many times 1 (:func:`shot_noise_gain`), and
+    B₀ is forgotten relative to that larger mean. For rate units (``n = 0``,
+    ``s = κ = 1``, ``S = σ²``) the fluctuation term is the closed form of
     ``WeightMirror``, ``ε² = F λ/2``.
     """
+    return predicted_angle_from_moments(closed_form_moments(noise, W, sigma), W, B0, events, decay, lr_ratio)
+
+
+def closed_form_moments(noise: dict[str, float], W: np.ndarray, sigma: float = 1.0) -> dict[str, float]:
+    """One layer's mirror moments from the closed form of :func:`spiking_mirror_noise`.
+
+    ``scale``: ``E[h]/κ = (c/κ) W`` per unit of W (``c = κσ² + κ_shot``, for ``η = λ``);
+    ``event_variance``: ``Σ_ij Var(h_ij)/κ² · correlation``, the variance one event's increment
+    (over η) would have if events were independent, times the inflation that the correlation of
+    successive events gives a long exponential average. :func:`pilot_mirror_moments` in
+    ``sims.circuit`` measures the same two numbers from a short simulation of the circuit itself.
+    """
     W = np.asarray(W, dtype=np.float64)
-    B0 = np.asarray(B0, dtype=np.float64)
     c = noise["kappa"] * sigma ** 2 + noise["kappa_shot"]
     ex2 = noise["s_x"] * sigma ** 2 + noise["n_x"]
     ey2 = (W ** 2).sum(axis=1) * (noise["s_y"] * sigma ** 2 + noise["n_yW"]) + noise["n_y"]
-    var = ey2.sum() * W.shape[1] * ex2 + (c * W).__pow__(2).sum()
-    var_b = var / c ** 2  # of one event's estimate of W, summed over the matrix
+    var = float(ey2.sum() * W.shape[1] * ex2 + ((c * W) ** 2).sum())
+    return {"scale": c / noise["kappa"], "event_variance": var / noise["kappa"] ** 2 * noise.get("correlation", 1.0)}
+
+
+def predicted_angle_from_moments(moments: dict[str, float], W: np.ndarray, B0: np.ndarray, events: int,
+                                 decay: float, lr_ratio: float = 1.0) -> float:
+    """angle(B, Wᵀ) (degrees) after ``events`` events ``B ← (1-λ) B + η h/κ`` of one layer.
+
+    With ``q = (1-λ)^N``, ``r = η/λ`` and the moments of one event's increment
+    ``E[h/κ] = s W + a W∘W`` (``moments["scale"]``, ``moments.get("square", 0)``)
+    and ``V`` its event variance (``moments["event_variance"]``, see
+    :func:`closed_form_moments`): B's mean is ``M = q B₀ + (1-q) r (s W + a W∘W)``
+    and its fluctuation, an exponential average of the increments, has total
+    variance ``(1-q²) λ/(2-λ) r² V``, so
+
+    ``tan θ = √(‖M⊥‖² + (1-q²) λ/(2-λ) r² V) / (M·Ŵ)``
+
+    (``⊥``: the part orthogonal to W). The ``W∘W`` term is what a rectifying
+    responder adds: its rate's curvature times the skewed spike noise that the
+    source shares with its feedback copy (second order in W; the closed form,
+    linear, has ``a = 0``; ``sims.circuit.pilot_mirror_moments`` measures it).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    B0 = np.asarray(B0, dtype=np.float64)
+    r = float(lr_ratio)
     q = (1.0 - decay) ** events
     w_hat = W / np.linalg.norm(W)
-    along = q * float((B0 * w_hat).sum()) + (1 - q) * float(np.linalg.norm(W))
-    perp2 = q ** 2 * float(((B0 - (B0 * w_hat).sum() * w_hat) ** 2).sum()) + \
-        (1 - q ** 2) * decay / (2 - decay) * var_b * noise.get("correlation", 1.0)
-    return math.degrees(math.atan2(math.sqrt(perp2), along))
+    b_along = float((B0 * w_hat).sum())
+    b_perp = B0 - b_along * w_hat
+    a = float(moments.get("square", 0.0))
+    along = q * b_along + (1 - q) * r * moments["scale"] * float(np.linalg.norm(W))
+    mean_perp2 = q ** 2 * float((b_perp ** 2).sum())
+    if a:
+        sq = W * W
+        sq_along = float((sq * w_hat).sum())
+        sq_perp = sq - sq_along * w_hat
+        along += (1 - q) * r * a * sq_along
+        mean_perp2 += 2 * q * (1 - q) * r * a * float((b_perp * sq_perp).sum()) + \
+            ((1 - q) * r * a) ** 2 * float((sq_perp ** 2).sum())
+    perp2 = mean_perp2 + (1 - q ** 2) * decay / (2 - decay) * r ** 2 * moments["event_variance"]
+    return math.degrees(math.atan2(math.sqrt(max(perp2, 0.0)), along))
 
 
-def plan_spiking_decay(noise: dict[str, float], layers, events: int, sigma: float = 1.0,
-                       grid=None) -> tuple[float, float]:
-    """``(λ, θ)``: the decay per event (with the Hebbian rate equal to it, so that B's mean tends to
-    Wᵀ) among ``grid`` (default: 80 values from 10⁻⁴ to 0.3, log-spaced) whose largest
+def plan_spiking_decay(noise: dict[str, float] | None, layers, events: int, sigma: float = 1.0,
+                       grid=None, moments=None) -> tuple[float, float]:
+    """``(λ, θ)``: the decay per event (with the Hebbian rate equal to it: B's mean tends to
+    ``S Wᵀ``, :func:`mirror_mean_scale`) among ``grid`` (default: 80 values from 10⁻⁴ to 0.3, log-spaced) whose largest
     :func:`predicted_spiking_angle` over ``layers`` (``[(W, B₀)]``) after ``events`` events is
     smallest, and that angle (degrees). Too large a λ leaves B as noisy as a few events; too small
     a λ leaves it near B₀: the closed form picks the trade-off for a run of a given length.
+    ``moments`` (one dict per layer, e.g. measured by ``sims.circuit.pilot_mirror_moments``)
+    replace the closed form's (``noise`` is then not read).
     """
     grid = np.geomspace(1e-4, 0.3, 80) if grid is None else grid
+    if moments is None:
+        moments = [closed_form_moments(noise, W, sigma) for W, _ in layers]
     best = None
     for lam in grid:
-        worst = max(predicted_spiking_angle(noise, W, B, events, float(lam), sigma) for W, B in layers)
+        worst = max(predicted_angle_from_moments(m, W, B, events, float(lam)) for m, (W, B) in zip(moments, layers))
         if best is None or worst < best[1]:
             best = (float(lam), worst)
     return best
 
 
 def spiking_angle_band(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, events: int, decay: float,
-                       sigma: float = 1.0, draws: int = 2000, seed: int = 0, quantiles=(0.1, 0.9)) -> tuple[float, float]:
+                       sigma: float = 1.0, draws: int = 2000, seed: int = 0, quantiles=(0.1, 0.9),
+                       lr_ratio: float = 1.0) -> tuple[float, float]:
     """The spread of angle(B, Wᵀ) that the noise-aware closed form expects over realisations (degrees).
 
     Under the same model as :func:`predicted_spiking_angle`, after ``N = events`` events B is
-    Gaussian around its mean, ``B_N = M + E`` with ``M = q B₀ + (1-q) W`` and independent entries
-    ``E_ij ~ N(0, s_ij²)``, ``s_ij² = (1-q²) λ/(2-λ) Var(h_ij)/c² · correlation`` (``q = (1-λ)^N``;
+    Gaussian around its mean, ``B_N = M + E`` with ``M = q B₀ + (1-q) S W`` and independent entries
+    ``E_ij ~ N(0, s_ij²)``, ``s_ij² = (1-q²) λ/(2-λ) S² Var(h_ij)/c² · correlation`` (``q = (1-λ)^N``,
+    ``S`` = :func:`mirror_mean_scale`;
     ``Var(h_ij) ≈ E[y_i²] E[x_j²] + (c W_ij)²``). With ``ŵ = W/‖W‖`` the angle needs three
     scalars only: ``cos θ = (M·ŵ + u) / √(‖M‖² + 2v + ‖E‖²)``, where ``u = E·ŵ`` and ``v = M·E``
     are jointly Gaussian (variances ``Σ s² ŵ²``, ``Σ s² M²``, covariance ``Σ s² ŵ M``) and
@@ -411,10 +477,11 @@ def spiking_angle_band(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, e
     c = noise["kappa"] * sigma ** 2 + noise["kappa_shot"]
     ex2 = noise["s_x"] * sigma ** 2 + noise["n_x"]
     ey2 = (W ** 2).sum(axis=1) * (noise["s_y"] * sigma ** 2 + noise["n_yW"]) + noise["n_y"]
-    var = (ey2[:, None] * ex2 + (c * W) ** 2) / c ** 2
+    scale = mirror_mean_scale(noise, sigma, lr_ratio)
+    var = (ey2[:, None] * ex2 + (c * W) ** 2) / c ** 2 * scale ** 2
     q = (1.0 - decay) ** events
     s2 = (1 - q ** 2) * decay / (2 - decay) * var * noise.get("correlation", 1.0)
-    M = q * B0 + (1 - q) * W
+    M = q * B0 + (1 - q) * scale * W
     w = W / np.linalg.norm(W)
     cov = np.array([[(s2 * w * w).sum(), (s2 * w * M).sum()],
                     [(s2 * w * M).sum(), (s2 * M * M).sum()]])
