@@ -668,7 +668,7 @@ class CircuitSpec:
     decoded trains as they are.
 
     ``mirror_pilot`` (seconds, default 0: none; a mirror-only run of a rule
-    with a mirror, without Dale's law): before the run, a pilot of this
+    with a mirror): before the run, a pilot of this
     length on independent noise measures each layer's mirror moments in the
     circuit itself (``sims.circuit.pilot_mirror_moments``); every metrics
     row then carries ``pilot_angles_deg``, the prediction from those moments,
@@ -722,10 +722,9 @@ class CircuitSpec:
         if not isinstance(self.mirror_centring, bool):
             raise SpecError(f"mirror_centring: expected true or false, got {self.mirror_centring!r}")
         number(self.mirror_pilot, "mirror_pilot (s)", SpecError, low=0)
-        if self.mirror_pilot > 0 and (self.mirror is None or self.phases.schedule != "mirror" or self.dale):
-            raise SpecError("mirror_pilot needs a mirror-only run (phases.schedule = 'mirror', rule wm) without "
-                            f"Dale's law (its sign-clipped B is no sum of increments); got rule {self.rule.key!r}, "
-                            f"schedule {self.phases.schedule!r}, dale = {str(self.dale).lower()}")
+        if self.mirror_pilot > 0 and (self.mirror is None or self.phases.schedule != "mirror"):
+            raise SpecError("mirror_pilot needs a mirror-only run (phases.schedule = 'mirror', rule wm); got "
+                            f"rule {self.rule.key!r}, schedule {self.phases.schedule!r}")
         if self.dale and self.mirror_plasticity == "stdp":
             raise SpecError("dale = true with mirror_plasticity = 'stdp' is not built yet; use 'sample'")
         if self.mirror_plasticity == "stdp" and not self.neuron.spikes:

@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import results, tomlfile
 from ..circuits.rules import angle_degrees
-from ..circuits.spec import CIRCUIT_RULE_REGISTRY, CircuitSpec, SpecError
+from ..circuits.spec import CIRCUIT_RULE_REGISTRY, CircuitSpec, SpecError, parse_duration
 from ..errors import InputError
 
 __all__ = ["CircuitInputError", "simulate", "resolve_spec", "read_file", "DEFAULT_LAYERS", "DATA_SHAPES", "default_layers",
@@ -709,6 +709,19 @@ MIRROR_STATIONARY_DEG = 7.0
 #: ... and its default duration lets the initial B's share decay to this fraction, (1 - d)^N
 MIRROR_REMAINDER = 0.02
 
+#: a spiking mirror (sample rule, no Dale) without these settings: per neuron kind, the noise hold and
+#: the trace filter (s), from the noise-aware closed form's scan on 784-100-10 at 20 Hz (BENCHMARKS.md
+#: §6): Poisson units gain from short holds (an event every 10 ms, each seeing few spikes); a LIF
+#: membrane (τ_m 20 ms) cannot follow holds much shorter than itself
+SPIKING_MIRROR_TIMES = {"spiking": (0.01, 0.005), "lif": (0.02, 0.02)}
+#: ... the layers take turns every this many seconds (a switch's transient, a few trace times, is
+#: then a small share of each turn)
+SPIKING_PARITY_PERIOD = 1.0
+#: ... and a run without a duration lasts until the closed form puts every layer within this angle
+#: (the decay planned for that length): the closed form takes the units as linear, which LIF neurons
+#: beat and rectified Poisson units at 20 Hz do not (``--pilot`` measures what the circuit does)
+SPIKING_MIRROR_TARGET_DEG = 13.0
+
 
 def default_layers(data: str, downsample: int = 1) -> tuple[int, int, int]:
     """``(inputs, hidden, classes)`` for ``data``: its pixels after ``downsample``, 32 hidden units for
@@ -844,6 +857,32 @@ def resolve_spec(file_values: dict[str, Any] | None = None, overrides: dict[str,
     size_mirror = (phases["schedule"] == "mirror" and rule.get("name", "wm") == "wm" and "lr" not in rule
                    and "decay" not in rule and _numeric_layers(config["layers"])
                    and isinstance(batch, int) and not isinstance(batch, bool) and batch > 0)
+    kind = config.get("neuron", {}).get("kind", "rate") if isinstance(config.get("neuron", {}), dict) else None
+    spiking_mirror = (phases["schedule"] == "mirror" and kind in SPIKING_MIRROR_TIMES
+                      and config.get("mirror_plasticity", "sample") == "sample" and not config.get("dale", False))
+    if spiking_mirror:
+        hold, trace = SPIKING_MIRROR_TIMES[kind]
+        noise = config.setdefault("noise", {})
+        if isinstance(noise, dict) and "correlation_time" not in noise:
+            noise["correlation_time"] = hold
+        if "parity_period" not in phases:
+            # a whole number of holds, at most 1 s, and ~20 turns in a short run
+            try:
+                hold = parse_duration(noise.get("correlation_time", hold), "noise.correlation_time")
+                given = phases.get("duration")
+                span = parse_duration(given, "phases.duration") / 20 if given is not None else math.inf
+            except (SpecError, AttributeError):
+                span = math.inf  # the declaration's own check names the bad value
+            if hold > 0:
+                turns = math.floor(min(span, SPIKING_PARITY_PERIOD) / hold + 1e-9)
+                phases["parity_period"] = max(turns, 1) * hold
+        neuron = config["neuron"]
+        neuron.setdefault("tau_trace", trace)
+    if size_mirror and spiking_mirror and "duration" not in phases:
+        provisional = CircuitSpec.from_dict({**config, "phases": {**phases, "duration": 1.0},
+                                             "rule": {**rule, "lr": 0.05, "decay": 0.05}})
+        phases["duration"] = spiking_mirror_duration(provisional)
+        phases.setdefault("record_interval", auto_record_interval(phases["duration"], provisional.dt))
     if size_mirror and "duration" not in phases:
         # a mirror-only run without a duration: as long as a rate mirror whose widest layer settles at
         # MIRROR_STATIONARY_DEG needs
@@ -863,6 +902,38 @@ def resolve_spec(file_values: dict[str, Any] | None = None, overrides: dict[str,
 #: the noise-aware closed form's moments for rate units (no spike noise: it is rate mode's ε² = F d / 2)
 RATE_UNIT_NOISE = {"kappa": 1.0, "kappa_shot": 0.0, "s_x": 1.0, "s_y": 1.0, "n_x": 0.0, "n_yW": 0.0, "n_y": 0.0,
                    "correlation": 1.0}
+
+
+def spiking_mirror_duration(spec: CircuitSpec, target_deg: float = SPIKING_MIRROR_TARGET_DEG,
+                            longest: float = 1e6) -> float:
+    """Simulated seconds after which the noise-aware closed form puts every layer of a spiking mirror
+    within ``target_deg`` of Wᵀ, the decay planned for each length (``plan_spiking_decay``; bisection over
+    the length to 1 %), rounded up to whole parity periods; the initial weights of ``spec.seed``.
+    Each layer gets ``T / (2 τ_ξ)`` samples (the layers take turns). A target the closed form puts
+    beyond ``longest`` is an error naming the angle it reaches there."""
+    from weightmirror.circuits.brian.network import (angle_terms, best_decay, closed_form_moments, init_weights,
+                                                     spiking_mirror_noise)
+
+    hold = spec.noise.correlation_time
+    noise = spiking_mirror_noise(spec.neuron, spec.dt, int(round(hold / spec.dt)))
+    layers = init_weights(spec)
+    terms = [angle_terms(W, B) for W, B in layers]
+    moments = [closed_form_moments(noise, W, spec.sigma) for W, _ in layers]
+    grid = np.geomspace(1e-9, 0.3, 240)
+
+    def worst(seconds: float) -> float:
+        return best_decay(terms, moments, max(int(seconds / (2 * hold)), 1), grid)[1]
+
+    if worst(longest) >= target_deg:
+        raise CircuitInputError(f"a spiking mirror of layers {list(spec.layers)} reaches only "
+                                f"{worst(longest):.1f} deg after {longest:g} s by the noise-aware closed form "
+                                f"(target {target_deg:g} deg); give phases.duration (--duration)")
+    lo, hi = 2 * hold, longest
+    while hi / lo > 1.01:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if worst(mid) < target_deg else (mid, hi)
+    period = spec.phases.parity_period
+    return round(math.ceil(hi / period) * period / spec.dt) * spec.dt
 
 
 def planned_mirror_decay(spec: CircuitSpec) -> float:

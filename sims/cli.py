@@ -317,10 +317,13 @@ def _add_circuit_parser(sub) -> None:
                "input per phases.presentation (40 ms) is one online learning step; without --duration a "
                "run makes --epochs passes over the training set (default 2: 115 s for digits' 1,437 "
                "images), an alternating run as many mirror + engaged blocks as they need. Spiking neurons "
-               "add their spike noise: at a cortical 20 Hz a 784-input layer needs hours of simulated time "
-               "to come within 15 degrees (LIF neurons, 20 ms holds and traces: 12.7 deg after 24,000 s; "
-               "bench/spiking_mirror_784.py, BENCHMARKS.md sec. 6). --pilot 200s measures the mirror's "
-               "moments in the circuit itself first and predicts the run's time course from them.")
+               "add their spike noise. A spiking mirror without settings holds each noise sample 10 ms "
+               "(Poisson; 5 ms traces) or 20 ms (LIF; 20 ms traces), turns layers every 1 s and runs until "
+               "the noise-aware closed form puts every layer within 13 degrees: at a cortical 20 Hz hours of "
+               "simulated time for a 784-input layer (LIF 784-100-10: 18,000 s; measured 12.7 deg after "
+               "24,000 s; bench/spiking_mirror_784.py, BENCHMARKS.md sec. 6). The closed form takes units "
+               "as linear; --pilot 200s measures the mirror's moments in the circuit itself first and "
+               "predicts the run's time course from them.")
     p.add_argument("--rule", choices=CIRCUIT_RULES, default=None, help="learning rule (default: wm)")
     p.add_argument("--layers", type=_layers, default=None, metavar="N0,N1,...",
                    help="population sizes (default: 784,100,10)")

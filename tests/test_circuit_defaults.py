@@ -57,6 +57,33 @@ def test_a_given_duration_gets_the_decay_that_ends_closest():
     assert sim_circuit.resolve_spec(None, {"rule": {"name": "wm", "lr": 0.1, "decay": 0.1}}).rule.decay == 0.1
 
 
+def test_a_spiking_mirror_without_settings_gets_the_kind_s_hold_trace_turns_and_duration():
+    """LIF: 20 ms holds and traces, turns of 1 s, and the time after which the noise-aware closed form
+    puts every layer within 13° (the decay planned for it): the planned angle is below 13° at that
+    duration and above it at 0.9 of it. Poisson units: 10 ms holds, 5 ms traces. What the declaration
+    gives is kept; a short run's turns are a whole number of holds, about a twentieth of it."""
+    from weightmirror.circuits.brian.network import plan_spiking_decay, spiking_mirror_noise
+
+    lif = sim_circuit.resolve_spec(None, {"neuron": {"kind": "lif"}})
+    assert (lif.noise.correlation_time, lif.neuron.tau_trace, lif.phases.parity_period) == (0.02, 0.02, 1.0)
+    noise = spiking_mirror_noise(lif.neuron, lif.dt, 40)
+    layers = init_weights(lif)
+    grid = np.geomspace(1e-9, 0.3, 240)
+    at = plan_spiking_decay(noise, layers, int(lif.phases.duration / 0.04), grid=grid)[1]
+    before = plan_spiking_decay(noise, layers, int(0.9 * lif.phases.duration / 0.04), grid=grid)[1]
+    assert at < 13.0 < before, (lif.phases.duration, at, before)
+    assert lif.phases.duration % 1.0 == pytest.approx(0.0, abs=1e-6)
+    poisson = sim_circuit.resolve_spec(None, {"neuron": {"kind": "spiking"}})
+    assert (poisson.noise.correlation_time, poisson.neuron.tau_trace) == (0.01, 0.005)
+    kept = sim_circuit.resolve_spec(None, {"neuron": {"kind": "lif", "tau_trace": 0.05},
+                                           "noise": {"correlation_time": 0.1}, "phases": {"duration": 30.0}})
+    assert (kept.noise.correlation_time, kept.neuron.tau_trace) == (0.1, 0.05)
+    short = sim_circuit.resolve_spec(None, {"neuron": {"kind": "lif"}, "phases": {"duration": 3.0}})
+    assert short.phases.parity_period == pytest.approx(0.14)  # 7 holds of 20 ms, ≤ 3 s / 20
+    rate = sim_circuit.resolve_spec(None, {})
+    assert (rate.noise.correlation_time, rate.phases.parity_period) == (0.005, 0.05)  # rate units unchanged
+
+
 def test_engaged_and_alternating_runs_make_whole_passes_over_the_data():
     kp = sim_circuit.resolve_spec(None, {"rule": "kp"})
     assert kp.phases.schedule == "engaged" and kp.phases.presentation == pytest.approx(0.04)

@@ -497,7 +497,7 @@ def test_mirror_pilot_is_declared_checked_and_parsed():
     assert spec.mirror_pilot == pytest.approx(0.5) and spec.to_dict()["mirror_pilot"] == pytest.approx(0.5)
     with pytest.raises(SpecError, match="mirror_pilot"):
         sim_circuit.resolve_spec(None, {"layers": [4, 3], "mirror_pilot": -1})
-    for extra in ({"rule": "kp"}, {"phases": {"schedule": "alternate"}}, {"dale": True}):
+    for extra in ({"rule": "kp"}, {"phases": {"schedule": "alternate"}}):
         with pytest.raises(SpecError, match="mirror_pilot needs a mirror-only run"):
             sim_circuit.resolve_spec(None, {"layers": [4, 3], "mirror_pilot": 2.0, **extra})
 

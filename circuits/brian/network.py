@@ -81,7 +81,7 @@ NOISE_CODE = {
     "uniform": "s_noise*sqrt(12.0)*(rand() - 0.5)",
 }
 
-__all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "mirror_mean_scale", "closed_form_moments", "predicted_angle_from_moments", "spiking_mirror_responses",
+__all__ = ["BrianCircuit", "init_weights", "unit_noise", "filter_gain", "mirror_gain", "lif_mirror_gain", "stdp_mirror_gain", "shot_noise_gain", "mirror_mean_scale", "closed_form_moments", "predicted_angle_from_moments", "angle_terms", "angle_from_terms", "spiking_mirror_responses",
            "spiking_mirror_noise", "predicted_spiking_angle", "spiking_angle_band", "plan_spiking_decay",
            "lif_equations",
            "lif_group_options", "lif_namespace", "PopulationNames",
@@ -413,25 +413,38 @@ def predicted_angle_from_moments(moments: dict[str, float], W: np.ndarray, B0: n
     source shares with its feedback copy (second order in W; the closed form,
     linear, has ``a = 0``; ``sims.circuit.pilot_mirror_moments`` measures it).
     """
+    terms = angle_terms(W, B0)
+    return float(angle_from_terms(terms, moments, events, decay, lr_ratio))
+
+
+def angle_terms(W: np.ndarray, B0: np.ndarray) -> dict[str, float]:
+    """The scalars of ``(W, B₀)`` that :func:`angle_from_terms` needs (one pass over the matrix):
+    ``‖W‖``, ``B₀·Ŵ``, ``‖B₀⊥‖²``, and for the ``W∘W`` term ``(W∘W)·Ŵ``, ``B₀⊥·(W∘W)⊥``, ``‖(W∘W)⊥‖²``."""
     W = np.asarray(W, dtype=np.float64)
     B0 = np.asarray(B0, dtype=np.float64)
-    r = float(lr_ratio)
-    q = (1.0 - decay) ** events
-    w_hat = W / np.linalg.norm(W)
+    norm = float(np.linalg.norm(W))
+    w_hat = W / norm
     b_along = float((B0 * w_hat).sum())
     b_perp = B0 - b_along * w_hat
+    sq = W * W
+    sq_along = float((sq * w_hat).sum())
+    sq_perp = sq - sq_along * w_hat
+    return {"norm": norm, "b_along": b_along, "b_perp2": float((b_perp ** 2).sum()), "sq_along": sq_along,
+            "cross": float((b_perp * sq_perp).sum()), "sq_perp2": float((sq_perp ** 2).sum())}
+
+
+def angle_from_terms(terms: dict[str, float], moments: dict[str, float], events, decay, lr_ratio=1.0):
+    """:func:`predicted_angle_from_moments` from :func:`angle_terms`; ``events`` and ``decay`` may be arrays
+    (NumPy broadcasting), so a planner scans a grid of decays in one call."""
+    r = np.asarray(lr_ratio, dtype=np.float64)
+    decay = np.asarray(decay, dtype=np.float64)
+    q = (1.0 - decay) ** np.asarray(events, dtype=np.float64)
     a = float(moments.get("square", 0.0))
-    along = q * b_along + (1 - q) * r * moments["scale"] * float(np.linalg.norm(W))
-    mean_perp2 = q ** 2 * float((b_perp ** 2).sum())
-    if a:
-        sq = W * W
-        sq_along = float((sq * w_hat).sum())
-        sq_perp = sq - sq_along * w_hat
-        along += (1 - q) * r * a * sq_along
-        mean_perp2 += 2 * q * (1 - q) * r * a * float((b_perp * sq_perp).sum()) + \
-            ((1 - q) * r * a) ** 2 * float((sq_perp ** 2).sum())
+    along = q * terms["b_along"] + (1 - q) * r * (moments["scale"] * terms["norm"] + a * terms["sq_along"])
+    mean_perp2 = q ** 2 * terms["b_perp2"] + 2 * q * (1 - q) * r * a * terms["cross"] + \
+        ((1 - q) * r * a) ** 2 * terms["sq_perp2"]
     perp2 = mean_perp2 + (1 - q ** 2) * decay / (2 - decay) * r ** 2 * moments["event_variance"]
-    return math.degrees(math.atan2(math.sqrt(max(perp2, 0.0)), along))
+    return np.degrees(np.arctan2(np.sqrt(np.maximum(perp2, 0.0)), along))
 
 
 def plan_spiking_decay(noise: dict[str, float] | None, layers, events: int, sigma: float = 1.0,
@@ -444,15 +457,19 @@ def plan_spiking_decay(noise: dict[str, float] | None, layers, events: int, sigm
     ``moments`` (one dict per layer, e.g. measured by ``sims.circuit.pilot_mirror_moments``)
     replace the closed form's (``noise`` is then not read).
     """
-    grid = np.geomspace(1e-4, 0.3, 80) if grid is None else grid
+    grid = np.asarray(np.geomspace(1e-4, 0.3, 80) if grid is None else grid, dtype=np.float64)
     if moments is None:
         moments = [closed_form_moments(noise, W, sigma) for W, _ in layers]
-    best = None
-    for lam in grid:
-        worst = max(predicted_angle_from_moments(m, W, B, events, float(lam)) for m, (W, B) in zip(moments, layers))
-        if best is None or worst < best[1]:
-            best = (float(lam), worst)
-    return best
+    terms = [angle_terms(W, B) for W, B in layers]
+    return best_decay(terms, moments, events, grid)
+
+
+def best_decay(terms, moments, events: int, grid) -> tuple[float, float]:
+    """:func:`plan_spiking_decay` from the layers' :func:`angle_terms` (the grid scanned at once)."""
+    grid = np.asarray(grid, dtype=np.float64)
+    worst = np.max([angle_from_terms(t, m, events, grid) for t, m in zip(terms, moments)], axis=0)
+    k = int(np.argmin(worst))
+    return float(grid[k]), float(worst[k])
 
 
 def spiking_angle_band(noise: dict[str, float], W: np.ndarray, B0: np.ndarray, events: int, decay: float,
