@@ -72,6 +72,8 @@ def engine_stepper(rule_name: str, x, y, seed=0):
               "wm": defaults.wm.params()}
     rule = make_rule(rule_name, **params.get(rule_name, {}))
     net = build_mlp(SIZES, rule, np, rng)
+    # as training starts: the initial mirror phase (WM; KP's mirror-calibrated start) before any step
+    rule.initial_phase(net.weight_layers, np, rng)
     opt = SGD(net.parameter_modules(), rule, np, momentum=0.9, weight_decay=1e-4)
     order = rng.permutation(len(y))
     state = {"i": 0}
@@ -85,7 +87,9 @@ def engine_stepper(rule_name: str, x, y, seed=0):
             logits = net.forward(xb)
             _, d = softmax_cross_entropy(logits, yb, np)
             net.backward(d, rng=rng)
-            progress = Progress(state["i"], 0.0, 1.0)  # where training stands: inside KP's decay window
+            # where training stands (inside KP's decay window) and the step's examples, as the training
+            # loop passes them (the weight mirror sizes its cost against them)
+            progress = Progress(state["i"], 0.0, 1.0, BATCH)
             opt.step(0.01, progress=progress)
             rule.after_step(net.weight_layers, np, rng, progress)
 
