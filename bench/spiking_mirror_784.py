@@ -135,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pilot", type=float, default=60.0, help="simulated seconds of the pilot")
     ap.add_argument("--plan", choices=("pilot", "closed-form"), default="pilot")
     ap.add_argument("--reuse", action="append", default=[], help="NAME=RUN_DIR: a finished run to analyse")
+    ap.add_argument("--moments", default=None, metavar="JSON",
+                    help="an earlier table of this script whose pilot moments (same setting and pilot length) "
+                         "are taken instead of running the pilot again (the pilot is deterministic: seed 1000)")
     args = ap.parse_args(argv)
     reuse = dict(item.split("=", 1) for item in args.reuse)
     out = Path(args.out)
@@ -154,7 +157,12 @@ def main(argv=None) -> int:
             seconds, decay, planned_by = args.seconds, None, args.plan
         spec = sc.resolve_spec(None, declaration(name, seconds, decay or 1e-6))
         weights = init_weights(spec)
-        pilot = sc.pilot_mirror_moments(spec, args.pilot)
+        earlier = json.loads(Path(args.moments).read_text()).get(name, {}) if args.moments else {}
+        if earlier.get("pilot_seconds") == args.pilot and earlier.get("neuron") == s["neuron"] \
+                and earlier.get("hold_s") == s["hold"]:
+            pilot = earlier["pilot_moments"]
+        else:
+            pilot = sc.pilot_mirror_moments(spec, args.pilot)
         noise = spiking_mirror_noise(NeuronModel(**s["neuron"]), DT, int(round(s["hold"] / DT)))
         events = int(seconds / (2 * s["hold"]))
         print(f"{name}: pilot moments {pilot}", flush=True)
