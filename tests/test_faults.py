@@ -203,6 +203,16 @@ def test_bad_flag_has_the_one_prefix(tmp_path, capsys, argv, needle):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["--pilot", "abc"], "mirror_pilot: cannot read 'abc' as a duration"),
+    (["--pilot", "-3"], "mirror_pilot (s): must be >= 0"),
+    (["--pilot", "5s", "--rule", "kp"], "mirror_pilot needs a mirror-only run"),
+])
+def test_a_bad_pilot_is_one_line(tmp_path, capsys, argv, needle):
+    _refused(capsys, ["circuit", *argv, "--out", str(tmp_path / "o"), "--quiet"], needle)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "circuit"])
 def test_a_data_folder_for_the_embedded_digits_is_refused(tmp_path, capsys, command, work):
     """--data-dir with the embedded digits set: refused (never silently ignored), nothing written."""
