@@ -609,6 +609,8 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments, pilot=None) -> list[d
     piloted = None
     if spec.mirror is not None and spec.phases.schedule == "mirror":
         plastic = [circuit.mirror_plastic_time(t) for t in times]
+        hebbian, decay = spec.mirror.step(1)  # per noise sample; B's mean tends to (hebbian/decay) times M
+        ratio = hebbian / decay if decay > 0 else 1.0
         predicted, _ = predict_mirror_angles(spec, w0, plastic, seed=spec.seed + 1)
         if spec.neuron.spikes and spec.mirror_plasticity == "sample" and not spec.dale:
             # the closed form with the spike noise (circuits.brian.network.predicted_spiking_angle)
@@ -616,8 +618,6 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments, pilot=None) -> list[d
 
             hold = int(round(spec.noise.correlation_time / spec.dt))
             noise = spiking_mirror_noise(spec.neuron, spec.dt, hold)
-            hebbian, decay = spec.mirror.step(1)
-            ratio = hebbian / decay if decay > 0 else 1.0
             noise_aware = [[predicted_spiking_angle(noise, W, B, spec.modes.mirror_samples(p), decay,
                                                     spec.sigma, lr_ratio=ratio) for (W, B), p in zip(w0, row)]
                            for row in plastic]
@@ -627,8 +627,6 @@ def _metrics_rows(spec, circuit, w0, final, rec, segments, pilot=None) -> list[d
         if pilot is not None:  # the prediction from the moments the pilot measured in this circuit
             from ..circuits.brian.network import predicted_angle_from_moments
 
-            hebbian, decay = spec.mirror.step(1)
-            ratio = hebbian / decay if decay > 0 else 1.0
             piloted = [[predicted_angle_from_moments(m, W, B, spec.modes.mirror_samples(p), decay, ratio)
                         for m, (W, B), p in zip(pilot, w0, row)] for row in plastic]
 
@@ -721,6 +719,8 @@ SPIKING_PARITY_PERIOD = 1.0
 #: (the decay planned for that length): the closed form takes the units as linear, which LIF neurons
 #: beat and rectified Poisson units at 20 Hz do not (``--pilot`` measures what the circuit does)
 SPIKING_MIRROR_TARGET_DEG = 13.0
+#: the decays per noise sample a planner chooses among (log-spaced; small enough for runs of 10⁶ samples)
+DECAY_GRID = np.geomspace(1e-9, 0.3, 300)
 
 
 def default_layers(data: str, downsample: int = 1) -> tuple[int, int, int]:
@@ -919,10 +919,9 @@ def spiking_mirror_duration(spec: CircuitSpec, target_deg: float = SPIKING_MIRRO
     layers = init_weights(spec)
     terms = [angle_terms(W, B) for W, B in layers]
     moments = [closed_form_moments(noise, W, spec.sigma) for W, _ in layers]
-    grid = np.geomspace(1e-9, 0.3, 240)
 
     def worst(seconds: float) -> float:
-        return best_decay(terms, moments, max(int(seconds / (2 * hold)), 1), grid)[1]
+        return best_decay(terms, moments, max(int(seconds / (2 * hold)), 1), DECAY_GRID)[1]
 
     if worst(longest) >= target_deg:
         raise CircuitInputError(f"a spiking mirror of layers {list(spec.layers)} reaches only "
@@ -949,8 +948,7 @@ def planned_mirror_decay(spec: CircuitSpec) -> float:
     if spec.neuron.spikes and spec.mirror_plasticity == "sample" and not spec.dale:
         noise = spiking_mirror_noise(spec.neuron, spec.dt, int(round(hold / spec.dt)))
     events = max(int(spec.phases.duration / (2 * hold)), 1)
-    grid = np.geomspace(1e-6, 0.3, 200)
-    return plan_spiking_decay(noise, init_weights(spec), events, spec.sigma, grid)[0]
+    return plan_spiking_decay(noise, init_weights(spec), events, spec.sigma, DECAY_GRID)[0]
 
 
 def _numeric_layers(layers) -> bool:

@@ -315,7 +315,7 @@ def _add_circuit_parser(sub) -> None:
                "the default 64-32-10 (8,300 samples per layer), 1,017 s for 784-100-10 (a compiled device). With "
                "--duration T it takes the decay that ends closest to W for that time. Engaged mode: one "
                "input per phases.presentation (40 ms) is one online learning step; without --duration a "
-               "run makes --epochs passes over the training set (default 2: 115 s for digits' 1,437 "
+               "run makes --epochs passes over the training set (default 3: 172 s for digits' 1,437 "
                "images), an alternating run as many mirror + engaged blocks as they need. Spiking neurons "
                "add their spike noise. A spiking mirror without settings holds each noise sample 10 ms "
                "(Poisson; 5 ms traces) or 20 ms (LIF; 20 ms traces), turns layers every 1 s and runs until "
@@ -345,7 +345,7 @@ def _add_circuit_parser(sub) -> None:
     p.add_argument("--duration", default=None, metavar="T",
                    help="simulated time, e.g. 2s or 500ms (default: what the schedule needs, see below)")
     p.add_argument("--epochs", type=_positive_float, default=None, metavar="E",
-                   help="engaged/alternate without --duration: passes over the training set (default: 2)")
+                   help="engaged/alternate without --duration: passes over the training set (default: 3)")
     p.add_argument("--data", default=None, choices=IN_MEMORY_DATASETS,
                    help="data set for engaged mode (default: digits)")
     p.add_argument("--data-dir", default=None, metavar="DIR",

@@ -350,8 +350,9 @@ def test_prediction_from_moments_follows_the_exponential_average_it_describes():
 
 
 def test_the_spiking_closed_form_is_the_moments_formula_with_its_own_moments():
-    """predicted_spiking_angle = predicted_angle_from_moments(closed_form_moments(...)), with B's mean at
-    (η/λ)(κσ² + κ_shot)/κ · W (mirror_mean_scale): the circuit divides its increments by κ alone."""
+    """predicted_spiking_angle and predicted_angle_from_moments(closed_form_moments(...)) both equal the
+    docstring's tan²θ written out by hand, with B's mean at (η/λ)(κσ² + κ_shot)/κ · W (mirror_mean_scale):
+    the circuit divides its increments by κ alone."""
     from weightmirror.circuits.brian.network import (closed_form_moments, mirror_mean_scale,
                                                      predicted_angle_from_moments, predicted_spiking_angle)
 
@@ -363,9 +364,21 @@ def test_the_spiking_closed_form_is_the_moments_formula_with_its_own_moments():
     m = closed_form_moments(noise, W, sigma=1.5)
     assert m["scale"] == pytest.approx((0.3 * 1.5 ** 2 + 6.8) / 0.3)
     assert mirror_mean_scale(noise, 1.5, 0.5) == pytest.approx(0.5 * m["scale"])
+    # the docstring's tan²θ, written out here: c = κσ² + κ_shot, S = r c/κ, Var from E[x²] E[y²] + (cW)²
+    c, S, lam = 0.3 * 1.5 ** 2 + 6.8, 0.5 * (0.3 * 1.5 ** 2 + 6.8) / 0.3, 1e-4
+    ex2 = 0.4 * 1.5 ** 2 + 29.0
+    ey2 = (W ** 2).sum(axis=1) * (0.33 * 1.5 ** 2 + 7.3) + 29.0
+    var = (ey2[:, None] * ex2 + (c * W) ** 2).sum() / c ** 2
+    w_hat = W / np.linalg.norm(W)
+    along0 = (B0 * w_hat).sum()
+    perp0 = ((B0 - along0 * w_hat) ** 2).sum()
     for events in (10, 1000, 100000):
-        assert predicted_spiking_angle(noise, W, B0, events, 1e-4, 1.5, lr_ratio=0.5) == pytest.approx(
-            predicted_angle_from_moments(m, W, B0, events, 1e-4, lr_ratio=0.5))
+        q = (1 - lam) ** events
+        perp2 = q ** 2 * perp0 + (1 - q ** 2) * lam / (2 - lam) * S ** 2 * var * 1.15
+        along = q * along0 + (1 - q) * S * np.linalg.norm(W)  # negative early here: the angle is above 90°
+        expected = np.degrees(np.arctan2(np.sqrt(perp2), along))
+        assert predicted_spiking_angle(noise, W, B0, events, lam, 1.5, lr_ratio=0.5) == pytest.approx(expected)
+        assert predicted_angle_from_moments(m, W, B0, events, lam, lr_ratio=0.5) == pytest.approx(expected)
 
 
 def test_pilot_moments_of_rate_units_agree_with_the_closed_form():
