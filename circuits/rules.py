@@ -401,6 +401,34 @@ class WeightMirror(LearningRule):
     ``θ₀`` from W₀ᵀ whatever B₀ was), in batches of
     ``initial_mirror_batch_size``.
 
+    **Drawing the Hebbian sum from its moments** (``estimator``). For the
+    linear response, the average of ``m`` Hebbian products is exactly
+    ``H = (1/m) Σ_n W ξ_n ξ_nᵀ = σ² W Ĉ`` with ``Ĉ`` the sample covariance of
+    the noise (over a convolution's patches: the ``F × F`` covariance of the
+    taps), so B's statistics depend on the noise only through ``Ĉ = I + E``:
+    ``E`` is symmetric with ``E[E] = 0``, ``Var E_ij = 1/m`` off the diagonal
+    and ``(κ - 1)/m`` on it (``κ = E[ξ⁴]/σ⁴``: 3 Gaussian, 9/5 uniform), and
+    ``E‖W E‖² = ‖W‖² (F - 1 + κ - 1)/m ≈ ‖W‖² F / m`` is the sampling noise
+    of the closed form above. The mirror can therefore draw ``E`` with those
+    moments (independent entries, the sum of ``m`` products by the central
+    limit theorem: ``(W E)_oj`` is a sum of ``F`` independent terms) and form
+    ``σ² W (I + E)`` with one product, ``F² C`` multiply-adds and ``F²``
+    random numbers whatever ``m``, where ``m`` explicit samples cost
+    ``m (2 F C + F)``: the same statistics (mean and covariance of every
+    update, the closed form's ``ε``) for far less work once ``m`` exceeds
+    about ``F/2``, and for a convolution independent of the image size.
+    ``"auto"`` (the default) draws each update the cheaper way; ``"samples"``
+    always fires explicit noise; ``"moments"`` always draws ``E``. A nonlinear
+    response (``response = "layer"``) and the fixed mirror (circuit mode's
+    reference, fed the circuit's own noise) always use samples.
+
+    Because a moment draw costs the same for any ``m``, the adaptive mirror
+    pools ``k`` steps' samples into one draw (decay ``1 - (1 - λ)^k``, ``k m``
+    samples) with ``k = ⌊1/λ⌋`` (at most ``plan_every``). The pooled update
+    uses the current W, so B's mean lag is still ``d/λ``; between draws it
+    swings by ``± d (k - 1)/2``, which adds ``(k² - 1) d²/12`` to ``ε²``: at
+    ``λ k ≤ 1`` at most a twelfth of the lag term ``(d/λ)²``.
+
     **Fixed mirror** (``adaptive = false``): ``mirror_batches`` batches of
     ``mirror_batch_size`` samples after every step (a fractional part is one
     more batch at that fraction of the steps, at random) with ``η_B = lr``,
@@ -437,6 +465,8 @@ class WeightMirror(LearningRule):
         through the first five epochs, no bound 9° at most after the first
         epoch (for 2.2× the time of 0.5: 12 s against 5.5 s).
     min_batch : the smallest mirror batch (fewer samples per step are pooled).
+    estimator : ``"auto"``, ``"samples"`` or ``"moments"``: how the adaptive
+        mirror forms its Hebbian sums (above); the fixed mirror always samples.
     drift_halflife : steps over which the drift ``d̄`` is averaged.
     plan_every : steps between two updates of the plan (on a GPU, the only
         time the mirror reads a number back from the device).
@@ -462,6 +492,7 @@ class WeightMirror(LearningRule):
     max_samples: int = 8192
     max_cost: float = 0.0
     min_batch: int = 32
+    estimator: str = "auto"
     drift_halflife: float = 20.0
     plan_every: int = 10
     lr: float = 0.002
@@ -475,6 +506,9 @@ class WeightMirror(LearningRule):
     NOISES: ClassVar[tuple[str, ...]] = ("gaussian", "uniform")
     NORMALIZE: ClassVar[tuple[str, ...]] = ("none", "match_w")
     RESPONSES: ClassVar[tuple[str, ...]] = ("linear", "layer")
+    ESTIMATORS: ClassVar[tuple[str, ...]] = ("auto", "samples", "moments")
+    #: ``κ - 1 = E[ξ⁴]/σ⁴ - 1`` per noise: the variance of a diagonal entry of ``m Ĉ`` over m
+    KURTOSIS_EXCESS: ClassVar[dict[str, float]] = {"gaussian": 2.0, "uniform": 0.8}
     #: the largest decay per step the adaptive mirror uses
     MAX_DECAY: ClassVar[float] = 0.5
     #: multiply-adds one random number costs (NumPy's uniform draw and its scaling
@@ -498,6 +532,10 @@ class WeightMirror(LearningRule):
         integer(self.max_samples, what("max_samples"), RuleError, low=max(1, self.min_samples))
         number(self.max_cost, what("max_cost"), RuleError, low=0)
         integer(self.min_batch, what("min_batch"), RuleError, low=1)
+        choice(self.estimator, self.ESTIMATORS, what("estimator"), RuleError)
+        if self.estimator == "moments" and self.response != "linear":
+            raise RuleError(f"rule {self.name}: estimator = 'moments' needs response = 'linear' "
+                            f"(a nonlinear response has no closed-form moments); use 'samples' or 'auto'")
         number(self.drift_halflife, what("drift_halflife"), RuleError, low=0, low_open=True)
         integer(self.plan_every, what("plan_every"), RuleError, low=1)
         number(self.lr, what("lr"), RuleError, low=0)
@@ -544,9 +582,47 @@ class WeightMirror(LearningRule):
             H /= counts()
         return H
 
-    def mirror_update(self, layer, xp, rng, lr: float, decay: float, batch_size: int) -> None:
-        """``B ← (1-λ_B) B + η_B H`` (then norm control), in place on layer.B."""
-        H = self.hebbian_estimate(layer, xp, rng, batch_size, scale=lr)
+    def moments_estimate(self, layer, xp, rng, samples: float, scale: float = 1.0):
+        """The Hebbian average of ``samples`` noise samples drawn from its moments:
+        ``scale · σ² W (I + E)`` in W's layout.
+
+        ``E`` is symmetric, ``F × F`` (``F`` the fan-in), zero-mean, with
+        variance ``1/m`` off the diagonal and ``(κ - 1)/m`` on it, exactly the
+        first two moments of ``Ĉ - I`` for ``m`` white samples (class
+        docstring). Its entries are uniform: ``(W E)`` sums ``F`` of them, so
+        it is Gaussian as the sum of ``m`` products is.
+        """
+        W = layer.W
+        out_dim = W.shape[0]
+        fan_in = W.size // out_dim
+        # G + Gᵀ - 1 from G ~ U(0, 1): off-diagonal variance 2/12, diagonal 4/12
+        G = rng.random((fan_in, fan_in), dtype=xp.float32)
+        E = G + G.T
+        del G
+        E -= xp.float32(1.0)
+        E *= xp.float32(math.sqrt(6.0 / samples))  # off-diagonal variance 1/m (diagonal 2/m)
+        excess = self.KURTOSIS_EXCESS[self.noise]
+        if excess != 2.0:
+            diagonal = E.reshape(-1)[:: fan_in + 1]  # a view: scaled in place to (κ - 1)/m
+            diagonal *= xp.float32(math.sqrt(excess / 2.0))
+        E.reshape(-1)[:: fan_in + 1] += xp.float32(1.0)  # I + E
+        W2 = W.reshape(out_dim, fan_in)
+        H = W2 @ E
+        H *= xp.float32(scale * self.sigma ** 2)
+        return H.reshape(W.shape)
+
+    def mirror_update(self, layer, xp, rng, lr: float, decay: float, batch_size: int,
+                      moments: float = 0.0) -> None:
+        """``B ← (1-λ_B) B + η_B H`` (then norm control), in place on layer.B.
+
+        ``H`` averages ``batch_size`` noise inputs (:meth:`hebbian_estimate`), or,
+        with ``moments > 0``, is drawn as the average of that many samples
+        (:meth:`moments_estimate`; ``batch_size`` is then unused).
+        """
+        if moments > 0:
+            H = self.moments_estimate(layer, xp, rng, moments, scale=lr)
+        else:
+            H = self.hebbian_estimate(layer, xp, rng, batch_size, scale=lr)
         B = layer.B
         if decay:
             B *= xp.float32(1.0 - decay)
@@ -572,11 +648,24 @@ class WeightMirror(LearningRule):
 
     # -- the closed form -------------------------------------------------------
     @staticmethod
-    def predicted_error(fan_in: int, decay: float, samples: float, drift: float = 0.0) -> float:
-        """``ε = sqrt(F λ / (2 m) + (d / λ)²)``: relative error of B (angle ``atan ε``)."""
+    def predicted_error(fan_in: int, decay: float, samples: float, drift: float = 0.0,
+                        pool_steps: int = 1) -> float:
+        """``ε = sqrt(F λ / (2 m) + (d / λ)² + (k² - 1) d² / 12)``: relative error of B (angle
+        ``atan ε``), for updates pooled over ``k = pool_steps`` steps (``k = 1``: every step)."""
         noise = fan_in * decay / (2.0 * samples) if samples > 0 else math.inf
         lag = (drift / decay) ** 2 if decay > 0 else (0.0 if drift == 0 else math.inf)
-        return math.sqrt(noise + lag)
+        swing = (pool_steps ** 2 - 1) * drift ** 2 / 12.0
+        return math.sqrt(noise + lag + swing)
+
+    def pool_steps(self, decay: float) -> int:
+        """``k = ⌊1/λ⌋`` within ``[1, plan_every]``: the steps one moment draw pools.
+
+        At ``λ k ≤ 1`` the swing of B's lag between draws adds at most a twelfth
+        of the lag term to ``ε²`` (:meth:`predicted_error`).
+        """
+        if decay <= 0:
+            return self.plan_every
+        return int(max(1, min(self.plan_every, math.floor(1.0 / decay))))
 
     def plan(self, fan_in: int, drift: float, max_samples: float | None = None) -> tuple[float, float]:
         """``(λ, m)``: the decay per step and the noise samples per step for a drift ``d``.
@@ -673,21 +762,59 @@ class WeightMirror(LearningRule):
         per_input = 2 * products + WeightMirror.RANDOM_WORK * math.prod(layer.mirror_input_shape)
         return per_input / positions, 3.0 * products
 
+    @staticmethod
+    def moment_work(layer) -> float:
+        """Multiply-adds of one moment draw (:meth:`moments_estimate`), whatever its samples:
+        the product ``W (I + E)`` (``F² C``) and ``F²`` random numbers."""
+        fan_in = WeightMirror._fan_in(layer)
+        return float(fan_in) * fan_in * (layer.W.shape[0] + WeightMirror.RANDOM_WORK)
+
+    def _uses_moments(self, layer, samples: float) -> bool:
+        """Whether one update of ``samples`` samples is drawn from its moments (``estimator``)."""
+        if self.estimator == "samples" or self.response != "linear":
+            return False
+        return self.estimator == "moments" or self.moment_work(layer) < samples * self._work(layer)[0]
+
+    def _schedule(self, layer, drift: float, max_samples: float | None = None,
+                  pool: int | None = None) -> tuple[float, float, int, bool]:
+        """``(λ, m, k, moments)`` for one layer: the plan per step, the steps one update
+        pools, and whether updates are moment draws (the cheaper way per step, under ``auto``;
+        ``pool``: draws pooled over that many steps, whatever they cost)."""
+        decay, m = self.plan(self._fan_in(layer), drift, max_samples)
+        if self.estimator == "samples" or self.response != "linear":
+            return decay, m, 1, False
+        if pool is not None:
+            return decay, m, pool, True
+        k = self.pool_steps(decay)
+        if self.estimator == "auto" and self.moment_work(layer) / k >= m * self._work(layer)[0]:
+            return decay, m, 1, False
+        return decay, m, k, True
+
+    def _step_work(self, layer, schedule) -> float:
+        """The mirror's multiply-adds per training step for a layer's schedule."""
+        _, m, k, moments = schedule
+        return self.moment_work(layer) / k if moments else m * self._work(layer)[0]
+
     def _replan(self, weight_layers, mirrored, xp, progress: Progress | None) -> None:
         """A new plan ``(λ, m)`` for every mirrored layer from its drift, within the cost budget."""
         drifts = [self._drift(layer, xp) for layer in mirrored]
-        plans = [self.plan(self._fan_in(layer), d) for layer, d in zip(mirrored, drifts)]
+        schedules = [self._schedule(layer, d) for layer, d in zip(mirrored, drifts)]
         batch = progress.samples_per_step if progress is not None else 0
         if batch and self.max_cost > 0:
             budget = self.max_cost * batch * sum(self._work(l)[1] for l in weight_layers)
-            spent = sum(m * self._work(l)[0] for l, (_, m) in zip(mirrored, plans))
-            if spent > budget:  # every layer's samples scaled down alike, each at its best decay
+            spent = sum(self._step_work(l, s) for l, s in zip(mirrored, schedules))
+            if spent > budget:
+                # every layer's work scaled down alike: a sampled layer's samples (each at its
+                # best decay), a drawn layer's draws (pooled over more steps)
                 scale = budget / spent
-                plans = [self.plan(self._fan_in(l), d, m * scale) for l, d, (_, m) in zip(mirrored, drifts, plans)]
-        for layer, (decay, samples) in zip(mirrored, plans):
+                schedules = [(*s[:2], math.ceil(s[2] / scale), True) if s[3]
+                             else (*self.plan(self._fan_in(l), d, s[1] * scale), 1, False)
+                             for l, d, s in zip(mirrored, drifts, schedules)]
+        for layer, (decay, samples, pool, moments) in zip(mirrored, schedules):
             st = self._state(layer, xp)
             st[self._DECAY], st[self._SAMPLES] = decay, samples
             st[self._PLANS] += 1
+            layer._mirror_draw = (pool, moments)
 
     def after_step(self, weight_layers, xp, rng, progress: Progress | None = None) -> None:
         if not self.adaptive:
@@ -713,23 +840,32 @@ class WeightMirror(LearningRule):
                 values = st.get() if hasattr(st, "get") else st
                 plan = layer._mirror_plan = (float(values[self._DECAY]), float(values[self._SAMPLES]),
                                              float(values[self._CREDIT]))
+                if getattr(layer, "_mirror_draw", None) is None:
+                    # resumed from a checkpoint between two plans: the choice the plan made
+                    # from the saved drift (without a cost budget, which only binds at a plan)
+                    layer._mirror_draw = self._schedule(layer, float(values[self._D]))[2:]
             decay, samples, credit = plan
             if decay <= 0 or samples <= 0:
                 continue
-            # pool samples until a batch of min_batch (or one noise image) is due, at the
-            # decay of those steps
+            pool, moments = layer._mirror_draw
             credit += samples
             per_input = self._samples_per_input(layer)
-            if credit < max(self.min_batch, per_input):
+            # a moment draw pools its k steps; explicit noise pools until a batch of
+            # min_batch (or one noise image) is due; both at the decay of those steps
+            due = credit >= pool * samples * (1.0 - 1e-9) if moments else credit >= max(self.min_batch, per_input)
+            if not due:
                 layer._mirror_plan = (decay, samples, credit)
                 st[self._CREDIT] = credit
                 continue
-            inputs = max(1, int(credit // per_input))
             steps = credit / samples
             lam = 1.0 - (1.0 - decay) ** steps
-            self.mirror_update(layer, xp, rng, lam / self.sigma ** 2, lam, inputs)
-            credit -= inputs * per_input
-            credit = max(credit, 0.0)
+            if moments:
+                self.mirror_update(layer, xp, rng, lam / self.sigma ** 2, lam, 0, moments=credit)
+                credit = 0.0
+            else:
+                inputs = max(1, int(credit // per_input))
+                self.mirror_update(layer, xp, rng, lam / self.sigma ** 2, lam, inputs)
+                credit = max(credit - inputs * per_input, 0.0)
             layer._mirror_plan = (decay, samples, credit)
             st[self._CREDIT] = credit
 
@@ -745,8 +881,14 @@ class WeightMirror(LearningRule):
         tan0 = math.tan(math.radians(self.initial_angle))
         for layer in self.mirrored(weight_layers):
             # the running mean of the estimate over N₀ = F / tan²θ₀ samples
+            samples = self._fan_in(layer) / tan0 ** 2
+            if self._uses_moments(layer, samples):
+                # B ← W (I + E): the mean of N₀ samples, drawn at once
+                self.mirror_update(layer, xp, rng, 1.0 / self.sigma ** 2, 1.0, 0, moments=samples)
+                self._state(layer, xp)
+                continue
             per_input = self._samples_per_input(layer)
-            needed = math.ceil(self._fan_in(layer) / tan0 ** 2 / per_input)
+            needed = math.ceil(samples / per_input)
             done = 0
             while done < needed:
                 b = min(self.initial_mirror_batch_size, needed - done)

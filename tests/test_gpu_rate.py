@@ -67,6 +67,27 @@ def test_cupy_weight_mirror_aligns_and_brsf_redraws():
     assert bool((cp.sign(f1) == cp.sign(layer.W)).all()) and not bool((f1 == f2).all())
 
 
+@pytest.mark.parametrize("model", ["linear", "conv"])
+def test_cupy_moment_draws_reach_the_closed_form_angle(model):
+    """The weight mirror's moment draw on the GPU: the initial phase's ``N₀ = F/tan²θ₀``
+    samples, drawn at once, put B ``θ₀`` from W, as on the CPU."""
+    cp = get_array_module("cuda")
+    from weightmirror.circuits.rules import WeightMirror
+    from weightmirror.models.backend import make_rng
+    from weightmirror.models.conv import Conv2d
+    from weightmirror.models.layers import Linear
+
+    rng = make_rng(cp, 4)
+    layer = Linear(300, 100, cp, rng) if model == "linear" else Conv2d(32, 64, 3, cp, rng, padding=1, input_hw=(8, 8))
+    layer.B = cp.zeros_like(layer.W)
+    layer.needs_input_grad = True
+    angles = []
+    for _ in range(5):
+        WeightMirror(estimator="moments", initial_angle=5.0, noise="uniform").initial_phase([layer], cp, rng)
+        angles.append(angle_degrees(layer.B, layer.W, cp))
+    assert np.mean(angles) == pytest.approx(5.0, rel=0.05)
+
+
 def test_train_on_cuda_end_to_end(tmp_path):
     from weightmirror.sims import config
     from weightmirror.sims.training import train

@@ -47,8 +47,10 @@ def _layer(rng, out=60, fan_in=300):
     return _Layer(W)
 
 
+@pytest.mark.parametrize("moments", [False, True], ids=["samples", "moments"])
 @pytest.mark.parametrize("decay, samples, drift", [(0.004, 16, 0.0), (0.02, 64, 0.0), (0.02, 64, 4e-4)])
-def test_mirror_error_follows_the_closed_form(decay, samples, drift):
+def test_mirror_error_follows_the_closed_form(decay, samples, drift, moments):
+    """Explicit noise and the draw from its moments give the closed form's error alike."""
     rng = np.random.default_rng(0)
     layer = _layer(rng)
     layer.B = layer.W.copy()
@@ -58,7 +60,7 @@ def test_mirror_error_follows_the_closed_form(decay, samples, drift):
     angles = []
     for t in range(int(8 / decay)):
         layer.W += v
-        rule.mirror_update(layer, np, rng, decay, decay, samples)
+        rule.mirror_update(layer, np, rng, decay, decay, samples, moments=samples if moments else 0)
         if t > 4 / decay:
             angles.append(angle_degrees(layer.B, layer.W))
     predicted = math.degrees(math.atan(WeightMirror.predicted_error(300, decay, samples, drift)))
@@ -94,11 +96,12 @@ def test_plan_holds_the_lag_below_its_bound(fan_in, drift):
     assert m == 10 and drift / decay <= lag * (1 + 1e-9)
 
 
-def test_adaptive_mirror_holds_its_target_on_a_moving_W():
+@pytest.mark.parametrize("estimator", ["samples", "moments", "auto"])
+def test_adaptive_mirror_holds_its_target_on_a_moving_W(estimator):
     """W moves by a fixed fraction per step; the adaptive mirror keeps B within ~θ*."""
     rng = np.random.default_rng(1)
     layer = _layer(rng)
-    rule = WeightMirror(target_angle=8.0, initial_angle=3.0, noise="uniform", max_samples=4096)
+    rule = WeightMirror(target_angle=8.0, initial_angle=3.0, noise="uniform", max_samples=4096, estimator=estimator)
     rule.initial_phase([layer], np, rng)
     assert angle_degrees(layer.B, layer.W) == pytest.approx(3.0, abs=0.6)
     direction = rng.standard_normal(layer.W.shape).astype(np.float32)
@@ -122,7 +125,7 @@ def test_initial_phase_draws_fan_in_over_tan_squared_samples():
     for theta in (2.0, 5.0):
         layer = _layer(rng)
         draws = []
-        rule = WeightMirror(initial_angle=theta, noise="gaussian")
+        rule = WeightMirror(initial_angle=theta, noise="gaussian", estimator="samples")
         real = rule.mirror_update
 
         def counting(layer_, xp, rng_, lr, decay, batch_size, real=real):
@@ -191,7 +194,7 @@ def test_the_adaptive_mirror_stays_within_its_cost_budget():
     training step, every layer's samples are scaled down alike (and each takes its best decay)."""
     rng = np.random.default_rng(5)
     layers = [_layer(rng, out=200, fan_in=300), _layer(rng, out=10, fan_in=200)]
-    rule = WeightMirror(target_angle=5.0, max_cost=0.5)
+    rule = WeightMirror(target_angle=5.0, max_cost=0.5, estimator="samples")
     for layer in layers:
         layer.B = layer.W.copy()
         rule.prepare_layer(layer, np)
@@ -206,3 +209,139 @@ def test_the_adaptive_mirror_stays_within_its_cost_budget():
     ideal = [rule.plan(300, 0.01)[1], rule.plan(200, 0.01)[1]]
     assert all(m < i for m, i in zip(samples, ideal))
     assert samples[0] / ideal[0] == pytest.approx(samples[1] / ideal[1], rel=1e-4)  # scaled alike
+
+
+# -- the Hebbian sum drawn from its moments ----------------------------------------
+
+
+@pytest.mark.parametrize("noise, excess", [("gaussian", 2.0), ("uniform", 0.8)])
+@pytest.mark.parametrize("moments", [False, True], ids=["samples", "moments"])
+def test_hebbian_sum_has_the_same_mean_and_variance_drawn_or_sampled(noise, excess, moments):
+    """``H`` of ``m`` samples: mean ``σ² W``, and entrywise variance
+    ``σ⁴ (‖W_o‖² + (κ - 2) W_oj²) / m`` (``Var E_ij = 1/m``, ``(κ - 1)/m`` on the diagonal),
+    whether the noise is fired or ``Ĉ`` drawn from its moments."""
+    rng = np.random.default_rng(11)
+    layer = _layer(rng, out=6, fan_in=40)
+    layer.W[:, :3] *= 6.0  # a few large weights make the diagonal term visible
+    sigma, m, draws = 1.5, 50, 4000
+    rule = WeightMirror(noise=noise, sigma=sigma)
+    H = np.stack([rule.moments_estimate(layer, np, rng, m) if moments
+                  else rule.hebbian_estimate(layer, np, rng, m) for _ in range(draws)]).astype(np.float64)
+    W = layer.W.astype(np.float64)
+    expected_var = sigma ** 4 * ((W ** 2).sum(axis=1, keepdims=True) + (excess - 1.0) * W ** 2) / m  # κ - 2 = excess - 1
+    np.testing.assert_allclose(H.mean(axis=0), sigma ** 2 * W, atol=4 * np.sqrt(expected_var.max() / draws))
+    ratio = H.var(axis=0) / expected_var
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.05)
+    # the diagonal term: the taps with large weights have the variance that κ says
+    assert ratio[:, :3].mean() == pytest.approx(1.0, abs=0.06)
+
+
+@pytest.mark.parametrize("moments", [False, True], ids=["samples", "moments"])
+def test_initial_phase_of_a_convolution_reaches_its_angle(moments):
+    """A convolution's initial phase: ``N₀ = F / tan² θ₀`` samples (positions × images, or
+    one draw) put B ``θ₀`` from W, whatever the image size."""
+    from weightmirror.models.conv import Conv2d
+
+    rng = np.random.default_rng(12)
+    for hw in ((6, 6), (20, 20)):
+        conv = Conv2d(8, 16, 3, rng=rng, xp=np, padding=1, input_hw=hw)
+        conv.B = np.zeros_like(conv.W)
+        conv.needs_input_grad = True
+        rule = WeightMirror(initial_angle=5.0, noise="uniform", estimator="moments" if moments else "samples")
+        rule.initial_phase([conv], np, rng)
+        assert angle_degrees(conv.B, conv.W) == pytest.approx(5.0, rel=0.15)
+
+
+def test_auto_draws_each_update_the_cheaper_way():
+    """``auto``: a moment draw (``F² (C + R)`` multiply-adds) where it costs less than the
+    samples (``m (2 F C + R F)``), explicit noise where they cost less; never for a nonlinear response."""
+    rng = np.random.default_rng(13)
+    layer = _layer(rng, out=60, fan_in=300)
+    rule = WeightMirror()
+    per_sample = WeightMirror._work(layer)[0]
+    assert per_sample == 2 * 60 * 300 + WeightMirror.RANDOM_WORK * 300
+    assert WeightMirror.moment_work(layer) == 300 * 300 * (60 + WeightMirror.RANDOM_WORK)
+    break_even = WeightMirror.moment_work(layer) / per_sample
+    assert rule._uses_moments(layer, 2 * break_even) and not rule._uses_moments(layer, break_even / 2)
+    assert not WeightMirror(response="layer")._uses_moments(layer, 100 * break_even)
+    assert not WeightMirror(estimator="samples")._uses_moments(layer, 100 * break_even)
+    assert WeightMirror(estimator="moments")._uses_moments(layer, 1.0)
+
+
+def test_moments_need_the_linear_response():
+    from weightmirror.circuits.rules import RuleError
+
+    with pytest.raises(RuleError, match="estimator = 'moments' needs response = 'linear'"):
+        WeightMirror(estimator="moments", response="layer")
+    with pytest.raises(RuleError, match="estimator"):
+        WeightMirror(estimator="exact")
+
+
+@pytest.mark.parametrize("pool", [1, 4, 10])
+def test_pooled_draws_follow_the_closed_form(pool):
+    """Draws every ``k`` steps (decay ``1-(1-λ)^k``, ``k m`` samples, the current W) on a W
+    that moves by ``d`` per step: ``ε² = F λ/(2m) + (d/λ)² + (k²-1) d²/12``, the lag no
+    larger than drawing every step."""
+    rng = np.random.default_rng(14)
+    layer = _layer(rng)
+    layer.B = layer.W.copy()
+    decay, samples, drift = 0.01, 2000, 5e-4
+    direction = rng.standard_normal(layer.W.shape).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    rule = WeightMirror(noise="uniform")
+    errors = []
+    for t in range(int(40 / decay)):  # about 35 independent stretches of B's noise after the start
+        layer.W += direction * (drift * np.linalg.norm(layer.W))  # a relative drift d per step
+        if (t + 1) % pool == 0:
+            lam = 1 - (1 - decay) ** pool
+            rule.mirror_update(layer, np, rng, lam, lam, 0, moments=pool * samples)
+        if t > 5 / decay:
+            errors.append(float(np.sum((layer.B - layer.W) ** 2) / np.sum(layer.W ** 2)))
+    predicted = WeightMirror.predicted_error(300, decay, samples, drift, pool_steps=pool)
+    assert math.sqrt(np.mean(errors)) == pytest.approx(predicted, rel=0.06)
+    assert (drift / decay) ** 2 > 0.5 * predicted ** 2  # the lag is most of it: a stale B would show
+
+
+def test_the_adaptive_mirror_pools_its_draws():
+    """With moment draws, one draw per ``k = ⌊1/λ⌋`` steps (at most ``plan_every``), and B
+    still within its target."""
+    rng = np.random.default_rng(15)
+    rule = WeightMirror(estimator="moments", target_angle=8.0, lag_angle=1.0, plan_every=10)
+    assert [rule.pool_steps(x) for x in (0.5, 0.3, 0.1, 0.02, 0.0)] == [2, 3, 10, 10, 10]
+    layer = _layer(rng)
+    rule.initial_phase([layer], np, rng)
+    draws = []
+    real = rule.mirror_update
+
+    def counting(*args, **kwargs):
+        draws.append(kwargs.get("moments", 0))
+        real(*args, **kwargs)
+
+    object.__setattr__(rule, "mirror_update", counting)
+    direction = rng.standard_normal(layer.W.shape).astype(np.float32)
+    for step in range(200):
+        delta = direction * (5e-3 * np.linalg.norm(layer.W) / np.linalg.norm(direction))
+        layer.W += delta
+        rule.after_weight_update(layer, delta, 1.0, np)
+        rule.after_step([layer], np, rng, Progress(step, 0.0, 1.0))
+    decay, samples, _ = layer._mirror_plan
+    k = rule.pool_steps(decay)
+    assert 1 < k < 10 and layer._mirror_draw == (k, True)
+    assert len(draws) == pytest.approx(200 / k, abs=3) and all(d > 0 for d in draws)
+    assert angle_degrees(layer.B, layer.W) < 8.0 * 1.25
+
+
+def test_a_cost_budget_pools_moment_draws_over_more_steps():
+    rng = np.random.default_rng(16)
+    layers = [_layer(rng, out=200, fan_in=300), _layer(rng, out=10, fan_in=200)]
+    rule = WeightMirror(target_angle=5.0, max_cost=0.05, estimator="moments")
+    for layer in layers:
+        layer.B = layer.W.copy()
+        rule.prepare_layer(layer, np)
+        step = np.full_like(layer.W, 0.01) * np.linalg.norm(layer.W) / math.sqrt(layer.W.size)
+        rule.after_weight_update(layer, step, 1.0, np)
+    rule.after_step(layers, np, rng, Progress(0, 0.0, 1.0, samples_per_step=32))
+    work = sum(WeightMirror.moment_work(l) / l._mirror_draw[0] for l in layers)
+    budget = 0.05 * 32 * sum(WeightMirror._work(l)[1] for l in layers)
+    assert work <= budget * (1 + 1e-9)
+    assert all(l._mirror_draw[0] > rule.pool_steps(l._mirror_plan[0]) for l in layers)
