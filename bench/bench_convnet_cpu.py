@@ -13,8 +13,10 @@ the OpenBLAS overrides that may be set on the machine removed::
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
         python3 bench/bench_convnet_cpu.py     # a Python with torch==2.13.0 installed
 
-``--rule`` times a learning rule other than backprop on the NumPy side
-(``wm`` includes its mirror phase after every step).
+``--rules bp,fa,usf,kp,wm`` times several learning rules on the NumPy side in the
+same run (each as the training config has it, ``TrainConfig().make_rule()``,
+after its initial phase, told the batch size as the trainer tells it; ``wm``
+includes its mirror after every step), each against BP and PyTorch.
 """
 from __future__ import annotations
 
@@ -32,16 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
-from weightmirror.circuits.rules import make_rule  # noqa: E402
 from weightmirror.models.layers import softmax_cross_entropy  # noqa: E402
 from weightmirror.models.zoo import build_model  # noqa: E402
 from weightmirror.sims.datasets import load_dataset  # noqa: E402
 
 
 def numpy_side(data, batch, rule_name, lr, seed):
+    from weightmirror.circuits.rules import Progress
+    from weightmirror.sims.config import resolve
+
     rng = np.random.default_rng(seed)
-    rule = make_rule(rule_name)
+    rule = resolve({"rule": rule_name}).make_rule()  # the training defaults (WM's noise, KP's start)
     net = build_model("convnet", data.image_shape, data.num_classes, rule, np, rng)
+    rule.initial_phase(net.weight_layers, np, rng)
     mods = net.parameter_modules()
     x_all, y_all = data.x_train, data.y_train
     n = len(y_all)
@@ -58,7 +63,8 @@ def numpy_side(data, batch, rule_name, lr, seed):
         for m in mods:
             for name, p in m.params.items():
                 p -= np.float32(lr) * m.grads[name]
-        rule.after_step(net.weight_layers, np, rng)
+        state["steps"] = state.get("steps", 0) + 1
+        rule.after_step(net.weight_layers, np, rng, Progress(state["steps"], 0.0, 1.0, batch))
         return loss
 
     return step
@@ -97,7 +103,13 @@ def torch_side(data, batch, lr, seed, threads):
     return step, torch.__version__, torch.__config__.parallel_info()
 
 
+#: seconds of rest before each timed block: the threads of the side timed before (OpenBLAS's,
+#: PyTorch's OpenMP) spin-wait for a while after their work, and would take a core from this one
+SETTLE = 0.3
+
+
 def timed_block(step, steps):
+    time.sleep(SETTLE)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -111,7 +123,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--steps", type=int, default=60, help="steps per timed block")
     ap.add_argument("--blocks", type=int, default=5, help="timed blocks per side (interleaved)")
-    ap.add_argument("--rule", default="bp", help="learning rule of the NumPy side (bp, fa, usf, wm, kp ...)")
+    ap.add_argument("--rules", default="bp", help="learning rules of the NumPy side, comma-separated "
+                    "(bp, fa, usf, brsf, frsf, kp, wm); bp is always timed")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: /usr/share/datasets/fashion-mnist)")
     ap.add_argument("--no-torch", action="store_true", help="time the NumPy side only")
@@ -125,7 +138,9 @@ def main(argv=None):
 
     load_before = os.getloadavg()
     with threadpool_limits(limits=args.threads):
-        sides = {"numpy": numpy_side(data, args.batch, args.rule, args.lr, 0)}
+        rules = ["bp"] + [r for r in args.rules.split(",") if r and r != "bp"]
+        sides = {f"numpy:{r}": numpy_side(data, args.batch, r, args.lr, 0) for r in rules}
+
         torch_info = None
         if not args.no_torch:
             tstep, tver, tpar = torch_side(data, args.batch, args.lr, 0, args.threads)
@@ -149,15 +164,18 @@ def main(argv=None):
         print(f"torch {torch_info[0]}; " + " ".join(
             line.strip() for line in torch_info[1].splitlines() if "threads" in line.lower() or "MKL" in line or "OpenMP" in line))
     print(f"batch {args.batch}, threads {args.threads}, {args.blocks} blocks x {args.steps} steps "
-          f"after {args.warmup} warm-up; numpy rule {args.rule}; {steps_per_epoch} steps per epoch")
+          f"after {args.warmup} warm-up; {steps_per_epoch} steps per epoch")
     med = {}
     for name, ts in times.items():
         med[name] = statistics.median(ts)
-        print(f"{name:6s} step median {1e3 * med[name]:7.2f} ms  (blocks: "
+        print(f"{name:9s} step median {1e3 * med[name]:7.2f} ms  (blocks: "
               + ", ".join(f"{1e3 * t:.1f}" for t in ts)
               + f")  epoch {med[name] * steps_per_epoch:6.1f} s")
     if "torch" in med:
-        print(f"ratio numpy/torch: {med['numpy'] / med['torch']:.2f}")
+        print(f"ratio numpy BP / torch: {med['numpy:bp'] / med['torch']:.2f} "
+              f"(per block: {', '.join(f'{a / b:.2f}' for a, b in zip(times['numpy:bp'], times['torch']))})")
+    for r in rules[1:]:
+        print(f"ratio numpy {r} / numpy BP: {med[f'numpy:{r}'] / med['numpy:bp']:.2f}")
 
 
 if __name__ == "__main__":

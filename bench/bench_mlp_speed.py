@@ -145,7 +145,13 @@ def matmul_chain(threads: int):
     return run
 
 
+#: seconds of rest before each timed block: the threads of the side timed before (OpenBLAS's,
+#: PyTorch's OpenMP) spin-wait for a while after their work, and would take a core from this one
+SETTLE = 0.3
+
+
 def timed(run, steps: int) -> float:
+    time.sleep(SETTLE)
     t = time.perf_counter()
     run(steps)
     return (time.perf_counter() - t) / steps

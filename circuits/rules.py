@@ -591,23 +591,38 @@ class WeightMirror(LearningRule):
         first two moments of ``Ĉ - I`` for ``m`` white samples (class
         docstring). Its entries are uniform: ``(W E)`` sums ``F`` of them, so
         it is Gaussian as the sum of ``m`` products is.
+
+        ``E = a (G + Gᵀ + c)`` with ``G`` uniform and ``c`` the shift that
+        centres it: on the CPU one random byte per entry (``G`` on the 256
+        integers -128…127, ``c = 1``, variance ``(256² - 1)/12``; a quarter of
+        the work of a float draw), on a GPU ``U(0, 1)`` floats (``c = -1``,
+        variance ``1/12``). The shift is applied after the product, as
+        ``c W 1 1ᵀ`` (a row sum), so ``E`` is built in one pass.
         """
         W = layer.W
         out_dim = W.shape[0]
         fan_in = W.size // out_dim
-        # G + Gᵀ - 1 from G ~ U(0, 1): off-diagonal variance 2/12, diagonal 4/12
-        G = rng.random((fan_in, fan_in), dtype=xp.float32)
-        E = G + G.T
+        if xp.__name__ == "numpy":
+            G = xp.frombuffer(rng.bytes(fan_in * fan_in), dtype=xp.int8).reshape(fan_in, fan_in)
+            shift, variance = 1.0, (256.0 ** 2 - 1.0) / 12.0
+        else:
+            G = rng.random((fan_in, fan_in), dtype=xp.float32)
+            shift, variance = -1.0, 1.0 / 12.0
+        E = xp.add(G, G.T, dtype=xp.float32)  # off-diagonal variance 2v, diagonal 4v, before the shift
         del G
-        E -= xp.float32(1.0)
-        E *= xp.float32(math.sqrt(6.0 / samples))  # off-diagonal variance 1/m (diagonal 2/m)
+        a = math.sqrt(1.0 / (2.0 * variance * samples))  # a² · 2v = 1/m off the diagonal (2/m on it)
         excess = self.KURTOSIS_EXCESS[self.noise]
-        if excess != 2.0:
-            diagonal = E.reshape(-1)[:: fan_in + 1]  # a view: scaled in place to (κ - 1)/m
+        if excess != 2.0:  # the diagonal's centred value scaled to variance (κ - 1)/m
+            diagonal = E.reshape(-1)[:: fan_in + 1]  # a view
+            diagonal += xp.float32(shift)
             diagonal *= xp.float32(math.sqrt(excess / 2.0))
-        E.reshape(-1)[:: fan_in + 1] += xp.float32(1.0)  # I + E
+            diagonal -= xp.float32(shift)
         W2 = W.reshape(out_dim, fan_in)
         H = W2 @ E
+        del E
+        H += xp.float32(shift) * W2.sum(axis=1, keepdims=True)  # W (c 1 1ᵀ): the shift
+        H *= xp.float32(a)
+        H += W2  # W I
         H *= xp.float32(scale * self.sigma ** 2)
         return H.reshape(W.shape)
 
