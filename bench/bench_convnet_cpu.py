@@ -4,7 +4,8 @@ The same network on both sides (conv3x3 32 + maxpool2 + ReLU, conv3x3 64 +
 maxpool2 + ReLU, flatten, linear 3136→128 + ReLU, linear 128→10), the same
 batch size, plain SGD, the same number of BLAS/intra-op threads. Each side
 runs ``--warmup`` steps, then ``--blocks`` timed blocks of ``--steps`` steps,
-the two sides interleaved block by block so that both see the same machine
+the sides interleaved block by block (a new random order each round, 0.3 s of rest
+before each block) so that all see the same machine
 load. The epoch time is the median step time times ``ceil(60000 / batch)``.
 
 Run it in an environment that has PyTorch (not a project dependency), with
@@ -153,9 +154,12 @@ def main(argv=None):
             for _ in range(args.warmup):
                 step()
         times = {name: [] for name in sides}
+        order = list(sides)
+        shuffle = np.random.default_rng(0)
         for _ in range(args.blocks):
-            for name, step in sides.items():
-                times[name].append(timed_block(step, args.steps))
+            shuffle.shuffle(order)  # a new order every round: no side always follows the same one
+            for name in order:
+                times[name].append(timed_block(sides[name], args.steps))
 
     print(f"load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs (other processes share the cores when this exceeds the thread count)")

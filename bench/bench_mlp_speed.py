@@ -4,7 +4,8 @@ Run:  python3 bench/bench_mlp_speed.py [--repeats 5] [--steps 200] [--threads 2]
 
 Network 784-500-500-10 (ReLU), batch 128, SGD momentum 0.9, on Fashion-MNIST
 (the real training images, or random data with --random). In one process and
-interleaved (A, B, A, B, ...) so that machine noise hits both alike:
+interleaved (every contender once per round, in a new random order each round, after a
+0.3 s rest) so that machine noise hits all alike:
 
 1. this engine's BP step against the same network, batch and thread count in
    PyTorch (``pip install torch==2.13.0``, the local CPU wheel; not a project
@@ -187,9 +188,12 @@ def main() -> int:
     for run in runners.values():  # warm-up
         run(20)
     samples = {k: [] for k in runners}
+    order = list(runners)
+    shuffle = np.random.default_rng(0)
     for _ in range(args.repeats):
-        for name, run in runners.items():
-            samples[name].append(timed(run, args.steps))
+        shuffle.shuffle(order)  # a new order every round: no contender always follows the same one
+        for name in order:
+            samples[name].append(timed(runners[name], args.steps))
     med = {k: statistics.median(v) for k, v in samples.items()}
 
     cpu = platform.processor() or platform.machine()

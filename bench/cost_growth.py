@@ -162,9 +162,12 @@ def measure(sides: dict, repeats: int, seconds: float = 1.0) -> dict:
         probe[k] = time.perf_counter() - t
     steps = {k: max(1, int(seconds / max(t, 1e-6))) for k, t in probe.items()}
     times = {k: [] for k in sides}
+    order = list(sides)
+    shuffle = np.random.default_rng(0)
     for _ in range(repeats):
-        for k, step in sides.items():
-            times[k].append(timed(step, steps[k]))
+        shuffle.shuffle(order)  # a new order every round: no side always follows the same one
+        for k in order:
+            times[k].append(timed(sides[k], steps[k]))
     return {k: statistics.median(v) for k, v in times.items()} | {
         f"{k}_spread": [min(v), max(v)] for k, v in times.items()}
 

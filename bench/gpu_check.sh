@@ -11,7 +11,8 @@
 #   1. a probe: can models.cudnn_conv build cuDNN convolutions here (and why not);
 #   2. the gpu-marked rate-mode tests (cuDNN vs im2col vs NumPy, fused kernels, CuPy rules);
 #   3. bench/profile_resnet_gpu.py: where a BP step goes, layer type by layer type;
-#   4. bench/bench_gpu.py: ResNet-18 224², batch 256, BP/FA/WM/KP in this engine
+#   4. bench/mirror_cost.py --device cuda: the weight mirror's share of a ResNet-18/50 step (issue 13);
+#   5. bench/bench_gpu.py: ResNet-18 224², batch 256, BP/FA/WM/KP in this engine
 #      (im2col only, and measured choice of im2col/cuDNN, float32 and TF32) beside
 #      torchvision's ResNet-18 in PyTorch; the per-geometry choices to autotune.md.
 set -u
@@ -41,6 +42,10 @@ echo "gpu tests exit $? at $((SECONDS - start)) s" >> "$OUT/gpu_tests.log"
 
 timeout 90 python3 bench/profile_resnet_gpu.py --tf32 > "$OUT/profile_tf32.md" 2>&1
 echo "profile exit $? at $((SECONDS - start)) s" >> "$OUT/profile_tf32.md"
+
+timeout 120 python3 bench/mirror_cost.py --device cuda --batch 256 --repeats 3 --out "$OUT/mirror_cost" \
+  > "$OUT/mirror_cost.log" 2>&1
+echo "mirror_cost exit $? at $((SECONDS - start)) s" >> "$OUT/mirror_cost.log"
 
 timeout $(( $(left) - 10 )) python3 bench/bench_gpu.py --skip-mlp --steps 5 --out "$OUT/gpu_bench.md" \
   --autotune-out "$OUT/autotune.md" > "$OUT/gpu_bench.log" 2>&1

@@ -1,7 +1,10 @@
 """The weight mirror's cost on ResNet-18/50 at ImageNet size: FLOPs, measured time, angles.
 
 Run:  python3 bench/mirror_cost.py [--models resnet18,resnet50] [--batch 32] [--repeats 3]
-                                    [--threads 2] [--out bench/results_mirror_cost]
+                                    [--threads 2] [--device cpu] [--out bench/results_mirror_cost]
+
+(``--device cuda``: the same on CuPy, e.g. ``--batch 256`` on a GPU, from
+``bench/gpu_check.sh``.)
 
 For each model (224² images, 1000 classes, the training config's WM rule:
 ``weightmirror.sims.config.TrainConfig().wm``):
@@ -55,13 +58,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def build(model: str, seed: int = 0):
+def build(model: str, xp, seed: int = 0):
+    from weightmirror.models.backend import make_rng
     from weightmirror.models.zoo import build_model
     from weightmirror.sims.config import TrainConfig
 
     rule = TrainConfig().wm
-    rng = np.random.default_rng(seed)
-    net = build_model(model, (3, 224, 224), 1000, rule, np, rng)
+    rng = make_rng(xp, seed)
+    net = build_model(model, (3, 224, 224), 1000, rule, xp, rng)
     return net, rule, rng
 
 
@@ -80,15 +84,19 @@ def initial_phase_work(rule, layer) -> float:
     return math.ceil(samples / per_input) * per_input * rule._work(layer)[0]
 
 
-def measure(model: str, batch: int, repeats: int) -> dict:
+def measure(model: str, batch: int, repeats: int, device: str = "cpu") -> dict:
     from weightmirror.circuits.rules import angle_degrees
+    from weightmirror.models.backend import get_array_module, make_rng, synchronize
     from weightmirror.models.layers import softmax_cross_entropy
     from weightmirror.models.optim import SGD
 
-    net, rule, rng = build(model)
+    xp = get_array_module(device)
+    net, rule, rng = build(model, xp)
     mirrored = rule.mirrored(net.weight_layers)
+    synchronize(xp)
     t0 = time.perf_counter()
-    rule.initial_phase(net.weight_layers, np, rng)
+    rule.initial_phase(net.weight_layers, xp, rng)
+    synchronize(xp)
     initial_s = time.perf_counter() - t0
     layers = []
     for layer in net.weight_layers:
@@ -97,7 +105,7 @@ def measure(model: str, batch: int, repeats: int) -> dict:
             "layer": layer_label(layer),
             "fan_in": rule._fan_in(layer),
             "mirrored": is_mirrored,
-            "angle_deg": angle_degrees(layer.B, layer.W) if is_mirrored else None,
+            "angle_deg": angle_degrees(layer.B, layer.W, xp) if is_mirrored else None,
             "initial_madds": initial_phase_work(rule, layer) if is_mirrored else 0.0,
             "draw_madds": rule.moment_work(layer) if is_mirrored else 0.0,
             "train_madds_per_image": rule._work(layer)[1],
@@ -110,40 +118,43 @@ def measure(model: str, batch: int, repeats: int) -> dict:
     mirror_epoch = draw_per_step * steps
 
     # -- timing: a BP step against one moment draw per mirrored layer --------
-    opt = SGD(net.parameter_modules(), rule, np, momentum=0.9, weight_decay=1e-4)
-    data_rng = np.random.default_rng(1)
+    opt = SGD(net.parameter_modules(), rule, xp, momentum=0.9, weight_decay=1e-4)
+    data_rng = make_rng(xp, 1)
+    images = {n: data_rng.standard_normal((n, 3, 224, 224), dtype=xp.float32) for n in (batch, batch // 2)}
+    labels = {n: data_rng.integers(0, 1000, n) for n in (batch, batch // 2)}
 
     def bp_step(n):
-        x = data_rng.standard_normal((n, 3, 224, 224), dtype=np.float32)
-        y = data_rng.integers(0, 1000, n)
-        _, d = softmax_cross_entropy(net.forward(x), y, np)
+        _, d = softmax_cross_entropy(net.forward(images[n]), labels[n], xp)
         net.backward(d, rng=rng, use_backprop=True)
         opt.step(0.01)
 
     def draws():
         for layer in mirrored:
             lam = 0.01
-            rule.mirror_update(layer, np, rng, lam / rule.sigma ** 2, lam, 0, moments=1000.0)
+            rule.mirror_update(layer, xp, rng, lam / rule.sigma ** 2, lam, 0, moments=1000.0)
 
-    bp_step(batch)  # warm-up: buffers, workspaces
+    def timed(fn, *args):
+        synchronize(xp)
+        t = time.perf_counter()
+        fn(*args)
+        synchronize(xp)
+        return time.perf_counter() - t
+
+    bp_step(batch)  # warm-up: buffers, workspaces, the convolutions' autotune
+    bp_step(batch // 2)
     draws()
     step_t, half_t, draw_t = [], [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        bp_step(batch)
-        step_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        draws()
-        draw_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        bp_step(batch // 2)
-        half_t.append(time.perf_counter() - t)
+        step_t.append(timed(bp_step, batch))
+        draw_t.append(timed(draws))
+        half_t.append(timed(bp_step, batch // 2))
     step = statistics.median(step_t)
     half = statistics.median(half_t)
     draw = statistics.median(draw_t)
     per_image = step / batch
     return {
         "model": model,
+        "device": device,
         "rule": rule.params(),
         "layers": layers,
         "initial_phase_s": initial_s,
@@ -194,6 +205,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", type=Path, default=Path("bench/results_mirror_cost"))
     args = p.parse_args()
     if args.batch < 2 or args.repeats < 1:
@@ -204,11 +216,15 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for model in args.models.split(","):
-        results.append(measure(model.strip(), args.batch, args.repeats))
+        results.append(measure(model.strip(), args.batch, args.repeats, args.device))
         (args.out / "summary.json").write_text(json.dumps(results, indent=1))  # each model as it ends
+    where = f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, NumPy {np.__version__}"
+    if args.device == "cuda":
+        import cupy
+
+        where = f"{cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}, CuPy {cupy.__version__}"
     header = (f"`python3 bench/mirror_cost.py --models {args.models} --batch {args.batch} --repeats {args.repeats} "
-              f"--threads {args.threads}`; {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, "
-              f"NumPy {np.__version__}; medians of {args.repeats}.")
+              f"--threads {args.threads} --device {args.device}`; {where}; medians of {args.repeats}.")
     (args.out / "table.md").write_text(table(results, header))
     print(table(results, header))
     return 0

@@ -424,7 +424,7 @@ class WeightMirror(LearningRule):
 
     Because a moment draw costs the same for any ``m``, the adaptive mirror
     pools ``k`` steps' samples into one draw (decay ``1 - (1 - λ)^k``, ``k m``
-    samples) with ``k = ⌊1/λ⌋`` (at most ``plan_every``). The pooled update
+    samples) with ``k = ⌊1/λ⌋`` (at most :data:`MAX_POOL_STEPS`). The pooled update
     uses the current W, so B's mean lag is still ``d/λ``; between draws it
     swings by ``± d (k - 1)/2``, which adds ``(k² - 1) d²/12`` to ``ε²``: at
     ``λ k ≤ 1`` at most a twelfth of the lag term ``(d/λ)²``.
@@ -511,6 +511,8 @@ class WeightMirror(LearningRule):
     KURTOSIS_EXCESS: ClassVar[dict[str, float]] = {"gaussian": 2.0, "uniform": 0.8}
     #: the largest decay per step the adaptive mirror uses
     MAX_DECAY: ClassVar[float] = 0.5
+    #: the most steps one moment draw pools (``⌊1/λ⌋`` below it)
+    MAX_POOL_STEPS: ClassVar[int] = 100
     #: multiply-adds one random number costs (NumPy's uniform draw and its scaling
     #: against OpenBLAS's sgemm, one thread: 131 measured)
     RANDOM_WORK: ClassVar[float] = 128.0
@@ -673,14 +675,14 @@ class WeightMirror(LearningRule):
         return math.sqrt(noise + lag + swing)
 
     def pool_steps(self, decay: float) -> int:
-        """``k = ⌊1/λ⌋`` within ``[1, plan_every]``: the steps one moment draw pools.
+        """``k = ⌊1/λ⌋`` within ``[1, MAX_POOL_STEPS]``: the steps one moment draw pools.
 
         At ``λ k ≤ 1`` the swing of B's lag between draws adds at most a twelfth
         of the lag term to ``ε²`` (:meth:`predicted_error`).
         """
         if decay <= 0:
-            return self.plan_every
-        return int(max(1, min(self.plan_every, math.floor(1.0 / decay))))
+            return self.MAX_POOL_STEPS
+        return int(max(1, min(self.MAX_POOL_STEPS, math.floor(1.0 / decay))))
 
     def plan(self, fan_in: int, drift: float, max_samples: float | None = None) -> tuple[float, float]:
         """``(λ, m)``: the decay per step and the noise samples per step for a drift ``d``.

@@ -303,11 +303,12 @@ def test_pooled_draws_follow_the_closed_form(pool):
 
 
 def test_the_adaptive_mirror_pools_its_draws():
-    """With moment draws, one draw per ``k = ⌊1/λ⌋`` steps (at most ``plan_every``), and B
+    """With moment draws, one draw per ``k = ⌊1/λ⌋`` steps (at most ``MAX_POOL_STEPS``), and B
     still within its target."""
     rng = np.random.default_rng(15)
     rule = WeightMirror(estimator="moments", target_angle=8.0, lag_angle=1.0, plan_every=10)
-    assert [rule.pool_steps(x) for x in (0.5, 0.3, 0.1, 0.02, 0.0)] == [2, 3, 10, 10, 10]
+    assert WeightMirror.MAX_POOL_STEPS == 100
+    assert [rule.pool_steps(x) for x in (0.5, 0.3, 0.1, 0.02, 0.005, 0.0)] == [2, 3, 10, 50, 100, 100]
     layer = _layer(rng)
     rule.initial_phase([layer], np, rng)
     draws = []
@@ -326,7 +327,7 @@ def test_the_adaptive_mirror_pools_its_draws():
         rule.after_step([layer], np, rng, Progress(step, 0.0, 1.0))
     decay, samples, _ = layer._mirror_plan
     k = rule.pool_steps(decay)
-    assert 1 < k < 10 and layer._mirror_draw == (k, True)
+    assert 1 < k < 20 and layer._mirror_draw == (k, True)
     assert len(draws) == pytest.approx(200 / k, abs=3) and all(d > 0 for d in draws)
     assert angle_degrees(layer.B, layer.W) < 8.0 * 1.25
 
