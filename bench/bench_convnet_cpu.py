@@ -14,6 +14,10 @@ the OpenBLAS overrides that may be set on the machine removed::
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
         python3 bench/bench_convnet_cpu.py     # a Python with torch==2.13.0 installed
 
+The NumPy side runs as ``weightmirror train`` does: with more than one thread
+the batch is split over the threads (``run.split_batch``, ``models.batch_threads``);
+``numpy:bp-unsplit`` is BP on the BLAS's threads alone, in the same run.
+
 ``--rules bp,fa,usf,kp,wm`` times several learning rules on the NumPy side in the
 same run (each as the training config has it, ``TrainConfig().make_rule()``,
 after its initial phase, told the batch size as the trainer tells it; ``wm``
@@ -40,14 +44,19 @@ from weightmirror.models.zoo import build_model  # noqa: E402
 from weightmirror.sims.datasets import load_dataset  # noqa: E402
 
 
-def numpy_side(data, batch, rule_name, lr, seed):
+def numpy_side(data, batch, rule_name, lr, seed, split=True):
+    """One training step of this engine, as ``weightmirror train`` runs it: with ``split``
+    (``run.split_batch``, the default) the batch is split over the BLAS's threads."""
     from weightmirror.circuits.rules import Progress
+    from weightmirror.models.batch_threads import BatchThreads, blas_threads, split_reason
     from weightmirror.sims.config import resolve
 
     rng = np.random.default_rng(seed)
     rule = resolve({"rule": rule_name}).make_rule()  # the training defaults (WM's noise, KP's start)
     net = build_model("convnet", data.image_shape, data.num_classes, rule, np, rng)
     rule.initial_phase(net.weight_layers, np, rng)
+    threads = blas_threads()
+    shards = BatchThreads(net, threads) if split and threads > 1 and not split_reason(net, np) else None
     mods = net.parameter_modules()
     x_all, y_all = data.x_train, data.y_train
     n = len(y_all)
@@ -59,8 +68,11 @@ def numpy_side(data, batch, rule_name, lr, seed):
             i = 0
         state["i"] = i + batch
         xb, yb = x_all[i:i + batch], y_all[i:i + batch]
-        loss, g = softmax_cross_entropy(net.forward(xb, train=True), yb, np)
-        net.backward(g, rng)
+        if shards is not None:
+            loss, _ = shards.loss_and_gradients(xb, yb, rng)
+        else:
+            loss, g = softmax_cross_entropy(net.forward(xb, train=True), yb, np)
+            net.backward(g, rng)
         for m in mods:
             for name, p in m.params.items():
                 p -= np.float32(lr) * m.grads[name]
@@ -141,6 +153,8 @@ def main(argv=None):
     with threadpool_limits(limits=args.threads):
         rules = ["bp"] + [r for r in args.rules.split(",") if r and r != "bp"]
         sides = {f"numpy:{r}": numpy_side(data, args.batch, r, args.lr, 0) for r in rules}
+        if args.threads > 1:  # the BLAS's threads alone (run.split_batch = false)
+            sides["numpy:bp-unsplit"] = numpy_side(data, args.batch, "bp", args.lr, 0, split=False)
 
         torch_info = None
         if not args.no_torch:
@@ -178,7 +192,7 @@ def main(argv=None):
     if "torch" in med:
         print(f"ratio numpy BP / torch: {med['numpy:bp'] / med['torch']:.2f} "
               f"(per block: {', '.join(f'{a / b:.2f}' for a, b in zip(times['numpy:bp'], times['torch']))})")
-    for r in rules[1:]:
+    for r in rules[1:] + (["bp-unsplit"] if "numpy:bp-unsplit" in med else []):
         print(f"ratio numpy {r} / numpy BP: {med[f'numpy:{r}'] / med['numpy:bp']:.2f}")
 
 

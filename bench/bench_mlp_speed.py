@@ -59,8 +59,11 @@ def load_inputs(random: bool):
     return rng.standard_normal((60000, 784), dtype=np.float32), rng.integers(0, 10, 60000)
 
 
-def engine_stepper(rule_name: str, x, y, seed=0):
+def engine_stepper(rule_name: str, x, y, seed=0, force_split=False):
+    """This engine's training step as ``weightmirror train`` runs it (an MLP's batch is not split
+    over threads: ``models.batch_threads.split_reason``); ``force_split``: split it anyway."""
     from weightmirror.circuits.rules import Progress, make_rule
+    from weightmirror.models.batch_threads import BatchThreads, blas_threads, split_reason
     from weightmirror.models.layers import softmax_cross_entropy
     from weightmirror.models.mlp import build_mlp
     from weightmirror.models.optim import SGD
@@ -76,6 +79,9 @@ def engine_stepper(rule_name: str, x, y, seed=0):
     # as training starts: the initial mirror phase (WM; KP's mirror-calibrated start) before any step
     rule.initial_phase(net.weight_layers, np, rng)
     opt = SGD(net.parameter_modules(), rule, np, momentum=0.9, weight_decay=1e-4)
+    threads = blas_threads()
+    split = not split_reason(net, np, for_speed=not force_split)
+    shards = BatchThreads(net, threads) if split and threads > 1 else None
     order = rng.permutation(len(y))
     state = {"i": 0}
 
@@ -85,9 +91,12 @@ def engine_stepper(rule_name: str, x, y, seed=0):
             state["i"] += 1
             idx = order[i * BATCH:(i + 1) * BATCH]
             xb, yb = x[idx], y[idx]
-            logits = net.forward(xb)
-            _, d = softmax_cross_entropy(logits, yb, np)
-            net.backward(d, rng=rng)
+            if shards is not None:
+                shards.loss_and_gradients(xb, yb, rng)
+            else:
+                logits = net.forward(xb)
+                _, d = softmax_cross_entropy(logits, yb, np)
+                net.backward(d, rng=rng)
             # where training stands (inside KP's decay window) and the step's examples, as the training
             # loop passes them (the weight mirror sizes its cost against them)
             progress = Progress(state["i"], 0.0, 1.0, BATCH)
@@ -178,6 +187,8 @@ def main() -> int:
     x, y = load_inputs(args.random)
     rules = args.rules.split(",")
     runners = {f"engine:{r}": engine_stepper(r, x, y) for r in rules}
+    if args.threads > 1:  # BP with the batch split over the threads anyway (why an MLP's is not)
+        runners["engine:bp-split"] = engine_stepper("bp", x, y, force_split=True)
     try:
         runners["torch:bp"], torch_version = torch_stepper(x, y, args.threads)
     except ImportError:
@@ -214,7 +225,7 @@ def main() -> int:
     if "torch:bp" in med:
         print(f"| PyTorch BP | {med['torch:bp'] * STEPS_PER_EPOCH:.2f} | 1.00 (reference) |")
         print(f"| this engine BP | {bp * STEPS_PER_EPOCH:.2f} | {bp / med['torch:bp']:.2f} x PyTorch |")
-    for r in rules:
+    for r in rules + (["bp-split"] if "engine:bp-split" in med else []):
         if r == "bp":
             continue
         t = med[f"engine:{r}"]

@@ -51,6 +51,7 @@ def cpu_name() -> str:
 # -- this engine -------------------------------------------------------------------
 def engine_step(model: str, input_shape, batch: int, options: dict):
     from weightmirror.circuits.rules import Backprop
+    from weightmirror.models.batch_threads import BatchThreads, blas_threads, split_reason
     from weightmirror.models.layers import softmax_cross_entropy
     from weightmirror.models.optim import SGD
     from weightmirror.models.zoo import build_model
@@ -61,10 +62,15 @@ def engine_step(model: str, input_shape, batch: int, options: dict):
     opt = SGD(net.parameter_modules(), rule, np, momentum=0.9)
     x = rng.standard_normal((batch, *net.input_shape), dtype=np.float32)
     y = rng.integers(0, 10, batch)
+    threads = blas_threads()  # as weightmirror train runs it: a convnet's batch split over the threads
+    shards = BatchThreads(net, threads) if threads > 1 and not split_reason(net, np) else None
 
     def step():
-        _, d = softmax_cross_entropy(net.forward(x), y, np)
-        net.backward(d, rng=rng)
+        if shards is not None:
+            shards.loss_and_gradients(x, y, rng)
+        else:
+            _, d = softmax_cross_entropy(net.forward(x), y, np)
+            net.backward(d, rng=rng)
         opt.step(0.01)
 
     return step

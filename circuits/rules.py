@@ -399,7 +399,8 @@ class WeightMirror(LearningRule):
     the running mean of the Hebbian estimate has the relative error
     ``tan initial_angle``, i.e. ``N₀ = F / tan² θ₀`` samples (B then starts
     ``θ₀`` from W₀ᵀ whatever B₀ was), in batches of
-    ``initial_mirror_batch_size``.
+    ``initial_mirror_batch_size``, or drawn at once from the sum's moments
+    (below) where that costs less: one product per layer.
 
     **Drawing the Hebbian sum from its moments** (``estimator``). For the
     linear response, the average of ``m`` Hebbian products is exactly

@@ -136,6 +136,12 @@ class RunConfig:
         convolutions (PyTorch's default for convolutions; off: float32 throughout).
     conv_algorithm : GPU convolutions: ``auto`` (the faster of im2col + cuBLAS
         and cuDNN, measured per layer geometry), ``im2col`` or ``cudnn``.
+    split_batch : on the CPU with more than one BLAS thread, split each training
+        batch over the threads, each a share of the examples through the whole
+        network with the BLAS on one thread (``models.batch_threads``: the same
+        gradients, summed in another order); not with batch norm or several
+        processes, and only for networks with convolutions (an MLP's products
+        keep the BLAS's threads busy). Off: the BLAS's threads alone.
     """
 
     eval_batch_size: int = 1000
@@ -147,6 +153,7 @@ class RunConfig:
     distributed: bool = False
     tf32: bool = False
     conv_algorithm: str = "auto"
+    split_batch: bool = True
 
     def __post_init__(self):
         for key in ("eval_batch_size", "delta_batch_size", "checkpoint_every", "image_size"):
@@ -154,6 +161,7 @@ class RunConfig:
         for key in ("checkpoint_every_steps", "workers"):
             checks.integer(getattr(self, key), f"config key run.{key}", ConfigError, low=0)
         checks.choice(self.conv_algorithm, CONV_ALGORITHMS, "config key run.conv_algorithm", ConfigError)
+        checks.boolean(self.split_batch, "config key run.split_batch", ConfigError)
 
 
 #: Rate-mode training defaults of the rules' parameters, on top of each rule

@@ -78,6 +78,7 @@ from ... import locks, results
 from ...circuits.rules import LearningRule, Progress
 from ...errors import InputError
 from ...models.backend import get_array_module, make_rng, synchronize, use_gpu_options
+from ...models.batch_threads import MIN_SHARD, BatchThreads, blas_threads, split_reason
 from ...models.layers import softmax_cross_entropy
 from ...models.optim import SGD, Schedule, lr_mass
 from ...models.zoo import build_model
@@ -154,6 +155,8 @@ class Trainee:
     comm: Communicator
     xp: object
     label_smoothing: float = 0.0
+    #: the batch split over CPU threads (``models.batch_threads``), or None: the plain step
+    batch_threads: BatchThreads | None = None
 
     @property
     def syncs_feedback(self) -> bool:
@@ -162,6 +165,16 @@ class Trainee:
         rule = self.rule
         return (self.comm.size > 1 and rule.stores_feedback
                 and type(rule).after_step is not LearningRule.after_step)
+
+
+def batch_threads_for(net, xp, comm: Communicator, run) -> BatchThreads | None:
+    """The batch split over the BLAS's threads (``run.split_batch``), where it applies: on the
+    CPU, with more than one thread, one process, convolutions and no batch norm
+    (``models.batch_threads.split_reason``)."""
+    if not run.split_batch or comm.size > 1 or split_reason(net, xp):
+        return None
+    threads = blas_threads()
+    return BatchThreads(net, threads) if threads > 1 else None
 
 
 def train_step(t: Trainee, xb, yb, lr: float, progress: Progress | None, noise_rng, want_stop: bool = False):
@@ -183,7 +196,12 @@ def train_step(t: Trainee, xb, yb, lr: float, progress: Progress | None, noise_r
     xp, net, comm = t.xp, t.net, t.comm
     n_local = len(yb)
     loss, dlogits = 0.0, None
-    if n_local:
+    split = (t.batch_threads is not None and comm.size == 1
+             and n_local >= MIN_SHARD * t.batch_threads.threads)
+    if split:  # forward and backward, each thread a share of the batch (models.batch_threads)
+        loss, dlogits = t.batch_threads.loss_and_gradients(as_input(net, xb, xp), xp.asarray(yb), noise_rng,
+                                                          t.label_smoothing, softmax_cross_entropy)
+    elif n_local:
         yb = xp.asarray(yb)
         logits = net.forward(as_input(net, xb, xp), train=True)
         loss, dlogits = softmax_cross_entropy(logits, yb, xp, t.label_smoothing)
@@ -203,7 +221,7 @@ def train_step(t: Trainee, xb, yb, lr: float, progress: Progress | None, noise_r
             average_gradients(comm, net.parameter_modules())
     else:
         n_total, step_loss, halt = n_local, loss, want_stop
-        if n_local:
+        if n_local and not split:
             net.backward(dlogits, rng=noise_rng)
     if n_total:
         t.opt.step(lr, progress=progress)
@@ -488,7 +506,7 @@ def _run(cfg: TrainConfig, output: RunOutput, resume: bool, progress: bool, log,
         start_from(net, cfg.init_from, xp)
     o = cfg.optim
     opt = SGD(net.parameter_modules(), net.rule, xp, o.momentum, o.nesterov, o.weight_decay)
-    t = Trainee(net, net.rule, opt, comm, xp, o.label_smoothing)
+    t = Trainee(net, net.rule, opt, comm, xp, o.label_smoothing, batch_threads_for(net, xp, comm, cfg.run))
     guard = DivergenceGuard(net, opt, comm, xp)  # a non-finite loss or weight stops the run
     schedule = Schedule(o.lr, o.schedule, cfg.epochs, o.warmup_epochs, tuple(o.milestones), o.gamma,
                         o.final_fraction)
