@@ -425,10 +425,14 @@ class WeightMirror(LearningRule):
 
     Because a moment draw costs the same for any ``m``, the adaptive mirror
     pools ``k`` steps' samples into one draw (decay ``1 - (1 - λ)^k``, ``k m``
-    samples) with ``k = ⌊1/λ⌋`` (at most :data:`MAX_POOL_STEPS`). The pooled update
-    uses the current W, so B's mean lag is still ``d/λ``; between draws it
-    swings by ``± d (k - 1)/2``, which adds ``(k² - 1) d²/12`` to ``ε²``: at
-    ``λ k ≤ 1`` at most a twelfth of the lag term ``(d/λ)²``.
+    samples) with ``k = ⌊1/λ⌋`` (at most ``max_pool_steps``). The pooled update
+    uses the current W; averaged over the ``k`` steps B's lag would still be
+    9–17 % longer than with a draw every step, so the pooled draws take the
+    slightly faster decay ``λ'`` whose mean lag is the plan's
+    (:meth:`pooled_decay`), with ``m λ'/λ`` samples per step (the same noise
+    term). Between draws the lag swings by ``± d (k - 1)/2``, which adds
+    ``(k² - 1) d²/12`` to ``ε²``: at ``λ k ≤ 1`` at most a twelfth of the
+    lag term ``(d/λ)²``.
 
     **Fixed mirror** (``adaptive = false``): ``mirror_batches`` batches of
     ``mirror_batch_size`` samples after every step (a fractional part is one
@@ -468,6 +472,7 @@ class WeightMirror(LearningRule):
     min_batch : the smallest mirror batch (fewer samples per step are pooled).
     estimator : ``"auto"``, ``"samples"`` or ``"moments"``: how the adaptive
         mirror forms its Hebbian sums (above); the fixed mirror always samples.
+    max_pool_steps : the most steps one moment draw pools (``⌊1/λ⌋`` below it).
     drift_halflife : steps over which the drift ``d̄`` is averaged.
     plan_every : steps between two updates of the plan (on a GPU, the only
         time the mirror reads a number back from the device).
@@ -494,6 +499,7 @@ class WeightMirror(LearningRule):
     max_cost: float = 0.0
     min_batch: int = 32
     estimator: str = "auto"
+    max_pool_steps: int = 100
     drift_halflife: float = 20.0
     plan_every: int = 10
     lr: float = 0.002
@@ -512,8 +518,6 @@ class WeightMirror(LearningRule):
     KURTOSIS_EXCESS: ClassVar[dict[str, float]] = {"gaussian": 2.0, "uniform": 0.8}
     #: the largest decay per step the adaptive mirror uses
     MAX_DECAY: ClassVar[float] = 0.5
-    #: the most steps one moment draw pools (``⌊1/λ⌋`` below it)
-    MAX_POOL_STEPS: ClassVar[int] = 100
     #: multiply-adds one random number costs (NumPy's uniform draw and its scaling
     #: against OpenBLAS's sgemm, one thread: 131 measured)
     RANDOM_WORK: ClassVar[float] = 128.0
@@ -536,6 +540,7 @@ class WeightMirror(LearningRule):
         number(self.max_cost, what("max_cost"), RuleError, low=0)
         integer(self.min_batch, what("min_batch"), RuleError, low=1)
         choice(self.estimator, self.ESTIMATORS, what("estimator"), RuleError)
+        integer(self.max_pool_steps, what("max_pool_steps"), RuleError, low=1)
         if self.estimator == "moments" and self.response != "linear":
             raise RuleError(f"rule {self.name}: estimator = 'moments' needs response = 'linear' "
                             f"(a nonlinear response has no closed-form moments); use 'samples' or 'auto'")
@@ -676,14 +681,14 @@ class WeightMirror(LearningRule):
         return math.sqrt(noise + lag + swing)
 
     def pool_steps(self, decay: float) -> int:
-        """``k = ⌊1/λ⌋`` within ``[1, MAX_POOL_STEPS]``: the steps one moment draw pools.
+        """``k = ⌊1/λ⌋`` within ``[1, max_pool_steps]``: the steps one moment draw pools.
 
         At ``λ k ≤ 1`` the swing of B's lag between draws adds at most a twelfth
         of the lag term to ``ε²`` (:meth:`predicted_error`).
         """
         if decay <= 0:
-            return self.MAX_POOL_STEPS
-        return int(max(1, min(self.MAX_POOL_STEPS, math.floor(1.0 / decay))))
+            return self.max_pool_steps
+        return int(max(1, min(self.max_pool_steps, math.floor(1.0 / decay))))
 
     def plan(self, fan_in: int, drift: float, max_samples: float | None = None) -> tuple[float, float]:
         """``(λ, m)``: the decay per step and the noise samples per step for a drift ``d``.
@@ -801,12 +806,40 @@ class WeightMirror(LearningRule):
         decay, m = self.plan(self._fan_in(layer), drift, max_samples)
         if self.estimator == "samples" or self.response != "linear":
             return decay, m, 1, False
-        if pool is not None:
-            return decay, m, pool, True
-        k = self.pool_steps(decay)
-        if self.estimator == "auto" and self.moment_work(layer) / k >= m * self._work(layer)[0]:
+        k = self.pool_steps(decay) if pool is None else pool
+        if pool is None and self.estimator == "auto" and self.moment_work(layer) / k >= m * self._work(layer)[0]:
             return decay, m, 1, False
-        return decay, m, k, True
+        pooled = self.pooled_decay(decay, k)
+        # the faster decay with proportionally more samples: the same noise term F λ/(2m)
+        return pooled, m * pooled / decay if decay > 0 else m, k, True
+
+    @staticmethod
+    def pooled_lag(decay: float, pool_steps: int) -> float:
+        """B's lag behind a W that moves by ``d`` per step, in units of ``d``, averaged over the
+        ``k`` steps between draws pooled at decay ``λ`` per step (each draw ``1 - (1-λ)^k``, from the
+        current W): ``L + (k - 1)/2`` with ``L = k (1 - λ_k)/λ_k``; ``(1 - λ)/λ`` at ``k = 1``."""
+        k = pool_steps
+        lam_k = 1.0 - (1.0 - decay) ** k
+        return k * (1.0 - lam_k) / lam_k + (k - 1) / 2.0
+
+    @classmethod
+    def pooled_decay(cls, decay: float, pool_steps: int) -> float:
+        """``λ'`` per step for draws pooled over ``k`` steps whose mean lag is the plan's,
+        ``pooled_lag(λ', k) = (1 - λ)/λ`` (bisection; the pooled lag falls with ``λ'``). Without it,
+        pooling at ``k = ⌊1/λ⌋`` lags 9–17 % more than drawing every step."""
+        if pool_steps <= 1 or decay <= 0:
+            return decay
+        target = (1.0 - decay) / decay
+        low, high = decay, 1.0 - 1e-12
+        if cls.pooled_lag(high, pool_steps) >= target:  # cannot be met (k too long): the fastest
+            return high
+        for _ in range(60):
+            mid = 0.5 * (low + high)
+            if cls.pooled_lag(mid, pool_steps) > target:
+                low = mid
+            else:
+                high = mid
+        return high
 
     def _step_work(self, layer, schedule) -> float:
         """The mirror's multiply-adds per training step for a layer's schedule."""
@@ -825,7 +858,7 @@ class WeightMirror(LearningRule):
                 # every layer's work scaled down alike: a sampled layer's samples (each at its
                 # best decay), a drawn layer's draws (pooled over more steps)
                 scale = budget / spent
-                schedules = [(*s[:2], math.ceil(s[2] / scale), True) if s[3]
+                schedules = [self._schedule(l, d, pool=math.ceil(s[2] / scale)) if s[3]
                              else (*self.plan(self._fan_in(l), d, s[1] * scale), 1, False)
                              for l, d, s in zip(mirrored, drifts, schedules)]
         for layer, (decay, samples, pool, moments) in zip(mirrored, schedules):

@@ -303,11 +303,11 @@ def test_pooled_draws_follow_the_closed_form(pool):
 
 
 def test_the_adaptive_mirror_pools_its_draws():
-    """With moment draws, one draw per ``k = ⌊1/λ⌋`` steps (at most ``MAX_POOL_STEPS``), and B
+    """With moment draws, one draw per ``k = ⌊1/λ⌋`` steps (at most ``max_pool_steps``), and B
     still within its target."""
     rng = np.random.default_rng(15)
     rule = WeightMirror(estimator="moments", target_angle=8.0, lag_angle=1.0, plan_every=10)
-    assert WeightMirror.MAX_POOL_STEPS == 100
+    assert rule.max_pool_steps == 100 and WeightMirror(max_pool_steps=5).pool_steps(0.01) == 5
     assert [rule.pool_steps(x) for x in (0.5, 0.3, 0.1, 0.02, 0.005, 0.0)] == [2, 3, 10, 50, 100, 100]
     layer = _layer(rng)
     rule.initial_phase([layer], np, rng)
@@ -326,7 +326,8 @@ def test_the_adaptive_mirror_pools_its_draws():
         rule.after_weight_update(layer, delta, 1.0, np)
         rule.after_step([layer], np, rng, Progress(step, 0.0, 1.0))
     decay, samples, _ = layer._mirror_plan
-    k = rule.pool_steps(decay)
+    k = layer._mirror_draw[0]
+    assert decay >= WeightMirror.pooled_decay(1e-9, 1) and rule.pool_steps(decay) <= k + 1
     assert 1 < k < 20 and layer._mirror_draw == (k, True)
     assert len(draws) == pytest.approx(200 / k, abs=3) and all(d > 0 for d in draws)
     assert angle_degrees(layer.B, layer.W) < 8.0 * 1.25
@@ -346,3 +347,29 @@ def test_a_cost_budget_pools_moment_draws_over_more_steps():
     budget = 0.05 * 32 * sum(WeightMirror._work(l)[1] for l in layers)
     assert work <= budget * (1 + 1e-9)
     assert all(l._mirror_draw[0] > rule.pool_steps(l._mirror_plan[0]) for l in layers)
+
+
+@pytest.mark.parametrize("decay, pool", [(0.5, 2), (0.3, 3), (0.1, 10), (0.04, 25)])
+def test_pooled_draws_keep_the_planned_lag(decay, pool):
+    """Draws every ``k`` steps at the decay ``λ'`` of ``pooled_decay`` lag a W that moves by ``d``
+    per step as much, on average over the steps, as draws every step at ``λ`` (``(1-λ)/λ · d``),
+    where ``λ`` itself would lag 9-17 % more."""
+    d = 1e-3
+    fast = WeightMirror.pooled_decay(decay, pool)
+    assert fast > decay
+    for lam, expected in ((fast, (1 - decay) / decay), (decay, None)):
+        lam_k = 1 - (1 - lam) ** pool
+        w = b = 0.0  # one coordinate, no noise: B's lag behind W
+        lags = []
+        for t in range(int(60 / decay)):
+            w += d
+            if (t + 1) % pool == 0:
+                b = (1 - lam_k) * b + lam_k * w
+            if t > 30 / decay:
+                lags.append((w - b) / d)
+        measured = float(np.mean(lags))
+        assert measured == pytest.approx(WeightMirror.pooled_lag(lam, pool), rel=0.01)
+        if expected is not None:
+            assert measured == pytest.approx(expected, rel=0.01)
+        else:
+            assert measured > 1.08 * (1 - decay) / decay
