@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from benchlib import mlp_matmul_chain  # noqa: E402
 
 SIZES = [784, 500, 500, 10]
 BATCH = 128
@@ -137,20 +138,13 @@ def torch_stepper(x, y, threads: int):
     return run, torch.__version__
 
 
-def matmul_chain(threads: int):
-    """The BP step's matrix products alone, float32, same shapes."""
-    rng = np.random.default_rng(1)
-    Ws = [rng.standard_normal((o, i), dtype=np.float32) for i, o in zip(SIZES[:-1], SIZES[1:])]
-    xs = [rng.standard_normal((BATCH, i), dtype=np.float32) for i in SIZES[:-1]]
-    dys = [rng.standard_normal((BATCH, o), dtype=np.float32) for o in SIZES[1:]]
+def matmul_chain():
+    """The BP step's matrix products alone, float32, same shapes (``benchlib.mlp_matmul_chain``)."""
+    step = mlp_matmul_chain(SIZES, BATCH)
 
     def run(steps: int) -> None:
         for _ in range(steps):
-            for k, W in enumerate(Ws):
-                xs[k] @ W.T
-                dys[k].T @ xs[k]
-                if k:
-                    dys[k] @ W
+            step()
 
     return run
 
@@ -194,7 +188,7 @@ def main() -> int:
     except ImportError:
         torch_version = None
         print("(PyTorch not installed: pip install torch==2.13.0 to compare)")
-    runners["matmul-only"] = matmul_chain(args.threads)
+    runners["matmul-only"] = matmul_chain()
 
     for run in runners.values():  # warm-up
         run(20)

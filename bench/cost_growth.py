@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from benchlib import cpu_name  # noqa: E402
+from benchlib import cpu_name, mlp_matmul_chain  # noqa: E402
 
 
 # -- this engine -------------------------------------------------------------------
@@ -62,23 +62,6 @@ def engine_step(model: str, input_shape, batch: int, options: dict):
             _, d = softmax_cross_entropy(net.forward(x), y, np)
             net.backward(d, rng=rng)
         opt.step(0.01)
-
-    return step
-
-
-def gemm_floor_mlp(sizes, batch: int):
-    """The BP step's matrix products alone: forward, weight gradient, and the error for all but the first."""
-    rng = np.random.default_rng(1)
-    Ws = [rng.standard_normal((o, i), dtype=np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
-    xs = [rng.standard_normal((batch, i), dtype=np.float32) for i in sizes[:-1]]
-    ds = [rng.standard_normal((batch, o), dtype=np.float32) for o in sizes[1:]]
-
-    def step():
-        for k, W in enumerate(Ws):
-            xs[k] @ W.T
-            ds[k].T @ xs[k]
-            if k:
-                ds[k] @ W
 
     return step
 
@@ -205,10 +188,10 @@ def main() -> int:
 
     for b in map(int, args.batches.split(",")):
         point("MLP, batch", f"batch {b}", b, engine_step("mlp", (784,), b, {"hidden": [500, 500]}),
-              gemm_floor_mlp([784, 500, 500, 10], b), lambda b=b: torch_step("mlp", b))
+              mlp_matmul_chain([784, 500, 500, 10], b), lambda b=b: torch_step("mlp", b))
     for w in map(int, args.widths.split(",")):
         point("MLP, width", f"W {w}", 128, engine_step("mlp", (784,), 128, {"hidden": [w, w]}),
-              gemm_floor_mlp([784, w, w, 10], 128), lambda w=w: torch_step("mlp", 128, width=w))
+              mlp_matmul_chain([784, w, w, 10], 128), lambda w=w: torch_step("mlp", 128, width=w))
     for hw in map(int, args.image_sizes.split(",")):
         point("convnet, image", f"{hw}x{hw}", 64, engine_step("convnet", (1, hw, hw), 64, {}),
               gemm_floor_convnet(hw, 64), lambda hw=hw: torch_step("convnet", 64, hw=hw))

@@ -792,9 +792,14 @@ class WeightMirror(LearningRule):
         fan_in = WeightMirror._fan_in(layer)
         return float(fan_in) * fan_in * (layer.W.shape[0] + WeightMirror.RANDOM_WORK)
 
+    @property
+    def _may_draw_moments(self) -> bool:
+        """Moment draws are allowed: not ``estimator = "samples"``, and the linear response."""
+        return self.estimator != "samples" and self.response == "linear"
+
     def _uses_moments(self, layer, samples: float) -> bool:
         """Whether one update of ``samples`` samples is drawn from its moments (``estimator``)."""
-        if self.estimator == "samples" or self.response != "linear":
+        if not self._may_draw_moments:
             return False
         return self.estimator == "moments" or self.moment_work(layer) < samples * self._work(layer)[0]
 
@@ -804,7 +809,7 @@ class WeightMirror(LearningRule):
         pools, and whether updates are moment draws (the cheaper way per step, under ``auto``;
         ``pool``: draws pooled over that many steps, whatever they cost)."""
         decay, m = self.plan(self._fan_in(layer), drift, max_samples)
-        if self.estimator == "samples" or self.response != "linear":
+        if not self._may_draw_moments:
             return decay, m, 1, False
         k = self.pool_steps(decay) if pool is None else pool
         if pool is None and self.estimator == "auto" and self.moment_work(layer) / k >= m * self._work(layer)[0]:

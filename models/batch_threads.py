@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from .conv import Conv2d
-from .layers import BackwardContext, softmax_cross_entropy
+from .layers import softmax_cross_entropy
 from .norm import BatchNorm2d
 
 __all__ = ["MIN_SHARD", "BatchThreads", "blas_threads", "split_reason"]
@@ -137,9 +137,7 @@ class BatchThreads:
             memo = dict(shared)  # arrays shared, never copied
             memo[id(self.net.rule)] = self.net.rule
             memo[id(numpy)] = numpy
-            replica = copy.copy(self.net)
-            replica.modules = copy.deepcopy(self.net.modules, memo)
-            replica.weight_layers = _weight_layers(replica)
+            replica = copy.deepcopy(self.net, memo)  # modules and weight_layers: the same copies
             for _, m in replica.named_modules():
                 m.grads = {}  # own gradients (a layer may write into a kept gradient array)
             replicas.append(replica)
@@ -175,11 +173,8 @@ class BatchThreads:
             parts = [net.forward(x[b[0]:b[1]], True)] + [f.result() for f in futures]
             loss, dlogits = loss_fn(xp.concatenate(parts), y, xp, label_smoothing)
             # the rule's feedback, once, in the order the plain backward pass asks for it
-            table: dict[int, object] = {}
-            layers = [layer for layer in reversed(net.weight_layers) if layer.needs_input_grad]
-            for layer in layers:
-                fb = net.rule.feedback(layer, xp, rng)
-                table[id(layer)] = fb
+            table = {id(layer): net.rule.feedback(layer, xp, rng)
+                     for layer in reversed(net.weight_layers) if layer.needs_input_grad}
             for r in self._replicas:
                 for original, twin in zip(net.weight_layers, r.weight_layers):
                     if id(original) in table:
@@ -187,12 +182,8 @@ class BatchThreads:
             rule = _StepFeedback(net.rule, table)
 
             def backward(r, d):
-                ctx = BackwardContext(rule, xp, rng)
                 with xp.errstate(**errors):
-                    for m in reversed(r.modules):
-                        d = m.backward(d, ctx)
-                        if d is None:
-                            break
+                    r.backward(d, rng=rng, rule=rule)
 
             futures = [self._pool.submit(backward, r, dlogits[b[i + 1]:b[i + 2]]) for i, r in enumerate(nets[1:])]
             backward(net, dlogits[b[0]:b[1]])
@@ -205,9 +196,3 @@ class BatchThreads:
                 for name, g in mine.grads.items():
                     g += theirs.grads[name]
         return loss, dlogits
-
-
-def _weight_layers(net) -> list:
-    from .layers import WeightLayer
-
-    return [m for _, m in net.named_modules() if isinstance(m, WeightLayer)]

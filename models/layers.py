@@ -272,8 +272,9 @@ class Network:
             x = m.forward(x, train)
         return x
 
-    def backward(self, dlogits, rng=None, use_backprop: bool = False, record: list | None = None):
-        ctx = BackwardContext(self.rule, self.xp, rng, use_backprop, record)
+    def backward(self, dlogits, rng=None, use_backprop: bool = False, record: list | None = None, rule=None):
+        """The error from the logits down; ``rule`` (default: the network's) gives the feedback."""
+        ctx = BackwardContext(self.rule if rule is None else rule, self.xp, rng, use_backprop, record)
         d = dlogits
         for m in reversed(self.modules):
             d = m.backward(d, ctx)

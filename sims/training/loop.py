@@ -155,7 +155,7 @@ class Trainee:
     comm: Communicator
     xp: object
     label_smoothing: float = 0.0
-    #: the batch split over CPU threads (``models.batch_threads``), or None: the plain step
+    #: the batch split over CPU threads (``models.batch_threads``; one process only), or None: the plain step
     batch_threads: BatchThreads | None = None
 
     @property
@@ -196,8 +196,7 @@ def train_step(t: Trainee, xb, yb, lr: float, progress: Progress | None, noise_r
     xp, net, comm = t.xp, t.net, t.comm
     n_local = len(yb)
     loss, dlogits = 0.0, None
-    split = (t.batch_threads is not None and comm.size == 1
-             and n_local >= MIN_SHARD * t.batch_threads.threads)
+    split = t.batch_threads is not None and n_local >= MIN_SHARD * t.batch_threads.threads
     if split:  # forward and backward, each thread a share of the batch (models.batch_threads)
         loss, dlogits = t.batch_threads.loss_and_gradients(as_input(net, xb, xp), xp.asarray(yb), noise_rng,
                                                           t.label_smoothing, softmax_cross_entropy)
